@@ -1,0 +1,1 @@
+"""Code shared by the producer and the worker: settings, subscribers, topology and wire format."""

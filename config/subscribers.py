@@ -1,0 +1,267 @@
+"""The subscriber file: who gets which events, where, signed with what, retried how.
+
+Loaded once at start-up; every mistake becomes one :class:`ConfigError` whose
+message names the file, the subscriber and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from config.errors import ConfigError
+
+SUBSCRIBER_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# A topic pattern is dot-separated words; a word is `*`, `#` or a literal.
+TOPIC_WORD = re.compile(r"^(?:\*|#|[A-Za-z0-9_-]+)$")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# The product page promises attempts 1-3: at most two retries.
+MAX_RETRIES = 2
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Subscriber(_Model):
+    """One receiving endpoint."""
+
+    id: Annotated[str, Field(description="unique, [a-z0-9-]")]
+    url: str
+    secret: SecretStr
+    events: tuple[str, ...] = Field(min_length=1)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    max_in_flight: int = Field(default=16, ge=1, le=1000)
+    standard_webhooks: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not SUBSCRIBER_ID.match(value):
+            raise ValueError(
+                "must be 1-64 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; receivers authenticate by signature")
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            words = pattern.split(".")
+            if not pattern or not all(TOPIC_WORD.match(w) for w in words):
+                raise ValueError(
+                    f"{pattern!r} is not a topic pattern: use dot-separated words, "
+                    "'*' for one word, '#' for any number (e.g. 'order.*')"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("lists a pattern twice")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The URL's host name, for logs (never the path, which may carry a token)."""
+        return urlsplit(self.url).hostname or ""
+
+
+class RetryPolicy(_Model):
+    """How long to wait before attempt 2 and attempt 3."""
+
+    delays_seconds: tuple[float, ...] = (30.0, 300.0)
+
+    @field_validator("delays_seconds")
+    @classmethod
+    def _check_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > MAX_RETRIES:
+            raise ValueError(
+                f"at most {MAX_RETRIES} delays: the wire contract allows attempts 1-3"
+            )
+        for delay in value:
+            if not 0.001 <= delay <= 7 * 24 * 3600:
+                raise ValueError(f"{delay} is out of range (1 ms to 7 days)")
+        return value
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts in all, the first one included."""
+        return len(self.delays_seconds) + 1
+
+
+class SecurityPolicy(_Model):
+    """What delivery targets are allowed."""
+
+    allow_private_networks: bool = False
+
+
+class SubscriberFile(_Model):
+    """The whole subscriber file."""
+
+    subscribers: tuple[Subscriber, ...] = ()
+    retry: RetryPolicy = RetryPolicy()
+    security: SecurityPolicy = SecurityPolicy()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SubscriberFile:
+        seen: set[str] = set()
+        for index, sub in enumerate(self.subscribers):
+            if sub.id in seen:
+                raise _FieldProblem(("subscribers", index, "id"), f"duplicate id {sub.id!r}")
+            seen.add(sub.id)
+        return self
+
+
+class _FieldProblem(ValueError):
+    """A problem with a known location, raised from a model-level validator."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node)  # type: ignore[no-untyped-call]
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def _describe(raw: Any, loc: tuple[str | int, ...]) -> str:
+    """Human location: ``subscribers[1] (id 'my-shop'): url``."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node):
+                node = node[item]
+                if isinstance(node, Mapping) and isinstance(node.get("id"), str):
+                    label += f" (id {node['id']!r})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + item)
+            node = node.get(item) if isinstance(node, Mapping) else None
+    return "".join(parts) or "(top level)"
+
+
+def _expand_env(value: Any, environ: Mapping[str, str], loc: tuple[str | int, ...]) -> Any:
+    """Replace ``${VAR}`` in string values; a missing variable is a located error."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise _FieldProblem(loc, f"environment variable {name} is not set")
+            return environ[name]
+
+        return ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, list):
+        return [_expand_env(v, environ, (*loc, i)) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand_env(v, environ, (*loc, str(k))) for k, v in value.items()}
+    return value
+
+
+def parse_subscriber_file(
+    text: str, *, source: str, environ: Mapping[str, str] | None = None
+) -> SubscriberFile:
+    """Parse and validate subscriber-file ``text``; ``source`` names it in errors."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with 'subscribers:'")
+    try:
+        expanded = _expand_env(raw, environ, ())
+        return SubscriberFile.model_validate(expanded)
+    except _FieldProblem as problem:
+        raise ConfigError(f"{source}: {_describe(raw, problem.loc)}: {problem.message}") from None
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors():
+            ctx_error = (error.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, _FieldProblem):
+                loc, message = ctx_error.loc, ctx_error.message
+            else:
+                loc, message = tuple(error["loc"]), _plain(error)
+            messages.append(f"{source}: {_describe(raw, loc)}: {message}")
+        raise ConfigError("\n".join(messages)) from None
+
+
+def _plain(error: Any) -> str:
+    """Pydantic's message without its 'Value error, ' prefix, and no secret input echoed."""
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return message.removeprefix("Value error, ")
+
+
+def load_subscriber_file(path: Path, environ: Mapping[str, str] | None = None) -> SubscriberFile:
+    """Read and validate the subscriber file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: subscriber file not found (set WEBHOOK_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read subscriber file: {exc}") from None
+    return parse_subscriber_file(text, source=str(path), environ=environ)

@@ -1,0 +1,1 @@
+"""Developer and test tooling (throwaway RabbitMQ nodes, helpers); not used in production."""

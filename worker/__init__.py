@@ -1,0 +1,1 @@
+"""The webhook worker: consumes per-subscriber queues, signs and delivers events."""

@@ -1,0 +1,291 @@
+"""The only place that touches pika's callbacks: they become awaitables here.
+
+pika's ``AsyncioConnection`` runs on the worker's event loop; every callback it
+fires resolves a future, so the rest of the worker is plain async code.  Errors
+are wrapped in :mod:`config.errors` types where they happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+import pika.frame
+import pika.spec
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+
+from config.broker import BrokerUrl
+from config.errors import BrokerUnavailableError, NackedError, UnroutableError
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivered AMQP message, and the channel it must be settled on."""
+
+    channel: AmqpChannel
+    delivery_tag: int
+    redelivered: bool
+    exchange: str
+    routing_key: str
+    properties: pika.BasicProperties
+    body: bytes
+
+    def ack(self) -> bool:
+        """Acknowledge; False if the channel is gone (the broker will redeliver)."""
+        return self.channel.settle(self.delivery_tag, ack=True)
+
+    def reject(self, *, requeue: bool) -> bool:
+        """Negative-acknowledge; False if the channel is gone."""
+        return self.channel.settle(self.delivery_tag, ack=False, requeue=requeue)
+
+
+OnMessage = Callable[[Message], None]
+
+
+class AmqpConnection:
+    """An open connection; ``closed`` resolves (with the reason) when it goes away."""
+
+    def __init__(self, connection: AsyncioConnection, loop: asyncio.AbstractEventLoop) -> None:
+        self._connection = connection
+        self._loop = loop
+        self.closed: asyncio.Future[BaseException] = loop.create_future()
+        connection.add_on_close_callback(self._on_close)
+
+    @classmethod
+    async def open(cls, broker: BrokerUrl, *, name: str) -> AmqpConnection:
+        """Connect to the first reachable broker URL, or raise BrokerUnavailableError."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def on_done(result: Any) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        workflow = AsyncioConnection.create_connection(
+            broker.parameters(connection_name=name), on_done, custom_ioloop=loop
+        )
+        try:
+            result = await done
+        except asyncio.CancelledError:
+            workflow.abort()
+            raise
+        if isinstance(result, BaseException):
+            raise BrokerUnavailableError(
+                f"cannot connect to RabbitMQ at {broker.redacted}: {result!r}"
+            )
+        return cls(result, loop)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection.is_open)
+
+    def _on_close(self, _connection: Any, reason: BaseException) -> None:
+        if not self.closed.done():
+            self.closed.set_result(reason)
+
+    async def channel(self) -> AmqpChannel:
+        """Open a new channel."""
+        opened: asyncio.Future[Channel] = self._loop.create_future()
+        try:
+            self._connection.channel(on_open_callback=opened.set_result)
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerUnavailableError(f"cannot open a channel: {exc!r}") from None
+        return AmqpChannel(await _or_closed(opened, self.closed), self._loop)
+
+    async def close(self) -> None:
+        """Close the connection (unacked messages go back to their queues)."""
+        if self._connection.is_open:
+            try:
+                self._connection.close()
+            except pika.exceptions.AMQPError:
+                return
+        if not self.closed.done():
+            await asyncio.wait({self.closed}, timeout=10)
+
+
+async def _or_closed(future: asyncio.Future[Any], closed: asyncio.Future[Any]) -> Any:
+    """Await ``future`` unless ``closed`` resolves first."""
+    await asyncio.wait({future, closed}, return_when=asyncio.FIRST_COMPLETED)
+    if future.done():
+        return future.result()
+    future.cancel()
+    raise BrokerUnavailableError(f"connection closed: {closed.result()!r}")
+
+
+class AmqpChannel:
+    """A channel: consume, settle, and publish-with-confirm."""
+
+    def __init__(self, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+        self._channel = channel
+        self._loop = loop
+        self.closed: asyncio.Future[BaseException] = loop.create_future()
+        # Confirm bookkeeping: publish sequence number -> (future, identity).
+        self._pending: dict[int, tuple[asyncio.Future[None], tuple[str, str, str | None]]] = {}
+        self._returned: set[int] = set()
+        self._sequence = 0
+        self._confirming = False
+        channel.add_on_close_callback(self._on_close)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._channel.is_open) and not self.closed.done()
+
+    def _on_close(self, _channel: Any, reason: BaseException) -> None:
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(
+                    BrokerUnavailableError(f"channel closed before the confirm: {reason!r}")
+                )
+        self._pending.clear()
+
+    async def _rpc(self, start: Callable[[Callable[[Any], None]], Any]) -> Any:
+        done: asyncio.Future[Any] = self._loop.create_future()
+
+        def resolve(frame: Any) -> None:
+            if not done.done():
+                done.set_result(frame)
+
+        try:
+            start(resolve)
+        except (pika.exceptions.AMQPError, ValueError) as exc:
+            raise BrokerUnavailableError(f"channel operation failed: {exc!r}") from None
+        return await _or_closed(done, self.closed)
+
+    async def enable_confirms(self) -> None:
+        """Put the channel in publisher-confirm mode and watch for returned messages."""
+        self._channel.add_on_return_callback(self._on_return)
+        await self._rpc(
+            lambda cb: self._channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=cb)
+        )
+        self._confirming = True
+
+    async def consume(self, queue: str, on_message: OnMessage, *, prefetch: int) -> str:
+        """Start consuming ``queue`` with at most ``prefetch`` unacked messages."""
+        # Without global_qos the limit applies to each consumer created after it,
+        # which gives every subscriber its own in-flight budget on one channel.
+        await self._rpc(lambda cb: self._channel.basic_qos(prefetch_count=prefetch, callback=cb))
+
+        def deliver(
+            _ch: Channel,
+            method: pika.spec.Basic.Deliver,
+            properties: pika.BasicProperties,
+            body: bytes,
+        ) -> None:
+            on_message(
+                Message(
+                    channel=self,
+                    delivery_tag=method.delivery_tag,
+                    redelivered=bool(method.redelivered),
+                    exchange=method.exchange,
+                    routing_key=method.routing_key,
+                    properties=properties,
+                    body=body,
+                )
+            )
+
+        tag: str = ""
+
+        def start(cb: Callable[[Any], None]) -> None:
+            nonlocal tag
+            tag = self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)
+
+        await self._rpc(start)
+        return tag
+
+    async def cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer; messages already delivered stay ours to settle."""
+        if self.is_open:
+            await self._rpc(lambda cb: self._channel.basic_cancel(consumer_tag, callback=cb))
+
+    def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = True) -> bool:
+        # A tag from a closed channel must never be used on a new one: the broker
+        # has already requeued that message and will deliver it again.
+        if not self.is_open:
+            return False
+        try:
+            if ack:
+                self._channel.basic_ack(delivery_tag)
+            else:
+                self._channel.basic_nack(delivery_tag, requeue=requeue)
+        except pika.exceptions.AMQPError:
+            return False
+        return True
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: pika.BasicProperties,
+    ) -> None:
+        """Publish ``mandatory`` and wait for the broker's confirm.
+
+        Raises UnroutableError (no queue bound), NackedError (queue refused), or
+        BrokerUnavailableError (channel lost before the confirm).
+        """
+        if not self._confirming:
+            raise RuntimeError("enable_confirms() first")
+        if not self.is_open:
+            raise BrokerUnavailableError("channel is closed")
+        self._sequence += 1
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._pending[self._sequence] = (future, (exchange, routing_key, properties.message_id))
+        try:
+            self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
+        except pika.exceptions.AMQPError as exc:
+            self._pending.pop(self._sequence, None)
+            raise BrokerUnavailableError(f"publish failed: {exc!r}") from None
+        await future
+
+    def _on_return(
+        self,
+        _ch: Channel,
+        method: pika.spec.Basic.Return,
+        properties: pika.BasicProperties,
+        _body: bytes,
+    ) -> None:
+        # basic.return carries no sequence number but always precedes the confirm
+        # of its message: mark the oldest matching unconfirmed publish.
+        identity = (method.exchange, method.routing_key, properties.message_id)
+        for sequence, (_, pending) in sorted(self._pending.items()):
+            if pending == identity and sequence not in self._returned:
+                self._returned.add(sequence)
+                return
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        method = frame.method
+        tag = method.delivery_tag
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        sequences = [s for s in self._pending if s <= tag] if method.multiple else [tag]
+        for sequence in sequences:
+            entry = self._pending.pop(sequence, None)
+            if entry is None:
+                continue
+            future, (exchange, routing_key, _) = entry
+            if future.done():
+                continue
+            if sequence in self._returned:
+                self._returned.discard(sequence)
+                future.set_exception(
+                    UnroutableError(f"no queue bound on {exchange!r} for {routing_key!r}")
+                )
+            elif acked:
+                future.set_result(None)
+            else:
+                future.set_exception(NackedError(f"broker refused the message for {exchange!r}"))
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self.is_open:
+            try:
+                self._channel.close()
+            except pika.exceptions.AMQPError:
+                return
+            await asyncio.wait({self.closed}, timeout=5)

@@ -1,0 +1,118 @@
+"""``webhook-worker``: run the daemon, check the config, or test one endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from config.errors import ConfigError, WebhookError
+from config.logs import configure_logging
+from config.settings import Settings, load_settings
+from config.topology import dead_letter_queue, work_queue
+
+PROG = "webhook-worker"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+async def _run(settings: Settings) -> None:
+    from worker.service import Worker
+
+    worker = Worker(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.request_stop)
+    await worker.run()
+
+
+def run(settings: Settings) -> int:
+    """Run the worker until SIGTERM/SIGINT; exit 0 after a graceful stop."""
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(_run(settings))
+    return 0
+
+
+def check_config(settings: Settings) -> int:
+    """Print the subscriber table of a valid config (validation already happened)."""
+    print(f"config: {settings.config_path}")
+    print(f"broker: {settings.broker.redacted}")
+    delays = ", ".join(f"{d:g}s" for d in settings.retry.delays_seconds) or "none"
+    print(f"retry delays: {delays} (max {settings.retry.max_attempts} attempts)")
+    print(f"private networks allowed: {settings.security.allow_private_networks}")
+    print()
+    rows = [("ID", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "QUEUES")]
+    for sub in settings.subscribers:
+        rows.append((
+            sub.id, sub.url, ",".join(sub.events), f"{sub.timeout_seconds:g}s",
+            str(sub.max_in_flight), f"{work_queue(sub.id)} / {dead_letter_queue(sub.id)}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(f"\n{len(settings.subscribers)} subscriber(s) OK")
+    return 0
+
+
+async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str) -> int:
+    from config.envelope import build_envelope, new_event_id
+    from config.samples import sample_data
+    from worker.delivery import Deliverer
+    from worker.incoming import QueuedEvent
+
+    subscriber = settings.subscriber(subscriber_id)
+    if subscriber is None:
+        known = ", ".join(s.id for s in settings.subscribers) or "none"
+        return _fail(f"no subscriber {subscriber_id!r} in {settings.config_path} (known: {known})")
+    body = build_envelope(event_type, sample_data(event_type))
+    event = QueuedEvent(new_event_id(), event_type, 1, body, None, None)
+    async with Deliverer(allow_private_networks=settings.security.allow_private_networks) as d:
+        result = await d.deliver(subscriber, event, test=True)
+    print(f"subscriber: {subscriber.id}")
+    print(f"url:        {subscriber.url}")
+    print(f"event:      {event_type} ({event.event_id})")
+    print(f"status:     {result.status or '-'}")
+    print(f"latency:    {result.duration_seconds * 1000:.1f} ms")
+    if result.error:
+        print(f"error:      {result.error}")
+    excerpt = result.response_excerpt[:200].decode("utf-8", "replace")
+    print(f"response:   {excerpt!r}")
+    print("result:     PASS" if result.ok else "result:     FAIL")
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="Webhook delivery worker.")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="consume and deliver until SIGTERM (the default)")
+    commands.add_parser("check-config", help="validate the subscriber file and print it")
+    test = commands.add_parser(
+        "test-endpoint", help="send one signed sample event straight to a subscriber"
+    )
+    test.add_argument("subscriber")
+    test.add_argument("--event", default="order.created",
+                      choices=["order.created", "order.updated", "order.cancelled"])
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        if args.command == "check-config":
+            return check_config(settings)
+        if args.command == "test-endpoint":
+            configure_logging(settings.log_format, "warning", stream=sys.stderr)
+            return asyncio.run(_test_endpoint(settings, args.subscriber, args.event))
+        return run(settings)
+    except WebhookError as exc:
+        return _fail(str(exc), 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""One HTTP delivery attempt: sign, POST, classify the outcome as a value."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from config import message as wire
+from config.signature import sign
+from config.subscribers import Subscriber
+from worker.address_policy import PublicOnlyResolver, find_forbidden, is_public_address
+from worker.incoming import QueuedEvent
+
+Outcome = Literal["success", "http_error", "timeout", "connection_error", "forbidden_address"]
+
+# Enough of a response body to show an operator what went wrong.
+RESPONSE_EXCERPT_BYTES = 512
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What happened to one attempt. ``status`` is 0 when there was no HTTP response."""
+
+    outcome: Outcome
+    status: int
+    duration_seconds: float
+    error: str | None = None
+    response_excerpt: bytes = b""
+    retry_after_seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "success"
+
+
+def standard_webhooks_signature(secret: str, event_id: str, timestamp_s: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value (``v1,<base64>``).
+
+    A ``whsec_``-prefixed secret is base64 key material, as that spec defines;
+    any other secret is used as its UTF-8 bytes.
+    """
+    key = (
+        base64.b64decode(secret.removeprefix("whsec_"))
+        if secret.startswith("whsec_")
+        else secret.encode("utf-8")
+    )
+    signed = f"{event_id}.{timestamp_s}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date; rare for webhooks, treated as absent
+
+
+class Deliverer:
+    """Owns the HTTP connection pool; ``deliver`` never raises for network outcomes."""
+
+    def __init__(self, *, allow_private_networks: bool, pool_size: int = 256) -> None:
+        self._allow_private = allow_private_networks
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size,
+            resolver=None if self._allow_private else PublicOnlyResolver(),
+            ttl_dns_cache=60,
+        )
+        # trust_env=False: a proxy from the environment must not route around the
+        # address policy. auto_decompress stays on; we only read a small excerpt.
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Deliverer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def headers_for(
+        self, subscriber: Subscriber, event: QueuedEvent, *, now_ms: int, test: bool = False
+    ) -> dict[str, str]:
+        """All HTTP headers of one attempt, signature included."""
+        secret = subscriber.secret.get_secret_value()
+        headers = {
+            "Content-Type": wire.CONTENT_TYPE,
+            "User-Agent": wire.USER_AGENT,
+            wire.HTTP_SIGNATURE: sign(secret, event.body, now_ms),
+            wire.HTTP_EVENT: event.event_type,
+            wire.HTTP_ATTEMPT: str(event.attempt),
+            wire.HTTP_ID: event.event_id,
+        }
+        if subscriber.standard_webhooks:
+            seconds = now_ms // 1000
+            headers["webhook-id"] = event.event_id
+            headers["webhook-timestamp"] = str(seconds)
+            headers["webhook-signature"] = standard_webhooks_signature(
+                secret, event.event_id, seconds, event.body
+            )
+        if test:
+            headers[wire.HTTP_TEST] = "true"
+        return headers
+
+    async def deliver(
+        self, subscriber: Subscriber, event: QueuedEvent, *, test: bool = False
+    ) -> DeliveryResult:
+        """POST ``event`` to ``subscriber`` once; every outcome is a DeliveryResult."""
+        if self._session is None:
+            raise RuntimeError("Deliverer.start() first")
+        started = time.monotonic()
+
+        def result(outcome: Outcome, status: int = 0, error: str | None = None,
+                   excerpt: bytes = b"", retry_after: float | None = None) -> DeliveryResult:
+            return DeliveryResult(outcome, status, time.monotonic() - started, error, excerpt,
+                                  retry_after)
+
+        host = urlsplit(subscriber.url).hostname or ""
+        if not self._allow_private and _is_ip_literal(host) and not is_public_address(host):
+            # aiohttp skips the resolver for IP literals, so check them here.
+            return result("forbidden_address", error=f"{host} is not a public address")
+
+        headers = self.headers_for(subscriber, event, now_ms=time.time_ns() // 1_000_000,
+                                   test=test)
+        timeout = aiohttp.ClientTimeout(
+            total=subscriber.timeout_seconds,
+            sock_connect=min(subscriber.connect_timeout_seconds, subscriber.timeout_seconds),
+        )
+        try:
+            async with self._session.post(
+                subscriber.url,
+                data=event.body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
+                status = response.status
+                if 200 <= status < 300:
+                    return result("success", status, excerpt=excerpt)
+                error = f"HTTP {status}"
+                if 300 <= status < 400:
+                    error += " (redirects are not followed)"
+                return result("http_error", status, error, excerpt,
+                              _retry_after(response.headers.get("Retry-After")))
+        except TimeoutError:
+            return result("timeout", error=f"timed out after {subscriber.timeout_seconds:g} s")
+        except aiohttp.ClientError as exc:
+            forbidden = find_forbidden(exc)
+            if forbidden is not None:
+                return result("forbidden_address", error=str(forbidden))
+            return result("connection_error", error=_describe(exc))
+        except OSError as exc:
+            return result("connection_error", error=_describe(exc))
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(exc: BaseException) -> str:
+    """A short error for logs and DLQ headers (no URL path, which may carry a token)."""
+    name = type(exc).__name__
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return f"{name}: {os_error.strerror}"
+    text = str(exc).split(" url=")[0]
+    return f"{name}: {text}"[:200]

@@ -1,0 +1,96 @@
+"""Turning a queued AMQP message into an event the worker can deliver.
+
+Anything the worker cannot understand raises :class:`PoisonMessageError` with a
+short reason; the caller moves such a message to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from config import message as wire
+from config.errors import PayloadError, PoisonMessageError
+from config.jsonbody import decode_body, encode_body
+
+# Far above any order event; express.json() receivers refuse >100 kB by default.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """An event ready to be POSTed: the exact body and what goes in the headers."""
+
+    event_id: str
+    event_type: str
+    attempt: int
+    body: bytes
+    occurred_at: datetime | None
+    first_attempt_at: str | None
+
+
+def header(properties: Any, name: str) -> Any:
+    """A message header, or None (pika gives None rather than {} when there are none)."""
+    headers = getattr(properties, "headers", None) or {}
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value
+
+
+def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEvent:
+    """Validate a queued message and return the event to deliver.
+
+    The body is re-encoded in the exact form the product page's verifier
+    recomputes, so a producer in another language that pretty-printed its JSON
+    still produces deliveries that verify.
+    """
+    if len(body) > MAX_BODY_BYTES:
+        raise PoisonMessageError(f"body is {len(body)} bytes, over the {MAX_BODY_BYTES} cap")
+    try:
+        envelope = decode_body(body)
+    except PayloadError as exc:
+        raise PoisonMessageError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise PoisonMessageError("body is not a JSON object")
+    event_type = envelope.get("event")
+    if not isinstance(event_type, str) or not event_type:
+        raise PoisonMessageError("body has no 'event' string")
+    if not isinstance(envelope.get("data"), dict):
+        raise PoisonMessageError("body has no 'data' object")
+    timestamp = envelope.get("timestamp")
+    if not isinstance(timestamp, str):
+        raise PoisonMessageError("body has no 'timestamp' string")
+    try:
+        occurred_at: datetime | None = datetime.fromisoformat(timestamp)
+    except ValueError:
+        occurred_at = None  # still deliverable; only the latency metric needs it
+
+    attempt = header(properties, wire.ATTEMPT)
+    if attempt is None:
+        attempt = 1
+    if isinstance(attempt, bool) or not isinstance(attempt, int):
+        raise PoisonMessageError(f"header {wire.ATTEMPT} is not an integer")
+    if not 1 <= attempt <= max_attempts:
+        raise PoisonMessageError(f"header {wire.ATTEMPT}={attempt} is outside 1-{max_attempts}")
+
+    canonical = encode_body(envelope)
+    event_id = getattr(properties, "message_id", None)
+    if not isinstance(event_id, str) or not event_id:
+        # A stable id from the content, so retries and replays of an event that
+        # arrived without one still share an id receivers can deduplicate on.
+        event_id = "evt_" + hashlib.sha256(canonical).hexdigest()[:32]
+    first = header(properties, wire.FIRST_ATTEMPT_AT)
+    return QueuedEvent(
+        event_id=event_id,
+        event_type=event_type,
+        attempt=attempt,
+        body=canonical,
+        occurred_at=occurred_at,
+        first_attempt_at=first if isinstance(first, str) else None,
+    )

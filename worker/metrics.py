@@ -1,0 +1,61 @@
+"""Every Prometheus metric of the worker, in one place.
+
+Label values are bounded: ``subscriber`` comes from the subscriber file,
+``event`` from the event types producers use (invalid ones become
+``"invalid"``), ``outcome`` and ``reason`` from the fixed sets below.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTCOMES = ("success", "http_error", "timeout", "connection_error", "forbidden_address")
+DEAD_LETTER_REASONS = ("exhausted", "poison", "retry_after_too_long")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+DELIVERIES = Counter(
+    "webhook_deliveries_total",
+    "Delivery attempts by subscriber, event type and outcome.",
+    ["subscriber", "event", "outcome"],
+)
+ATTEMPT_DURATION = Histogram(
+    "webhook_attempt_duration_seconds",
+    "Duration of one HTTP delivery attempt, from request start to response or error.",
+    ["subscriber"],
+    buckets=_LATENCY_BUCKETS,
+)
+END_TO_END_LATENCY = Histogram(
+    "webhook_end_to_end_latency_seconds",
+    "Time from the event's timestamp to its successful delivery (retries included).",
+    ["subscriber"],
+    buckets=_END_TO_END_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "webhook_in_flight",
+    "Messages received from the broker and not yet settled.",
+    ["subscriber"],
+)
+RETRIES_SCHEDULED = Counter(
+    "webhook_retries_scheduled_total",
+    "Failed attempts moved to a delay queue, by the attempt they wait for.",
+    ["subscriber", "attempt"],
+)
+DEAD_LETTERED = Counter(
+    "webhook_dead_lettered_total",
+    "Messages moved to a dead-letter queue, by reason.",
+    ["subscriber", "reason"],
+)
+BROKER_RECONNECTS = Counter(
+    "webhook_broker_reconnects_total",
+    "Times the worker lost its broker connection and connected again.",
+)
+READY = Gauge(
+    "webhook_worker_ready",
+    "1 while connected to the broker and consuming, else 0.",
+)
+CONSUMERS = Gauge(
+    "webhook_consumers",
+    "Work queues this worker is consuming.",
+)

@@ -1,0 +1,176 @@
+"""What the worker does with one message: deliver, then ack, retry or dead-letter.
+
+The rule that keeps events safe: a message is acked only after its next home is
+certain, i.e. the receiver answered 2xx, or the broker confirmed the copy we
+published to a delay queue or a dead-letter queue.  If anything in between
+fails, the message stays unacked and the broker hands it out again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+import structlog
+
+from config import message as wire
+from config.errors import BrokerError, PoisonMessageError
+from config.subscribers import RetryPolicy, Subscriber
+from config.topology import DEAD_LETTER_EXCHANGE, delay_exchange
+from worker import metrics
+from worker.amqp import AmqpChannel, Message
+from worker.delivery import Deliverer, DeliveryResult
+from worker.incoming import QueuedEvent, read_event
+from worker.retry import DeadLetter, next_attempt
+
+log = structlog.get_logger("worker")
+
+_LAST_ERROR_CHARS = 300
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_label(event_type: str | None) -> str:
+    # Event types are a product-defined set; anything odd collapses to one value
+    # so a bad producer cannot explode the metric's cardinality.
+    if event_type and len(event_type) <= 64 and event_type.replace(".", "").replace("_", "").isalnum():
+        return event_type
+    return "invalid"
+
+
+def _moved_properties(properties: Any, headers: dict[str, Any]) -> pika.BasicProperties:
+    """Properties for a copy of a message: same identity, updated headers."""
+    return pika.BasicProperties(
+        content_type=getattr(properties, "content_type", None) or wire.CONTENT_TYPE,
+        delivery_mode=wire.PERSISTENT,
+        message_id=getattr(properties, "message_id", None),
+        type=getattr(properties, "type", None),
+        timestamp=getattr(properties, "timestamp", None),
+        app_id=getattr(properties, "app_id", None),
+        correlation_id=getattr(properties, "correlation_id", None),
+        headers=headers,
+    )
+
+
+class MessageProcessor:
+    """Delivers one message and settles it safely."""
+
+    def __init__(self, deliverer: Deliverer, retry: RetryPolicy) -> None:
+        self._deliverer = deliverer
+        self._retry = retry
+
+    async def process(self, subscriber: Subscriber, message: Message, publisher: AmqpChannel) -> None:
+        """Handle ``message`` from ``subscriber``'s work queue; never raises for bad input."""
+        in_flight = metrics.IN_FLIGHT.labels(subscriber.id)
+        in_flight.inc()
+        try:
+            await self._process(subscriber, message, publisher)
+        except BrokerError as exc:
+            # The next step could not be made certain: leave the message unacked;
+            # the broker redelivers it (possibly to another worker).
+            log.warning(
+                "message_left_unacked",
+                subscriber=subscriber.id,
+                event_id=getattr(message.properties, "message_id", None),
+                error=str(exc),
+            )
+        finally:
+            in_flight.dec()
+
+    async def _process(self, subscriber: Subscriber, message: Message, publisher: AmqpChannel) -> None:
+        try:
+            event = read_event(message.properties, message.body, max_attempts=self._retry.max_attempts)
+        except PoisonMessageError as exc:
+            await self._dead_letter_poison(subscriber, message, publisher, str(exc))
+            return
+
+        bound = log.bind(
+            subscriber=subscriber.id,
+            event=event.event_type,
+            event_id=event.event_id,
+            attempt=event.attempt,
+        )
+        result = await self._deliverer.deliver(subscriber, event)
+        label = _event_label(event.event_type)
+        metrics.DELIVERIES.labels(subscriber.id, label, result.outcome).inc()
+        metrics.ATTEMPT_DURATION.labels(subscriber.id).observe(result.duration_seconds)
+        bound.info(
+            "delivery_succeeded" if result.ok else "delivery_failed",
+            status=result.status,
+            outcome=result.outcome,
+            duration_ms=round(result.duration_seconds * 1000, 1),
+            error=result.error,
+            host=subscriber.host,
+        )
+        if result.ok:
+            message.ack()
+            if event.occurred_at is not None:
+                occurred = event.occurred_at
+                if occurred.tzinfo is None:
+                    occurred = occurred.replace(tzinfo=UTC)
+                latency = time.time() - occurred.timestamp()
+                metrics.END_TO_END_LATENCY.labels(subscriber.id).observe(max(0.0, latency))
+            return
+
+        headers = self._failure_headers(subscriber, message, event, result)
+        step = next_attempt(event.attempt, result, self._retry)
+        if isinstance(step, DeadLetter):
+            headers[wire.DEAD_LETTER_REASON] = step.reason
+            headers[wire.DEAD_LETTERED_AT] = _now_iso()
+            await publisher.publish(
+                DEAD_LETTER_EXCHANGE, subscriber.id, message.body,
+                _moved_properties(message.properties, headers),
+            )
+            message.ack()
+            metrics.DEAD_LETTERED.labels(subscriber.id, step.reason).inc()
+            bound.warning("dead_lettered", reason=step.reason, last_status=result.status,
+                          last_error=result.error)
+            return
+
+        headers[wire.ATTEMPT] = step.attempt
+        await publisher.publish(
+            delay_exchange(step.delay_seconds), subscriber.id, message.body,
+            _moved_properties(message.properties, headers),
+        )
+        message.ack()
+        metrics.RETRIES_SCHEDULED.labels(subscriber.id, str(step.attempt)).inc()
+        bound.info("retry_scheduled", next_attempt=step.attempt, delay_seconds=step.delay_seconds)
+
+    def _failure_headers(
+        self, subscriber: Subscriber, message: Message, event: QueuedEvent, result: DeliveryResult
+    ) -> dict[str, Any]:
+        now = _now_iso()
+        headers = dict(getattr(message.properties, "headers", None) or {})
+        headers[wire.SUBSCRIBER] = subscriber.id
+        headers[wire.FIRST_ATTEMPT_AT] = event.first_attempt_at or now
+        headers[wire.LAST_ATTEMPT_AT] = now
+        headers[wire.LAST_STATUS] = result.status
+        headers[wire.LAST_ERROR] = (result.error or "")[:_LAST_ERROR_CHARS]
+        headers[wire.ATTEMPTS] = event.attempt
+        return headers
+
+    async def _dead_letter_poison(
+        self, subscriber: Subscriber, message: Message, publisher: AmqpChannel, reason: str
+    ) -> None:
+        now = _now_iso()
+        headers = dict(getattr(message.properties, "headers", None) or {})
+        headers[wire.SUBSCRIBER] = subscriber.id
+        headers[wire.DEAD_LETTER_REASON] = f"poison: {reason}"
+        headers[wire.DEAD_LETTERED_AT] = now
+        headers.setdefault(wire.ATTEMPTS, 0)
+        await publisher.publish(
+            DEAD_LETTER_EXCHANGE, subscriber.id, message.body,
+            _moved_properties(message.properties, headers),
+        )
+        message.ack()
+        metrics.DEAD_LETTERED.labels(subscriber.id, "poison").inc()
+        log.error(
+            "poison_message_dead_lettered",
+            subscriber=subscriber.id,
+            event_id=getattr(message.properties, "message_id", None),
+            reason=reason,
+        )
