@@ -53,8 +53,13 @@ class BrokerUrl:
             if not parts.hostname:
                 raise ConfigError(f"RABBITMQ_URL: no host in {redact_url(url)!r}")
             if username is not None or password is not None:
-                user = quote(username if username is not None else unquote(parts.username or ""))
-                secret = quote(password if password is not None else unquote(parts.password or ""))
+                # safe="": a '/' or '@' left as is would end the authority part.
+                user = quote(
+                    username if username is not None else unquote(parts.username or ""), safe=""
+                )
+                secret = quote(
+                    password if password is not None else unquote(parts.password or ""), safe=""
+                )
                 host = parts.hostname
                 if parts.port is not None:
                     host = f"{host}:{parts.port}"

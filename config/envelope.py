@@ -209,9 +209,7 @@ def validate_data(event_type: str, data: object) -> dict[str, Any]:
     return data
 
 
-def build_envelope(
-    event_type: str, data: dict[str, Any], *, now: datetime | None = None
-) -> bytes:
+def build_envelope(event_type: str, data: dict[str, Any], *, now: datetime | None = None) -> bytes:
     """The exact webhook body for this event: ``{"event", "data", "timestamp"}`` as UTF-8.
 
     Raises PayloadError when the event type or data is invalid or not JSON-encodable.

@@ -75,7 +75,7 @@ def decode_body(raw: bytes) -> object:
     literals and numbers that overflow a double (JS would make them Infinity).
     """
     try:
-        text = bytes(raw).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
 
 from config.broker import DEFAULT_URL, BrokerUrl
 from config.errors import ConfigError
@@ -53,6 +53,11 @@ class Settings(BaseModel):
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     security: SecurityPolicy = SecurityPolicy()
+
+    @field_serializer("broker")
+    def _redacted_broker(self, broker: BrokerUrl) -> str:
+        # model_dump() would otherwise expose the dataclass's raw URLs, password included.
+        return broker.redacted
 
     def subscriber(self, subscriber_id: str) -> Subscriber | None:
         """The subscriber with this id, or None if it is not configured."""

@@ -114,9 +114,7 @@ class RetryPolicy(_Model):
     @classmethod
     def _check_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if len(value) > MAX_RETRIES:
-            raise ValueError(
-                f"at most {MAX_RETRIES} delays: the wire contract allows attempts 1-3"
-            )
+            raise ValueError(f"at most {MAX_RETRIES} delays: the wire contract allows attempts 1-3")
         for delay in value:
             if not 0.001 <= delay <= 7 * 24 * 3600:
                 raise ValueError(f"{delay} is out of range (1 ms to 7 days)")
@@ -167,18 +165,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call,unused-ignore]
         if key in mapping:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
-        mapping[key] = loader.construct_object(value_node)  # type: ignore[no-untyped-call]
+        mapping[key] = loader.construct_object(value_node)  # type: ignore[no-untyped-call,unused-ignore]
     return mapping
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,  # type: ignore[arg-type,unused-ignore]
 )
 
 

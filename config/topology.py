@@ -17,6 +17,7 @@ Layout (see README, "Design: topology"):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,8 +203,6 @@ def declare_topology(
         apply_topology(connection.channel(), topology)
     finally:
         if connection.is_open:
-            try:
+            with contextlib.suppress(pika.exceptions.AMQPError):
                 connection.close()
-            except pika.exceptions.AMQPError:
-                pass
     return topology

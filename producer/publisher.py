@@ -5,11 +5,12 @@ A :class:`Publisher` owns one blocking pika connection; use one per thread.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import pika
 import pika.exceptions
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 log = structlog.get_logger("producer")
+
+T = TypeVar("T")
 
 # AMQP reply codes that retrying cannot fix.
 _ACCESS_REFUSED = 403
@@ -129,12 +132,8 @@ class Publisher:
 
     def close(self) -> None:
         """Close the connection; a later publish opens a new one. Safe to call twice."""
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except pika.exceptions.AMQPError:
-                pass  # already going away; nothing left to release
+        if self._connection is not None:
+            self._drop_connection()
             self._log.debug("broker_disconnected")
 
     # --- publishing ---------------------------------------------------------
@@ -211,7 +210,7 @@ class Publisher:
 
     # --- connection handling ------------------------------------------------
 
-    def _with_retries(self, operation: Any) -> Any:
+    def _with_retries(self, operation: Callable[[], T]) -> T:
         retrying = Retrying(
             stop=stop_after_attempt(self._connect_attempts)
             | stop_after_delay(self._max_retry_seconds),
@@ -225,9 +224,7 @@ class Publisher:
             return retrying(operation)
         except _Transient as exc:
             attempts = retrying.statistics.get("attempt_number", self._connect_attempts)
-            self._log.warning(
-                "broker_unavailable", attempts=attempts, reason=exc.reason
-            )
+            self._log.warning("broker_unavailable", attempts=attempts, reason=exc.reason)
             raise BrokerUnavailableError(
                 f"RabbitMQ at {self.broker.redacted} is unavailable: gave up after "
                 f"{attempts} attempt(s) in {time.monotonic() - started:.1f} s; "
@@ -306,10 +303,9 @@ class Publisher:
     def _drop_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
-            try:
+            # A half-dead link may fail in any way on close; it is gone either way.
+            with contextlib.suppress(Exception):
                 connection.close()
-            except Exception:  # noqa: S110 - a half-dead link may fail any way on close
-                pass
 
     def _describe(self, exc: BaseException) -> str:
         # pika's connection errors have an empty str(); the repr names the cause.

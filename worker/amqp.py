@@ -162,7 +162,9 @@ class AmqpChannel:
         """Put the channel in publisher-confirm mode and watch for returned messages."""
         self._channel.add_on_return_callback(self._on_return)
         await self._rpc(
-            lambda cb: self._channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=cb)
+            lambda cb: self._channel.confirm_delivery(
+                ack_nack_callback=self._on_confirm, callback=cb
+            )
         )
         self._confirming = True
 

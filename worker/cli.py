@@ -48,13 +48,21 @@ def check_config(settings: Settings) -> int:
     print()
     rows = [("ID", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "QUEUES")]
     for sub in settings.subscribers:
-        rows.append((
-            sub.id, sub.url, ",".join(sub.events), f"{sub.timeout_seconds:g}s",
-            str(sub.max_in_flight), f"{work_queue(sub.id)} / {dead_letter_queue(sub.id)}",
-        ))
+        rows.append(
+            (
+                sub.id,
+                sub.url,
+                ",".join(sub.events),
+                f"{sub.timeout_seconds:g}s",
+                str(sub.max_in_flight),
+                f"{work_queue(sub.id)} / {dead_letter_queue(sub.id)}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     print(f"\n{len(settings.subscribers)} subscriber(s) OK")
     return 0
 
@@ -95,8 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test-endpoint", help="send one signed sample event straight to a subscriber"
     )
     test.add_argument("subscriber")
-    test.add_argument("--event", default="order.created",
-                      choices=["order.created", "order.updated", "order.cancelled"])
+    test.add_argument(
+        "--event",
+        default="order.created",
+        choices=["order.created", "order.updated", "order.cancelled"],
+    )
     args = parser.parse_args(argv)
 
     try:

@@ -128,18 +128,23 @@ class Deliverer:
             raise RuntimeError("Deliverer.start() first")
         started = time.monotonic()
 
-        def result(outcome: Outcome, status: int = 0, error: str | None = None,
-                   excerpt: bytes = b"", retry_after: float | None = None) -> DeliveryResult:
-            return DeliveryResult(outcome, status, time.monotonic() - started, error, excerpt,
-                                  retry_after)
+        def result(
+            outcome: Outcome,
+            status: int = 0,
+            error: str | None = None,
+            excerpt: bytes = b"",
+            retry_after: float | None = None,
+        ) -> DeliveryResult:
+            return DeliveryResult(
+                outcome, status, time.monotonic() - started, error, excerpt, retry_after
+            )
 
         host = urlsplit(subscriber.url).hostname or ""
         if not self._allow_private and _is_ip_literal(host) and not is_public_address(host):
             # aiohttp skips the resolver for IP literals, so check them here.
             return result("forbidden_address", error=f"{host} is not a public address")
 
-        headers = self.headers_for(subscriber, event, now_ms=time.time_ns() // 1_000_000,
-                                   test=test)
+        headers = self.headers_for(subscriber, event, now_ms=time.time_ns() // 1_000_000, test=test)
         timeout = aiohttp.ClientTimeout(
             total=subscriber.timeout_seconds,
             sock_connect=min(subscriber.connect_timeout_seconds, subscriber.timeout_seconds),
@@ -159,8 +164,13 @@ class Deliverer:
                 error = f"HTTP {status}"
                 if 300 <= status < 400:
                     error += " (redirects are not followed)"
-                return result("http_error", status, error, excerpt,
-                              _retry_after(response.headers.get("Retry-After")))
+                return result(
+                    "http_error",
+                    status,
+                    error,
+                    excerpt,
+                    _retry_after(response.headers.get("Retry-After")),
+                )
         except TimeoutError:
             return result("timeout", error=f"timed out after {subscriber.timeout_seconds:g} s")
         except aiohttp.ClientError as exc:

@@ -1,4 +1,7 @@
-"""The worker's HTTP surface: /healthz, /readyz and /metrics. Nothing here shows secrets or payloads."""
+"""The worker's HTTP surface: /healthz, /readyz and /metrics.
+
+Nothing served here reveals secrets or payloads.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # noqa: SLF001
+        sockets = site._server.sockets if site._server else []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
 
     async def stop(self) -> None:

@@ -8,6 +8,7 @@ fails, the message stays unacked and the broker hands it out again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ import pika
 import structlog
 
 from config import message as wire
-from config.errors import BrokerError, PoisonMessageError
+from config.errors import BrokerError, PoisonMessageError, PublishError
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import DEAD_LETTER_EXCHANGE, delay_exchange
 from worker import metrics
@@ -37,7 +38,11 @@ def _now_iso() -> str:
 def _event_label(event_type: str | None) -> str:
     # Event types are a product-defined set; anything odd collapses to one value
     # so a bad producer cannot explode the metric's cardinality.
-    if event_type and len(event_type) <= 64 and event_type.replace(".", "").replace("_", "").isalnum():
+    if (
+        event_type
+        and len(event_type) <= 64
+        and event_type.replace(".", "").replace("_", "").isalnum()
+    ):
         return event_type
     return "invalid"
 
@@ -59,16 +64,33 @@ def _moved_properties(properties: Any, headers: dict[str, Any]) -> pika.BasicPro
 class MessageProcessor:
     """Delivers one message and settles it safely."""
 
-    def __init__(self, deliverer: Deliverer, retry: RetryPolicy) -> None:
+    def __init__(
+        self, deliverer: Deliverer, retry: RetryPolicy, *, requeue_delay_seconds: float = 5.0
+    ) -> None:
         self._deliverer = deliverer
         self._retry = retry
+        self._requeue_delay = requeue_delay_seconds
 
-    async def process(self, subscriber: Subscriber, message: Message, publisher: AmqpChannel) -> None:
+    async def process(
+        self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
+    ) -> None:
         """Handle ``message`` from ``subscriber``'s work queue; never raises for bad input."""
         in_flight = metrics.IN_FLIGHT.labels(subscriber.id)
         in_flight.inc()
         try:
             await self._process(subscriber, message, publisher)
+        except PublishError as exc:
+            # The broker is up but refused the copy (missing binding, queue full).
+            # Hand the message back after a pause; the work queue's delivery limit
+            # dead-letters it if this never heals, so it cannot loop forever.
+            log.error(
+                "move_refused_requeueing",
+                subscriber=subscriber.id,
+                event_id=getattr(message.properties, "message_id", None),
+                error=str(exc),
+            )
+            await asyncio.sleep(self._requeue_delay)
+            message.reject(requeue=True)
         except BrokerError as exc:
             # The next step could not be made certain: leave the message unacked;
             # the broker redelivers it (possibly to another worker).
@@ -81,16 +103,20 @@ class MessageProcessor:
         finally:
             in_flight.dec()
 
-    async def _process(self, subscriber: Subscriber, message: Message, publisher: AmqpChannel) -> None:
+    async def _process(
+        self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
+    ) -> None:
         try:
-            event = read_event(message.properties, message.body, max_attempts=self._retry.max_attempts)
+            event = read_event(
+                message.properties, message.body, max_attempts=self._retry.max_attempts
+            )
         except PoisonMessageError as exc:
             await self._dead_letter_poison(subscriber, message, publisher, str(exc))
             return
 
         bound = log.bind(
             subscriber=subscriber.id,
-            event=event.event_type,
+            event_type=event.event_type,
             event_id=event.event_id,
             attempt=event.attempt,
         )
@@ -122,18 +148,26 @@ class MessageProcessor:
             headers[wire.DEAD_LETTER_REASON] = step.reason
             headers[wire.DEAD_LETTERED_AT] = _now_iso()
             await publisher.publish(
-                DEAD_LETTER_EXCHANGE, subscriber.id, message.body,
+                DEAD_LETTER_EXCHANGE,
+                subscriber.id,
+                message.body,
                 _moved_properties(message.properties, headers),
             )
             message.ack()
             metrics.DEAD_LETTERED.labels(subscriber.id, step.reason).inc()
-            bound.warning("dead_lettered", reason=step.reason, last_status=result.status,
-                          last_error=result.error)
+            bound.warning(
+                "dead_lettered",
+                reason=step.reason,
+                last_status=result.status,
+                last_error=result.error,
+            )
             return
 
         headers[wire.ATTEMPT] = step.attempt
         await publisher.publish(
-            delay_exchange(step.delay_seconds), subscriber.id, message.body,
+            delay_exchange(step.delay_seconds),
+            subscriber.id,
+            message.body,
             _moved_properties(message.properties, headers),
         )
         message.ack()
@@ -163,7 +197,9 @@ class MessageProcessor:
         headers[wire.DEAD_LETTERED_AT] = now
         headers.setdefault(wire.ATTEMPTS, 0)
         await publisher.publish(
-            DEAD_LETTER_EXCHANGE, subscriber.id, message.body,
+            DEAD_LETTER_EXCHANGE,
+            subscriber.id,
+            message.body,
             _moved_properties(message.properties, headers),
         )
         message.ack()

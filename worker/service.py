@@ -27,8 +27,9 @@ log = structlog.get_logger("worker")
 class Worker:
     """One worker process. ``run()`` returns after ``request_stop()`` and a graceful drain."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, requeue_delay_seconds: float = 5.0) -> None:
         self.settings = settings
+        self._requeue_delay = requeue_delay_seconds
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready = False
@@ -61,7 +62,9 @@ class Worker:
             async with Deliverer(
                 allow_private_networks=self.settings.security.allow_private_networks
             ) as deliverer:
-                processor = MessageProcessor(deliverer, self.settings.retry)
+                processor = MessageProcessor(
+                    deliverer, self.settings.retry, requeue_delay_seconds=self._requeue_delay
+                )
                 first = True
                 while not self._stop.is_set():
                     connection = await self._connect()
@@ -88,7 +91,7 @@ class Worker:
         """Connect, declare the topology and open channels; retry with backoff until stopped."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(BrokerError),
-            wait=wait_exponential_jitter(initial=0.2, max=15),
+            wait=wait_exponential_jitter(multiplier=0.2, max=15, jitter=0.5),
             stop=lambda _state: self._stop.is_set(),
             sleep=self._sleep_unless_stopped,
             reraise=True,
@@ -109,7 +112,10 @@ class Worker:
             # The topology function is synchronous (shared with the producer);
             # run it in a thread so the event loop keeps serving health checks.
             await asyncio.to_thread(
-                declare_topology, self.settings.broker, self.settings.subscribers, self.settings.retry
+                declare_topology,
+                self.settings.broker,
+                self.settings.subscribers,
+                self.settings.retry,
             )
             connection = await AmqpConnection.open(self.settings.broker, name=name)
         except BrokerError as exc:
@@ -169,7 +175,11 @@ class Worker:
             await self._drain(connection, consumer, tags)
             return
         reason = next(
-            (f.result() for f in (connection.closed, consumer.closed, publisher.closed) if f.done()),
+            (
+                f.result()
+                for f in (connection.closed, consumer.closed, publisher.closed)
+                if f.done()
+            ),
             None,
         )
         log.warning("broker_connection_lost", reason=repr(reason), in_flight=self.in_flight)
@@ -177,7 +187,9 @@ class Worker:
         # the channel is gone, and the broker redelivers those messages to us.
         await connection.close()
 
-    async def _drain(self, connection: AmqpConnection, consumer: AmqpChannel, tags: list[str]) -> None:
+    async def _drain(
+        self, connection: AmqpConnection, consumer: AmqpChannel, tags: list[str]
+    ) -> None:
         """Stop taking messages, let in-flight ones finish within the grace period, close."""
         for tag in tags:
             with contextlib.suppress(BrokerError):

@@ -253,7 +253,7 @@ def test_canonicalize_normalises_layout_numbers_and_escapes() -> None:
 def test_decode_accepts_top_level_scalars() -> None:
     assert decode_body(b'"x"') == "x"
     assert decode_body(b" 12 ") == 12
-    assert decode_body(bytearray(b"null")) is None
+    assert decode_body(b"null") is None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,253 @@
+"""``webhook-publish``: publish webhook events from a JSON file, stdin or the page's samples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, cast
+
+from config.envelope import build_envelope
+from config.errors import (
+    BrokerError,
+    ConfigError,
+    PayloadError,
+    PublishError,
+    WebhookError,
+)
+from config.logs import configure_logging
+from config.samples import SAMPLE_EVENTS, sample_data
+from config.settings import load_settings
+from producer.publisher import Publisher
+
+PROG = "webhook-publish"
+
+EXIT_USAGE = 2  # bad arguments, unreadable or invalid data
+EXIT_CONFIG = 3
+EXIT_BROKER = 4  # RabbitMQ unreachable or topology conflict
+EXIT_REFUSED = 5  # unroutable or nacked
+
+EPILOG = f"""\
+exit codes: 0 ok, {EXIT_USAGE} bad arguments or data, {EXIT_CONFIG} bad configuration,
+{EXIT_BROKER} RabbitMQ unavailable, {EXIT_REFUSED} event unroutable or refused.
+Environment: RABBITMQ_URL, RABBITMQ_USERNAME, RABBITMQ_PASSWORD, WEBHOOK_CONFIG
+(if that file exists, the topology is declared before publishing).
+Samples: {", ".join(SAMPLE_EVENTS)}."""
+
+
+class _UsageError(Exception):
+    """Bad arguments; reported as one line, like every other failure."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print the whole usage block; callers get one line instead.
+        raise _UsageError(f"{message} (see --help)")
+
+
+class _Stderr:
+    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Publish webhook events to RabbitMQ; prints one event id per line.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("event", metavar="EVENT", help="event type, e.g. order.created")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data", metavar="FILE", help="JSON file with the event's data object ('-' for stdin)"
+    )
+    source.add_argument(
+        "--sample",
+        action="store_true",
+        help="use the product page's example data, with a fresh order id each time",
+    )
+    parser.add_argument(
+        "--count", type=_positive_int, default=1, metavar="N", help="publish N events (default 1)"
+    )
+    parser.add_argument(
+        "--event-id", metavar="ID", help="use this event id instead of a fresh one (count 1 only)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log connection and publish details to stderr"
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise PayloadError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise PayloadError(f"{name} is not valid JSON")
+
+
+def read_data(source: str) -> Any:
+    """Parse the JSON document in file ``source`` (``-`` for stdin); PayloadError if bad."""
+    label = "stdin" if source == "-" else source
+    try:
+        if source == "-":
+            buffer = getattr(sys.stdin, "buffer", None)
+            raw = buffer.read() if buffer is not None else sys.stdin.read().encode("utf-8")
+        else:
+            raw = Path(source).read_bytes()
+    except FileNotFoundError:
+        raise PayloadError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise PayloadError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{label}: not UTF-8 (byte {exc.start})") from None
+    try:
+        # Python's json accepts NaN/Infinity and keeps the last duplicate key
+        # silently; neither survives a JavaScript receiver, so refuse both here.
+        return json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            f"{label}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except PayloadError as exc:
+        raise PayloadError(f"{label}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError(f"{label}: JSON is nested too deeply") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``webhook-publish``; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.event_id is not None and args.count != 1:
+        return _fail("--event-id needs --count 1: every event has its own id", EXIT_USAGE)
+
+    try:
+        settings = load_settings(require_subscriber_file=False)
+        configure_logging(
+            settings.log_format,
+            "info" if args.verbose else "error",
+            stream=cast(TextIO, _Stderr()),
+        )
+        next_data = _data_source(args)
+        first = next_data()
+        # Validate before connecting: bad input fails fast, without a broker round trip.
+        build_envelope(args.event, first)
+        with Publisher.from_settings(settings) as publisher:
+            _publish_all(publisher, args, first, next_data)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except PayloadError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except PublishError as exc:
+        return _fail(str(exc), EXIT_REFUSED)
+    except BrokerError as exc:
+        return _fail(str(exc), EXIT_BROKER)
+    except WebhookError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return 0
+
+
+def _data_source(args: argparse.Namespace) -> Callable[[], dict[str, Any]]:
+    if args.sample:
+        event: str = args.event
+        return lambda: sample_data(event)
+    data = read_data(args.data)
+    if not isinstance(data, dict):
+        raise PayloadError(f"{args.data}: the data must be a JSON object, got {_kind(data)}")
+    # The same data for every event; the publisher never mutates it.
+    return lambda: data
+
+
+def _publish_all(
+    publisher: Publisher,
+    args: argparse.Namespace,
+    first: dict[str, Any],
+    next_data: Callable[[], dict[str, Any]],
+) -> None:
+    started = time.monotonic()
+    if args.count > 1 and sys.stdout.isatty():
+        _publish_with_progress(publisher, args, first, next_data)
+    else:
+        for index in range(args.count):
+            data = first if index == 0 else next_data()
+            event_id = publisher.publish(args.event, data, event_id=args.event_id)
+            print(event_id, flush=True)
+        return
+    elapsed = time.monotonic() - started
+    rate = args.count / elapsed if elapsed > 0 else float("inf")
+    print(f"published {args.count} {args.event} events in {elapsed:.2f} s ({rate:.0f}/s)")
+
+
+def _publish_with_progress(
+    publisher: Publisher,
+    args: argparse.Namespace,
+    first: dict[str, Any],
+    next_data: Callable[[], dict[str, Any]],
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ) as progress:
+        task = progress.add_task(f"publishing {args.event}", total=args.count)
+        for index in range(args.count):
+            publisher.publish(args.event, first if index == 0 else next_data())
+            progress.advance(task)
+
+
+def _kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, whatever the message: scripts and log collectors read stderr by line.
+    text = " ".join(message.replace("\n", "; ").split())
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+    return code

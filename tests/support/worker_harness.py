@@ -1,0 +1,71 @@
+"""Run a real Worker in the test's event loop against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from config.broker import BrokerUrl
+from config.settings import Settings
+from config.subscribers import RetryPolicy, SecurityPolicy, Subscriber
+from worker.service import Worker
+
+SECRET = "whsec-test-secret-0123456789"
+
+
+def subscriber(sub_id: str, url: str, **extra: Any) -> Subscriber:
+    fields: dict[str, Any] = {
+        "id": sub_id,
+        "url": url,
+        "secret": SECRET,
+        "events": ("order.*",),
+        "timeout_seconds": 5,
+    }
+    fields.update(extra)
+    return Subscriber.model_validate(fields)
+
+
+def make_settings(
+    url: str,
+    subscribers: Sequence[Subscriber],
+    *,
+    delays: Sequence[float] = (0.5, 0.5),
+    allow_private: bool = True,
+    grace: float = 10.0,
+) -> Settings:
+    return Settings(
+        broker=BrokerUrl.parse(url),
+        config_path=Path("test-subscribers.yaml"),
+        metrics_port=0,
+        log_format="console",
+        shutdown_grace_seconds=grace,
+        subscribers=tuple(subscribers),
+        retry=RetryPolicy(delays_seconds=tuple(delays)),
+        security=SecurityPolicy(allow_private_networks=allow_private),
+    )
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, *, ready_timeout: float = 30, **options: Any
+) -> AsyncIterator[Worker]:
+    """A started worker, ready and consuming; stopped gracefully on exit."""
+    worker = Worker(settings, **options)
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + ready_timeout
+    try:
+        while not worker.is_ready():
+            if task.done():
+                task.result()
+                raise AssertionError("worker stopped before it was ready")
+            if time.monotonic() > deadline:
+                raise AssertionError("worker not ready in time")
+            await asyncio.sleep(0.05)
+        yield worker
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, timeout=60)
