@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fail_rate = float(os.environ.get("DEMO_FAIL_RATE", "0"))
     print(f"demo receiver on http://{args.host}:{args.port}/webhook", flush=True)
-    web.run_app(build_app(secret, fail_rate=fail_rate), host=args.host, port=args.port,
-                print=None, access_log=None)
+    web.run_app(
+        build_app(secret, fail_rate=fail_rate),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None,
+    )
     return 0
 
 

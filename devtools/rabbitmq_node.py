@@ -98,6 +98,10 @@ def _port_open(port: int) -> bool:
         return False
 
 
+def _epmd_executable() -> str:
+    return shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+
+
 def _group_alive(pgid: int) -> bool:
     """True while a non-zombie process of group ``pgid`` exists.
 
@@ -191,6 +195,7 @@ class LocalRabbitMQ:
         self.log_dir = self.base_dir / "log"
         self.home_dir = self.base_dir / "home"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._epmd: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
         self._closed = False
         self._write_files()
@@ -288,6 +293,7 @@ class LocalRabbitMQ:
             if self.is_running:
                 return self
             self._write_files()
+            self._start_epmd()
             out = (self.log_dir / "server.out").open("ab")
             try:
                 self._proc = subprocess.Popen(
@@ -400,17 +406,53 @@ class LocalRabbitMQ:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
 
+    def _start_epmd(self) -> None:
+        """Run this node's private epmd as our own child (not ``-daemon``).
+
+        If the VM spawned it, it would be a detached daemon that ``epmd -kill``
+        refuses to stop while the killed node is still registered: one leaked
+        epmd per node.  Owning the process lets stop() terminate and reap it.
+        """
+        if self._epmd is not None and self._epmd.poll() is None:
+            return
+        self._epmd = subprocess.Popen(
+            [_epmd_executable(), "-port", str(self.epmd_port), "-address", LOOPBACK],
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not _port_open(self.epmd_port):
+            if self._epmd.poll() is not None or time.monotonic() > deadline:
+                raise RabbitMQNodeError(
+                    f"epmd on 127.0.0.1:{self.epmd_port} did not start "
+                    f"(exit code {self._epmd.returncode})"
+                )
+            time.sleep(0.02)
+
     def _kill_epmd(self) -> None:
-        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(
-                [epmd, "-port", str(self.epmd_port), "-kill"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=10,
-                check=False,
-            )
+        epmd, self._epmd = self._epmd, None
+        if epmd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                epmd.terminate()
+            try:
+                epmd.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                epmd.kill()
+                epmd.wait(timeout=5)
+        # Backstop for a daemon epmd that a CLI tool may have spawned on our port.
+        if _port_open(self.epmd_port):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    [_epmd_executable(), "-port", str(self.epmd_port), "-kill"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=10,
+                    check=False,
+                )
 
     # ----------------------------------------------------------------- control
 

@@ -105,13 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         received: list[str] = []
         receiver = subprocess.Popen(
             [sys.executable, "-m", "devtools.demo_receiver", "--port", str(receiver_port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         processes.append(receiver)
         threading.Thread(target=_follow, args=(receiver, "receiver", received), daemon=True).start()
         worker = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         processes.append(worker)
         threading.Thread(target=_follow, args=(worker, "worker", []), daemon=True).start()
@@ -134,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         _say(f"all {len(ids)} events delivered and their signatures verified")
         if args.keep_running:
-            _say("running; try: webhook-publish --sample order.created (same RABBITMQ_URL). "
-                 "Ctrl-C stops everything.")
+            _say(
+                "running; try: webhook-publish --sample order.created (same RABBITMQ_URL). "
+                "Ctrl-C stops everything."
+            )
             signal.signal(signal.SIGTERM, signal.default_int_handler)
             try:
                 while True:

@@ -1,8 +1,8 @@
-"""Golden vectors for config.jsonbody (expected bytes checked against node 20).
+"""config.jsonbody: golden vectors and error cases (no node needed).
 
-Every expected value here was confirmed with
-``node -e 'console.log(JSON.stringify(JSON.parse(text)))'``; the property
-tests in test_jsonbody_node.py check the same rules on generated values.
+The expected bytes live in tests/support/wire_vectors.py;
+test_jsonbody_node.py re-checks every one of them against real
+``JSON.stringify(JSON.parse(...))`` and then the same rules on generated values.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def test_circular_and_too_deep_values_are_refused() -> None:
 
 
 # --- the product page's payloads ----------------------------------------------
+
 
 @pytest.mark.parametrize("event", sorted(PRODUCER_EVENTS))
 def test_producer_events_golden_bytes(event: str) -> None:

@@ -28,6 +28,14 @@ from config.jsonbody import canonicalize, encode_body
 from config.signature import sign, verify
 from tests.support.node_bridge import NodeBridge, find_node_or_skip
 from tests.support.page_samples import PAGE_TEXTS, PRODUCER_EVENTS
+from tests.support.wire_vectors import (
+    CANONICAL,
+    KEY_ORDER_VALUE,
+    KEY_ORDER_WIRE,
+    NUMBERS,
+    PRODUCER_WIRE,
+    STRINGS,
+)
 
 # On a generated failure hypothesis's pytest plugin imports libcst (to offer
 # an @example patch), which trips a mypy_extensions DeprecationWarning; with
@@ -122,6 +130,29 @@ def _assert_node_agrees(node: NodeBridge, value: object) -> None:
     assert reply["same"], f"we wrote {body!r}, JS writes {reply['expected']!r}"
 
 
+GOLDEN = [
+    *NUMBERS,
+    *STRINGS,
+    (KEY_ORDER_VALUE, KEY_ORDER_WIRE),
+    *((PRODUCER_EVENTS[event], wire) for event, wire in PRODUCER_WIRE.items()),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), GOLDEN)
+def test_golden_vectors_are_what_node_writes(
+    node: NodeBridge, value: object, expected: bytes
+) -> None:
+    reply = node.check(expected, _python_text(value))
+    assert reply["fixed"] and reply["same"], f"node writes {reply['expected']!r}"
+
+
+@pytest.mark.parametrize(("raw", "expected"), CANONICAL)
+def test_golden_canonical_forms_are_what_node_writes(
+    node: NodeBridge, raw: bytes, expected: bytes
+) -> None:
+    assert node.canon(raw) == expected
+
+
 @NODE_SETTINGS
 @given(values)
 @example({"b": 1, "10": 2, "2": 3, "01": 4, "-1": 5, "4294967294": 6, "4294967295": 7})
@@ -129,11 +160,6 @@ def _assert_node_agrees(node: NodeBridge, value: object) -> None:
 @example([1250.0, -0.0, 1e21, 1e-7, 123e-20, 0.000001, 1e20, 5e-324, 2**64, 2**53 + 1])
 def test_json_stringify_reproduces_encoded_values(node: NodeBridge, value: object) -> None:
     _assert_node_agrees(node, value)
-
-
-@pytest.mark.parametrize("event", sorted(PRODUCER_EVENTS))
-def test_producer_events_survive_json_stringify(node: NodeBridge, event: str) -> None:
-    _assert_node_agrees(node, PRODUCER_EVENTS[event])
 
 
 # --- decode_body / canonicalize -------------------------------------------------
