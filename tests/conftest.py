@@ -39,6 +39,7 @@ import re
 import secrets
 import socket
 import sys
+import time
 import urllib.error
 import urllib.parse
 import warnings
@@ -181,8 +182,14 @@ def _start_container() -> Broker:
         amqp_port = container.get_exposed_port(container.port)
         url = f"amqp://guest:guest@{host}:{amqp_port}/%2F"
         management_url: str | None = f"http://{host}:{container.get_exposed_port(15672)}"
-        if not _management_reachable(management_url, "guest", "guest"):
-            management_url = None  # image without the management plugin
+        # The management listener comes up a little after AMQP; an image without the
+        # plugin never answers, and vhost_url then falls back to the shared vhost.
+        deadline = time.monotonic() + (30 if "management" in image else 3)
+        while not _management_reachable(management_url, "guest", "guest"):
+            if time.monotonic() > deadline:
+                management_url = None
+                break
+            time.sleep(0.5)
     except BaseException:
         container.stop()
         raise
@@ -313,3 +320,16 @@ def vhost_url(rabbitmq_broker: Broker, unique_name: str) -> Iterator[str]:
             broker.node.delete_vhost(vhost)
     else:
         yield broker.url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Undo any structlog configuration a test (e.g. a CLI's main) made.
+
+    ``capture_logs`` swaps processors but not the level filter, so a CLI test that
+    configured ``error`` level would otherwise hide later tests' info events.
+    """
+    import structlog
+
+    yield
+    structlog.reset_defaults()

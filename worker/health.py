@@ -30,8 +30,9 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        sockets = site._server.sockets if site._server else []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        # With port 0 (tests) the OS picks one; report the real port.
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self._port
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -162,10 +162,10 @@ class Worker:
 
         stop_waiter = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.wait(
-                {stop_waiter, connection.closed, consumer.closed, publisher.closed},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            watched: set[asyncio.Future[Any]] = {
+                stop_waiter, connection.closed, consumer.closed, publisher.closed
+            }
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_waiter.cancel()
         self._set_ready(False)

@@ -37,8 +37,8 @@ def publish_persistent(channel: BlockingChannel, queue: str, body: bytes) -> Non
     )
 
 
-def test_vhost_url_quorum_queue_publish_with_confirms(vhost_url: str, rabbitmq_url: str) -> None:
-    queue = "orders.deliveries"
+def test_vhost_url_quorum_queue_publish_with_confirms(vhost_url: str, unique_name: str) -> None:
+    queue = unique_name
     with confirmed_channel(vhost_url) as channel:
         channel.queue_declare(queue, durable=True, arguments=QUORUM)
         publish_persistent(channel, queue, b'{"id": 1}')

@@ -20,7 +20,7 @@ from config.topology import dead_letter_queue
 from devtools.rabbitmq_node import LocalRabbitMQ
 from producer import Publisher
 from tests.support.amqp import depth, drain
-from tests.support.receiver import Receiver, Received
+from tests.support.receiver import Received, Receiver
 from tests.support.worker_process import WorkerProcess, write_subscriber_file
 
 SECRET = "no-loss-secret-0123456789"

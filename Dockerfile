@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+#
+# One image for the worker (default) and the producer:
+#   docker build -t webhook-relay .
+#   docker run --env-file ... -v ./subscribers.yaml:/etc/webhooks/subscribers.yaml:ro webhook-relay
+#       -> webhook-worker run (JSON logs on stdout, /healthz /readyz /metrics on :9100)
+#   docker run --entrypoint webhook-publish webhook-relay order.created --sample
+#   docker run --entrypoint webhook-dlq webhook-relay list
+# Configuration comes from the environment (RABBITMQ_URL, RABBITMQ_USERNAME,
+# RABBITMQ_PASSWORD, WEBHOOK_CONFIG, METRICS_HOST, METRICS_PORT, LOG_FORMAT,
+# LOG_LEVEL, SHUTDOWN_GRACE_SECONDS) and the mounted subscriber file.
+
+ARG PYTHON_VERSION=3.11
+
+# ---- build: wheels for the project and its dependencies ----------------------
+FROM python:${PYTHON_VERSION}-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY . .
+RUN pip wheel --wheel-dir /wheels .
+
+# ---- runtime -----------------------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels webhook-relay
+
+# Unprivileged user; it owns its working directory only (webhook-dlq purge
+# writes its backup file there), never the installed code.
+RUN groupadd --system --gid 10001 webhooks \
+ && useradd --system --uid 10001 --gid webhooks --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin webhooks \
+ && mkdir -p /app /etc/webhooks \
+ && chown webhooks:webhooks /app
+WORKDIR /app
+# Operator scripts (e.g. scripts/replay-dead-letters), for those who only have
+# the container: `docker compose exec worker scripts/replay-dead-letters ...`.
+COPY scripts/ /app/scripts/
+
+# JSON logs to stdout. METRICS_HOST=0.0.0.0 so Prometheus can scrape from
+# another container; do not publish this port outside the private network.
+ENV LOG_FORMAT=json \
+    METRICS_HOST=0.0.0.0 \
+    METRICS_PORT=9100 \
+    WEBHOOK_CONFIG=/etc/webhooks/subscribers.yaml
+
+USER 10001:10001
+EXPOSE 9100
+
+# Liveness only (the process serves HTTP); readiness is /readyz and the
+# webhook_worker_ready metric. No curl in slim images, hence Python.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('METRICS_PORT', '9100'), timeout=4)"]
+
+ENTRYPOINT ["webhook-worker"]
+CMD ["run"]
