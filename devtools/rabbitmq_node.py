@@ -179,7 +179,13 @@ class LocalRabbitMQ:
         else:
             self.base_dir = Path(base_dir).resolve()
             self.base_dir.mkdir(parents=True, exist_ok=True)
+        # A given base_dir keeps its node name (the data lives under mnesia/<nodename>),
+        # so a later LocalRabbitMQ(base_dir=same) finds the same queues and messages.
+        name_file = self.base_dir / "nodename"
+        if nodename is None and name_file.is_file():
+            nodename = name_file.read_text().strip() or None
         self.nodename = nodename or f"wh-{secrets.token_hex(4)}@localhost"
+        name_file.write_text(self.nodename + "\n")
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
 
@@ -594,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--base-dir",
-        help="keep the node's state in this directory (kept afterwards) instead of a temp dir",
+        help="keep the node's state in this directory (kept afterwards, reused by the "
+        "next run) instead of a fresh temp dir",
     )
     args = parser.parse_args(argv)
 

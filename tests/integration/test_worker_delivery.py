@@ -320,3 +320,33 @@ async def test_unroutable_retry_target_leaves_message_unacked(vhost_url: str) ->
         await receiver.stop()
     # Not acked: after the worker stopped, the message is back in its work queue.
     assert await asyncio.to_thread(depth, vhost_url, work_queue("lonely")) == 1
+
+
+async def test_a_hanging_subscriber_does_not_hold_back_the_others(vhost_url: str) -> None:
+    async def hang(_r: Received) -> web.Response:
+        await asyncio.sleep(4)
+        return web.json_response({})
+
+    stuck = await Receiver(hang).start()
+    quick = await Receiver().start()
+    subs = [
+        subscriber("stuck", stuck.url, timeout_seconds=5, max_in_flight=2),
+        subscriber("quick", quick.url, max_in_flight=8),
+    ]
+    try:
+        settings = make_settings(vhost_url, subs, delays=(30,), grace=0.5)
+        async with running_worker(settings):
+            started = asyncio.get_running_loop().time()
+            await asyncio.to_thread(
+                _publish, vhost_url, [("order.created", _order(f"o{i}")) for i in range(40)]
+            )
+            await quick.wait_for(lambda rs: len(rs) == 40, timeout=10)
+            elapsed = asyncio.get_running_loop().time() - started
+            # The stuck subscriber holds only its own prefetch, nothing more.
+            assert len(stuck.requests) == 2
+            assert elapsed < 4, f"healthy deliveries waited on the stuck ones ({elapsed:.1f} s)"
+    finally:
+        await stuck.stop()
+        await quick.stop()
+    # Abandoned at shutdown, not lost: all 40 are still queued for the stuck subscriber.
+    assert await asyncio.to_thread(depth, vhost_url, work_queue("stuck")) == 40

@@ -1,0 +1,766 @@
+"""The container and monitoring files agree with the code and with each other.
+
+No Docker engine runs here, so docker-compose.yml and the Dockerfile are parsed
+and every path, port, variable, command and metric they name is checked against
+the repository. Prometheus' own ``promtool`` validates the scrape config and the
+rules, and unit-tests the alert logic (skipped without promtool, failed under CI).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+from config.broker import DEFAULT_URL
+from config.samples import SAMPLE_EVENTS
+from config.settings import _Environment, load_settings
+from config.subscribers import ENV_REFERENCE, parse_subscriber_file
+from producer.cli import build_parser as producer_parser
+from worker import metrics
+from worker.cli import main as worker_main
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+ENV_EXAMPLE = ROOT / ".env.example"
+PROMETHEUS_CONFIG = ROOT / "config/prometheus/prometheus.yml"
+ALERT_RULES = ROOT / "config/prometheus/alerts.yml"
+GRAFANA_DATASOURCE = ROOT / "config/grafana/provisioning/datasources/prometheus.yml"
+GRAFANA_PROVIDERS = ROOT / "config/grafana/provisioning/dashboards/dashboards.yml"
+DASHBOARD = ROOT / "config/grafana/dashboards/webhooks.json"
+ENABLED_PLUGINS = ROOT / "config/rabbitmq/enabled_plugins"
+
+SERVICES = {"rabbitmq", "worker", "receiver", "producer", "prometheus", "grafana"}
+SETTINGS_VARS = {name.upper() for name in _Environment.model_fields}
+METRICS_PORT = _Environment.model_fields["metrics_port"].default
+AMQP_PORT = urlsplit(DEFAULT_URL).port
+RABBITMQ_PROMETHEUS_PORT = 15692  # the rabbitmq_prometheus plugin's default
+# Queue-level series of rabbitmq_prometheus that rules and panels may use
+# (tests/integration/test_observability.py checks them against a real broker).
+RABBITMQ_SERIES = {"rabbitmq_queue_messages", "rabbitmq_queue_consumers"}
+REQUIRED_ALERTS = {
+    "WebhookDeadLettersGrowing",
+    "WebhookDeliverySuccessRateLow",
+    "WebhookWorkQueueWithoutConsumer",
+    "WebhookWorkerDown",
+    "WebhookEndToEndLatencyHigh",
+    "WebhookBrokerReconnectStorm",
+}
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())  # type: ignore[no-any-return]
+
+
+def _service(name: str) -> dict[str, Any]:
+    return _compose()["services"][name]  # type: ignore[no-any-return]
+
+
+def _env_example() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f".env.example: not KEY=VALUE: {line!r}"
+        assert key not in values, f".env.example defines {key} twice"
+        values[key] = value
+    return values
+
+
+def _interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR:?error} substitution."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        present = name in env and (env[name] != "" or not (op or "").startswith(":"))
+        if present:
+            return env[name]
+        if op in (":-", "-"):
+            return arg or ""
+        raise AssertionError(f"compose variable {name} is not set: {arg}")
+
+    return _INTERPOLATION.sub(substitute, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _bind_mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(host path, container path) of every bind mount of ``service``."""
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                yield volume["source"], volume["target"]
+            continue
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            yield source, target
+
+
+def _host_path_for(service: dict[str, Any], container_path: str) -> Path:
+    """The repository file that ``container_path`` comes from, through the mounts."""
+    wanted = PurePosixPath(container_path)
+    for source, target in _bind_mounts(service):
+        target_path = PurePosixPath(target)
+        if wanted == target_path or target_path in wanted.parents:
+            return ROOT / source / wanted.relative_to(target_path)
+    raise AssertionError(f"{container_path} is not mounted from the repository")
+
+
+def _console_scripts() -> dict[str, str]:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return pyproject["project"]["scripts"]  # type: ignore[no-any-return]
+
+
+class _Dockerfile:
+    """The final stage of the Dockerfile: instructions, ENV, ENTRYPOINT, CMD, ..."""
+
+    def __init__(self, text: str) -> None:
+        logical: list[str] = []
+        pending = ""
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not pending and (not line or line.startswith("#")):
+                continue
+            if line.startswith("#"):
+                continue
+            if line.endswith("\\"):
+                pending += line[:-1] + " "
+                continue
+            logical.append(pending + line)
+            pending = ""
+        self.args: dict[str, str] = {}
+        self.stages: list[list[tuple[str, str]]] = []
+        for line in logical:
+            keyword, _, rest = line.partition(" ")
+            keyword = keyword.upper()
+            rest = rest.strip()
+            if keyword == "ARG" and not self.stages:
+                name, _, default = rest.partition("=")
+                self.args[name] = default
+            if keyword == "FROM":
+                self.stages.append([])
+            if self.stages:
+                self.stages[-1].append((keyword, rest))
+
+    @property
+    def final(self) -> list[tuple[str, str]]:
+        return self.stages[-1]
+
+    def all(self, keyword: str) -> list[str]:
+        return [rest for kw, rest in self.final if kw == keyword]
+
+    def one(self, keyword: str) -> str:
+        [value] = self.all(keyword)
+        return value
+
+    def base_image(self) -> str:
+        image = self.one("FROM").split()[0]
+        return re.sub(r"\$\{(\w+)\}", lambda m: self.args[m.group(1)], image)
+
+    def env(self) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for rest in self.all("ENV"):
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                result[key] = value
+        return result
+
+    def exec_form(self, keyword: str) -> list[str]:
+        value = json.loads(self.one(keyword))
+        assert isinstance(value, list), f"{keyword} must use the exec (JSON) form"
+        return value
+
+    def healthcheck_command(self) -> list[str]:
+        rest = self.one("HEALTHCHECK")
+        _, _, command = rest.partition(" CMD ")
+        return json.loads(command)  # type: ignore[no-any-return]
+
+
+def _dockerfile() -> _Dockerfile:
+    return _Dockerfile(DOCKERFILE.read_text())
+
+
+def _effective_env(name: str, env_file: Mapping[str, str]) -> dict[str, str]:
+    """A project-image service's environment: Dockerfile ENV, then compose's."""
+    env = {k: v for k, v in _dockerfile().env().items() if not k.startswith(("PYTHON", "PIP_"))}
+    env.update({k: _interpolate(v, env_file) for k, v in _environment(_service(name)).items()})
+    return env
+
+
+def _metric_sample_names() -> set[str]:
+    names: set[str] = set()
+    for value in vars(metrics).values():
+        if not isinstance(value, MetricWrapperBase):
+            continue
+        for family in value.describe():
+            suffixes = {
+                "counter": ("_total", "_created"),
+                "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "gauge": ("",),
+            }[family.type]
+            names.update(family.name + suffix for suffix in suffixes)
+    return names
+
+
+def _rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def _alerts() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for rule in _rules() if "alert" in rule}
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())  # type: ignore[no-any-return]
+
+
+def _panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every query of the dashboard."""
+    return [
+        (panel["title"], target["expr"])
+        for panel in _panels(_dashboard())
+        for target in panel.get("targets", [])
+    ]
+
+
+def _series_names(expr: str) -> set[str]:
+    """Metric and recording-rule names in a PromQL expression (roughly, but enough)."""
+    without_strings = re.sub(r'"(?:[^"\\]|\\.)*"|`[^`]*`', '""', expr)
+    tokens = set(re.findall(r"(?<![\w:$])[A-Za-z_:][\w:]*", without_strings))
+    return {t for t in tokens if t.startswith(("webhook_", "rabbitmq_")) or ":" in t or t == "up"}
+
+
+def _need_promtool() -> str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        message = "promtool not found (apt-get install -y prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return promtool
+
+
+# ----------------------------------------------------------------- compose
+
+
+def test_compose_has_the_whole_system() -> None:
+    compose = _compose()
+    assert set(compose["services"]) == SERVICES
+    assert _service("worker")["deploy"]["replicas"] == 2
+    assert _service("producer")["restart"] == "no"
+
+
+def test_every_mounted_path_and_build_context_exists() -> None:
+    compose = _compose()
+    named = set(compose.get("volumes") or {})
+    for name, service in compose["services"].items():
+        for source, _target in _bind_mounts(service):
+            assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+        for volume in service.get("volumes") or []:
+            if isinstance(volume, str) and not volume.startswith((".", "/")):
+                assert volume.split(":")[0] in named, f"{name}: undeclared volume {volume}"
+        build = service.get("build")
+        if build is not None:
+            context = build if isinstance(build, str) else build.get("context", ".")
+            dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile")
+            assert (ROOT / context).is_dir(), f"{name}: build context {context} missing"
+            assert (ROOT / context / (dockerfile or "Dockerfile")).is_file()
+    assert _service("rabbitmq")["volumes"][0].endswith(":/var/lib/rabbitmq")
+
+
+def test_services_built_here_run_declared_entry_points(capsys: pytest.CaptureFixture[str]) -> None:
+    scripts = _console_scripts()
+    default_entrypoint = _dockerfile().exec_form("ENTRYPOINT")
+    for name, service in _compose()["services"].items():
+        if "build" not in service:
+            continue
+        assert service["image"] == "webhook-relay:local", f"{name}: share one image"
+        entrypoint = service.get("entrypoint", default_entrypoint)
+        if entrypoint[0] == "python":
+            assert entrypoint[1] == "-m", f"{name}: run modules with python -m"
+            assert importlib.util.find_spec(entrypoint[2]) is not None, f"{name}: no module"
+        else:
+            assert entrypoint[0] in scripts, f"{name}: {entrypoint[0]} is not a console script"
+
+    # The commands parse with the real argument parsers.
+    worker_command = _service("worker")["command"]
+    with pytest.raises(SystemExit) as exited:
+        worker_main([*worker_command, "--help"])
+    assert exited.value.code == 0
+    capsys.readouterr()
+    producer_args = producer_parser().parse_args(_service("producer")["command"])
+    assert producer_args.sample and producer_args.event in SAMPLE_EVENTS
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every string (key or value) of a parsed YAML document: comments are not in it."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def test_env_example_defines_every_compose_variable() -> None:
+    text = "\n".join(_strings(_compose()))
+    assert not re.search(r"(?<!\$)\$(?![{$])[A-Za-z_]", text), "use ${VAR}, not $VAR"
+    referenced = {m.group(1) for m in _INTERPOLATION.finditer(text)}
+    defined = _env_example()
+    assert referenced - set(defined) == set(), "missing from .env.example"
+    assert set(defined) - referenced == set(), ".env.example defines unused variables"
+    # Required ones fail loudly instead of silently becoming empty.
+    for match in _INTERPOLATION.finditer(text):
+        if "PASSWORD" in match.group(1) or "SECRET" in match.group(1):
+            assert match.group(2) == ":?", f"{match.group(0)} must be required (:?)"
+
+
+def test_no_guest_credentials() -> None:
+    assert "guest" not in COMPOSE_FILE.read_text().lower()
+    env_file = _env_example()
+    assert all("guest" not in value.lower() for value in env_file.values())
+    rabbit = {k: _interpolate(v, env_file) for k, v in _environment(_service("rabbitmq")).items()}
+    assert rabbit["RABBITMQ_DEFAULT_USER"] not in ("", "guest")
+    assert rabbit["RABBITMQ_DEFAULT_PASS"] not in ("", "guest")
+    for name in ("worker", "producer"):
+        env = _effective_env(name, env_file)
+        assert env["RABBITMQ_USERNAME"] == rabbit["RABBITMQ_DEFAULT_USER"]
+        assert env["RABBITMQ_PASSWORD"] == rabbit["RABBITMQ_DEFAULT_PASS"]
+
+
+def test_only_loopback_ports_are_published_and_metrics_stay_private() -> None:
+    for name, service in _compose()["services"].items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} to the world"
+    assert "ports" not in _service("worker"), "the metrics port must not be published"
+
+
+@pytest.mark.parametrize("name", ["worker", "producer"])
+def test_worker_and_producer_settings_load_from_compose(name: str) -> None:
+    """The effective environment passes the real settings loader, file included."""
+    env_file = _env_example()
+    service = _service(name)
+    env = _effective_env(name, env_file)
+    # Every variable is one the code reads (typos would be silently ignored).
+    config_text = (ROOT / "config/subscribers.compose.yaml").read_text()
+    file_vars = set(ENV_REFERENCE.findall(config_text))
+    assert set(env) - SETTINGS_VARS - file_vars == set()
+    assert file_vars <= set(env), "the subscriber file needs these variables"
+
+    config_in_container = env["WEBHOOK_CONFIG"]
+    host_env = {**env, "WEBHOOK_CONFIG": str(_host_path_for(service, config_in_container))}
+    settings = load_settings(host_env)
+    assert [s.id for s in settings.subscribers] == ["demo-shop"]
+    assert settings.subscribers[0].secret.get_secret_value() == env_file["DEMO_SHOP_SECRET"]
+    amqp = urlsplit(env["RABBITMQ_URL"])
+    assert amqp.hostname == "rabbitmq" and amqp.port == AMQP_PORT
+    assert settings.log_format == "json"
+    if name == "worker":
+        assert settings.metrics_host == "0.0.0.0"  # reachable by Prometheus' container
+        assert settings.metrics_port == METRICS_PORT
+        grace = settings.shutdown_grace_seconds
+        stop = service["stop_grace_period"]
+        assert float(stop.removesuffix("s")) > grace, "SIGKILL before the drain ends"
+    assert "depends_on" in service and service["depends_on"]["rabbitmq"] == {
+        "condition": "service_healthy"
+    }
+
+
+def test_demo_subscriber_points_at_the_receiver_service() -> None:
+    env_file = _env_example()
+    text = (ROOT / "config/subscribers.compose.yaml").read_text()
+    parsed = parse_subscriber_file(text, source="subscribers.compose.yaml", environ=env_file)
+    [demo] = parsed.subscribers
+    url = urlsplit(demo.url)
+    receiver = _service("receiver")
+    receiver_env = {k: _interpolate(v, env_file) for k, v in _environment(receiver).items()}
+    assert url.hostname == "receiver" and url.path == "/webhook"
+    assert url.port == int(receiver_env["PORT"])
+    assert receiver_env["HOST"] == "0.0.0.0"
+    assert receiver_env["WEBHOOK_SECRET"] == demo.secret.get_secret_value()
+    assert parsed.security.allow_private_networks  # the receiver has a private address
+    assert parsed.retry.delays_seconds == (5, 30)
+    assert receiver["entrypoint"] == ["python", "-m", "devtools.demo_receiver"]
+
+
+def test_rabbitmq_service_enables_prometheus_and_checks_health() -> None:
+    rabbit = _service("rabbitmq")
+    assert rabbit["image"].startswith("rabbitmq:3.10-management")
+    plugins = ENABLED_PLUGINS.read_text().strip()
+    assert re.fullmatch(r"\[[a-z_,\s]+\]\.", plugins), plugins
+    assert {"rabbitmq_management", "rabbitmq_prometheus"} <= set(
+        p.strip() for p in plugins[1:-2].split(",")
+    )
+    assert dict(_bind_mounts(rabbit))["./config/rabbitmq/enabled_plugins"] == (
+        "/etc/rabbitmq/enabled_plugins"
+    )
+    assert rabbit["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+
+
+def test_prometheus_and_grafana_wiring() -> None:
+    compose = _compose()
+    prometheus = _service("prometheus")
+    config_flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config_in_container = config_flag.split("=", 1)[1]
+    assert _host_path_for(prometheus, config_in_container).resolve() == PROMETHEUS_CONFIG
+    assert "127.0.0.1:9090:9090" in prometheus["ports"]
+
+    scrape = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())[
+        "scrape_configs"
+    ]}
+    assert set(scrape) == {"webhook-worker", "rabbitmq"}
+    [dns] = scrape["webhook-worker"]["dns_sd_configs"]
+    assert dns["names"] == ["worker"] and dns["names"][0] in compose["services"]
+    assert dns["port"] == METRICS_PORT
+    assert scrape["rabbitmq"]["metrics_path"] == "/metrics/per-object"
+    [static] = scrape["rabbitmq"]["static_configs"]
+    assert static["targets"] == [f"rabbitmq:{RABBITMQ_PROMETHEUS_PORT}"]
+
+    grafana = _service("grafana")
+    datasource = yaml.safe_load(GRAFANA_DATASOURCE.read_text())["datasources"][0]
+    url = urlsplit(datasource["url"])
+    assert url.hostname in compose["services"] and url.port == 9090
+    assert _host_path_for(grafana, "/etc/grafana/provisioning/datasources/prometheus.yml")
+    [provider] = yaml.safe_load(GRAFANA_PROVIDERS.read_text())["providers"]
+    dashboards_dir = _host_path_for(grafana, provider["options"]["path"])
+    assert (dashboards_dir / DASHBOARD.name).resolve() == DASHBOARD
+    home = _environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert _host_path_for(grafana, home).resolve() == DASHBOARD
+
+
+# -------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_runs_the_worker_as_non_root_with_a_health_check() -> None:
+    docker = _dockerfile()
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", docker.base_image())
+    user = docker.one("USER").split(":")[0]
+    assert user not in ("root", "0")
+    assert docker.exec_form("ENTRYPOINT") == ["webhook-worker"]
+    assert "webhook-worker" in _console_scripts()
+    assert docker.exec_form("CMD") == ["run"]
+    env = docker.env()
+    assert env["LOG_FORMAT"] == "json"
+    assert env["METRICS_HOST"] == "0.0.0.0"
+    assert int(env["METRICS_PORT"]) == METRICS_PORT
+    assert set(k for k in env if not k.startswith(("PYTHON", "PIP_"))) <= SETTINGS_VARS
+    assert docker.one("EXPOSE") == str(METRICS_PORT)
+    assert any("pip install" in rest for kw, rest in docker.final if kw == "RUN")
+
+    command = docker.healthcheck_command()
+    assert command[:2] == ["python", "-c"]
+    script = command[2]
+    assert "http://127.0.0.1:" in script and "/healthz" in script
+    fallback = re.search(r"'METRICS_PORT', '(\d+)'", script)
+    assert fallback and int(fallback.group(1)) == METRICS_PORT
+    compile(script, "<healthcheck>", "exec")  # valid Python
+
+
+def test_dockerfile_copies_only_existing_paths_and_ignores_secrets() -> None:
+    docker = _dockerfile()
+    for stage in docker.stages:
+        for keyword, rest in stage:
+            if keyword != "COPY" or "--from=" in rest:
+                continue
+            *sources, _dest = [p for p in shlex.split(rest) if not p.startswith("--")]
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    ignored = {
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".git", "tests"} <= ignored
+    needed = {"pyproject.toml", "config", "worker", "producer", "devtools", "scripts"}
+    assert needed.isdisjoint(ignored)
+
+
+# -------------------------------------------------------------- Prometheus
+
+
+def test_promtool_check_config_and_rules() -> None:
+    promtool = _need_promtool()
+    for args in (["check", "config", str(PROMETHEUS_CONFIG)], ["check", "rules", str(ALERT_RULES)]):
+        result = subprocess.run(
+            [promtool, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_are_complete_and_written_for_on_call() -> None:
+    alerts = _alerts()
+    assert REQUIRED_ALERTS <= set(alerts)
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
+        annotations = rule["annotations"]
+        for key in ("summary", "description", "runbook"):
+            assert len(annotations.get(key, "").strip()) > 20, f"{name}: {key} too short"
+    # What each required alert is built on, recording rules expanded.
+    recorded = {rule["record"]: rule["expr"] for rule in _rules() if "record" in rule}
+
+    def expanded(expr: str) -> str:
+        for name, definition in recorded.items():
+            expr = expr.replace(name, f"({definition})")
+        return expr
+
+    sources = {
+        "WebhookDeadLettersGrowing": ("rabbitmq_queue_messages", r"\\.dlq"),
+        "WebhookDeliverySuccessRateLow": ("webhook_deliveries_total", 'outcome="success"'),
+        "WebhookWorkQueueWithoutConsumer": ("rabbitmq_queue_consumers", r"\\.work"),
+        "WebhookWorkerDown": ('up{job="webhook-worker"}', "== 0"),
+        "WebhookEndToEndLatencyHigh": ("webhook_end_to_end_latency_seconds_bucket", "0.99"),
+        "WebhookBrokerReconnectStorm": ("webhook_broker_reconnects_total", "increase"),
+    }
+    for name, needles in sources.items():
+        full = expanded(alerts[name]["expr"])
+        for needle in needles:
+            assert needle in full, f"{name}: expected {needle!r} in {full}"
+
+
+def test_every_series_used_exists() -> None:
+    """Rules and panels only use metrics the worker defines (names never drift)."""
+    worker_series = _metric_sample_names()
+    recorded = {rule["record"] for rule in _rules() if "record" in rule}
+    expressions = [("rule " + r.get("record", r.get("alert", "")), r["expr"]) for r in _rules()]
+    expressions += dashboard_expressions()
+    variable = _dashboard()["templating"]["list"][0]
+    expressions.append(("variable", variable["definition"]))
+    used: set[str] = set()
+    for where, expr in expressions:
+        names = _series_names(expr)
+        assert names, f"{where}: no series in {expr!r}"
+        for name in names:
+            known = name in worker_series or name in RABBITMQ_SERIES or name in recorded
+            assert known or name == "up", f"{where}: unknown series {name}"
+        used |= names
+    # Every worker metric is on the dashboard or in a rule.
+    families = {
+        family.name for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+    }
+    for family in families:
+        assert any(u.startswith(family) for u in used), f"{family} is used nowhere"
+
+
+def _rule_test(rules_file: Path) -> dict[str, Any]:
+    """promtool unit tests for the alert logic (annotations are checked above)."""
+
+    def series(name: str, values: str, **labels: str) -> dict[str, str]:
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{body}}}", "values": values}
+
+    worker = {"job": "webhook-worker"}
+    rabbit = {"job": "rabbitmq", "instance": "rabbitmq:15692", "vhost": "/"}
+
+    def deliveries(subscriber: str, outcome: str, values: str) -> dict[str, str]:
+        return series(
+            "webhook_deliveries_total",
+            values,
+            **worker,
+            instance="w1",
+            subscriber=subscriber,
+            event="order.created",
+            outcome=outcome,
+        )
+
+    def e2e(subscriber: str, le: str, values: str) -> dict[str, str]:
+        return series(
+            "webhook_end_to_end_latency_seconds_bucket",
+            values,
+            **worker,
+            instance="w1",
+            subscriber=subscriber,
+            le=le,
+        )
+
+    def alert(name: str, *expected: dict[str, str]) -> dict[str, Any]:
+        return {
+            "eval_time": "25m",
+            "alertname": name,
+            "exp_alerts": [{"exp_labels": labels} for labels in expected],
+        }
+
+    def queue(name: str, **labels: str) -> dict[str, str]:
+        return {"vhost": "/", "queue": name, **labels}
+
+    busy_world = {
+        "interval": "1m",
+        "input_series": [
+            deliveries("down", "http_error", "0+10x40"),  # never a success series
+            deliveries("ok", "success", "0+10x40"),
+            deliveries("ok", "timeout", "0+0x40"),
+            deliveries("quiet", "http_error", "0+0.5x40"),  # too little traffic to judge
+            series("rabbitmq_queue_messages", "0 0 0 1+1x37", **rabbit, queue="webhooks.down.dlq"),
+            series("rabbitmq_queue_messages", "3x40", **rabbit, queue="webhooks.old.dlq"),
+            series("rabbitmq_queue_messages", "2000x40", **rabbit, queue="webhooks.busy.work"),
+            series("rabbitmq_queue_messages", "0x40", **rabbit, queue="webhooks.down.work"),
+            series("rabbitmq_queue_messages", "7x40", **rabbit, queue="webhooks.delay.5000ms"),
+            series("rabbitmq_queue_consumers", "2x40", **rabbit, queue="webhooks.down.work"),
+            series("rabbitmq_queue_consumers", "2x40", **rabbit, queue="webhooks.busy.work"),
+            series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.orphan.work"),
+            series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.down.dlq"),
+            series("up", "1x40", **worker, instance="w1"),
+            series("up", "0x40", **worker, instance="w2"),
+            series("up", "1x40", job="rabbitmq", instance="rabbitmq:15692"),
+            series("webhook_worker_ready", "1x40", **worker, instance="w1"),
+            series("webhook_broker_reconnects_total", "0+1x40", **worker, instance="w1"),
+            e2e("slow", "60", "0x40"),
+            e2e("slow", "300", "0+10x40"),
+            e2e("slow", "+Inf", "0+10x40"),
+            e2e("ok", "1", "0+10x40"),
+            e2e("ok", "+Inf", "0+10x40"),
+        ],
+        "alert_rule_test": [
+            alert("WebhookDeliverySuccessRateLow", {"severity": "warning", "subscriber": "down"}),
+            alert(
+                "WebhookDeadLettersGrowing",
+                {"severity": "warning", "subscriber": "down", **queue("webhooks.down.dlq")},
+            ),
+            alert("WebhookDeadLettersWaiting"),  # only after a day
+            alert(
+                "WebhookWorkQueueWithoutConsumer",
+                {"severity": "critical", "subscriber": "orphan", **queue("webhooks.orphan.work")},
+            ),
+            alert(
+                "WebhookWorkQueueBacklog",
+                {"severity": "warning", "subscriber": "busy", **queue("webhooks.busy.work")},
+            ),
+            alert("WebhookWorkerDown", {"severity": "warning", **worker, "instance": "w2"}),
+            alert("WebhookNoWorkerUp"),
+            alert("WebhookWorkerNotReady"),
+            alert("WebhookEndToEndLatencyHigh", {"severity": "warning", "subscriber": "slow"}),
+            alert("WebhookBrokerReconnectStorm", {"severity": "warning", **worker, "instance": "w1"}),
+            alert("WebhookBrokerMetricsMissing"),
+        ],
+    }
+    dark_world = {
+        "interval": "1m",
+        "input_series": [
+            series("up", "0x40", **worker, instance="w1"),
+            series("webhook_worker_ready", "0x40", **worker, instance="w1"),
+        ],
+        "alert_rule_test": [
+            alert("WebhookNoWorkerUp", {"severity": "critical"}),
+            alert("WebhookWorkerDown", {"severity": "warning", **worker, "instance": "w1"}),
+            alert("WebhookBrokerMetricsMissing", {"severity": "warning", "job": "rabbitmq"}),
+            alert("WebhookWorkerNotReady", {"severity": "warning", **worker, "instance": "w1"}),
+        ],
+    }
+    return {
+        "rule_files": [str(rules_file)],
+        "evaluation_interval": "1m",
+        "tests": [busy_world, dark_world],
+    }
+
+
+def test_alert_logic_with_promtool_unit_tests(tmp_path: Path) -> None:
+    promtool = _need_promtool()
+    rules = yaml.safe_load(ALERT_RULES.read_text())
+    stripped = copy.deepcopy(rules)
+    for group in stripped["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules_file = tmp_path / "rules.yml"
+    rules_file.write_text(yaml.safe_dump(stripped))
+    test_file = tmp_path / "rules_test.yml"
+    test_file.write_text(yaml.safe_dump(_rule_test(rules_file), sort_keys=False))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------- Grafana
+
+
+def test_dashboard_uses_the_provisioned_datasource_everywhere() -> None:
+    [datasource] = yaml.safe_load(GRAFANA_DATASOURCE.read_text())["datasources"]
+    uid = datasource["uid"]
+    assert datasource["type"] == "prometheus"
+    dashboard = _dashboard()
+    ids = []
+    for panel in _panels(dashboard):
+        ids.append(panel["id"])
+        assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"], f"{panel['title']}: no query"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, panel["title"]
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    titles = [p["title"] for p in _panels(dashboard)]
+    assert len(titles) == len(set(titles)), "panel titles must be unique"
+    for variable in dashboard["templating"]["list"]:
+        assert variable["datasource"]["uid"] == uid
+
+
+def test_dashboard_has_the_operator_panels() -> None:
+    dashboard = _dashboard()
+    titles = {p["title"] for p in _panels(dashboard)}
+    assert {
+        "Deliveries per second by outcome",
+        "Success rate per subscriber",
+        "Attempt latency (p50 / p90 / p99)",
+        "End-to-end latency (p50 / p90 / p99)",
+        "Retries scheduled per subscriber (per minute)",
+        "Dead letters per subscriber (per minute)",
+        "Work queue depth",
+        "Delay queue depth",
+        "Dead-letter queue depth",
+        "In flight per subscriber",
+        "Broker reconnects",
+        "Workers ready",
+    } <= titles
+    [variable] = dashboard["templating"]["list"]
+    assert variable["name"] == "subscriber" and variable["includeAll"]
+    assert variable["allValue"] == ".*"
+    assert re.fullmatch(variable["regex"].strip("/"), "webhooks.demo-shop.work")
+    uses_variable = [expr for _title, expr in dashboard_expressions() if "$subscriber" in expr]
+    assert len(uses_variable) >= 10
+    for title, expr in dashboard_expressions():
+        if "histogram_quantile" in expr:
+            assert "_bucket" in expr and "le" in expr, title
