@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from prometheus_client.metrics import MetricWrapperBase
 
 from config.broker import BrokerUrl
 from config.samples import sample_data
@@ -264,6 +265,11 @@ async def test_dashboard_and_rules_evaluate_against_a_real_worker(
     receivers = (ok, flaky, down)
     subs = [subscriber(OK, ok.url), subscriber(FLAKY, flaky.url), subscriber(DOWN, down.url)]
     settings = make_settings(url, subs, delays=(0.2, 0.2))
+    if "circuit_breaker" in type(settings).model_fields:
+        # A circuit breaker would stop consuming obs-down's queue after a few
+        # failures; this test wants every event to run through all its attempts.
+        policy = type(settings.circuit_breaker)
+        settings = settings.model_copy(update={"circuit_breaker": policy(enabled=False)})
     try:
         async with running_worker(settings) as worker:
             port = worker.health.port
@@ -329,15 +335,24 @@ async def _exercise(
     # RabbitMQ refreshes its queue metrics every few seconds.
     await _until(
         "DLQ depth in Prometheus",
-        lambda: [v for _, v in prom.values(f'subscriber:webhook_dlq_messages:max{{subscriber="{DOWN}"}}')]
-        == [total],
+        lambda: (
+            [
+                v
+                for _, v in prom.values(
+                    f'subscriber:webhook_dlq_messages:max{{subscriber="{DOWN}"}}'
+                )
+            ]
+            == [total]
+        ),
         30,
         prom,
     )
     await _until(
         "all attempts scraped",
-        lambda: [v for _, v in prom.values(f'sum(webhook_deliveries_total{{subscriber="{DOWN}"}})')]
-        == [3 * total],
+        lambda: (
+            [v for _, v in prom.values(f'sum(webhook_deliveries_total{{subscriber="{DOWN}"}})')]
+            == [3 * total]
+        ),
         15,
         prom,
     )
@@ -410,6 +425,14 @@ async def _check_queries(prom: Prometheus) -> None:
         )
     }
     assert {"webhooks.obs-down.work", "webhooks.obs-down.dlq", "webhooks.delay.200ms"} <= queues
+    # The delay-queue panel picks exactly the delay queues.
+    delay_queues = {
+        labels["queue"]
+        for title, expr in dashboard_expressions()
+        if title == "Delay queue depth"
+        for labels, _ in await asyncio.to_thread(prom.values, expr)
+    }
+    assert delay_queues == {"webhooks.delay.200ms"}
 
 
 async def _check_worker_http(
@@ -422,9 +445,16 @@ async def _check_worker_http(
     status, content_type, body = await asyncio.to_thread(_get, f"{base}/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     text = body.decode()
-    for value in vars(metrics).values():
-        for family in getattr(value, "describe", list)():
-            assert f"# TYPE {family.name} " in text, family.name
+    families = [
+        family
+        for value in vars(metrics).values()
+        if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+    ]
+    assert len(families) >= 9
+    for family in families:
+        exposed = family.name + ("_total" if family.type == "counter" else "")
+        assert f"# TYPE {exposed} {family.type}" in text, exposed
     # Nothing secret or payload-derived: subscriber secret, payload values, event
     # ids, receiver URLs (they may carry tokens), broker credentials.
     assert SECRET not in text

@@ -302,15 +302,16 @@ async def test_unroutable_retry_target_leaves_message_unacked(vhost_url: str) ->
 
         async with running_worker(settings, requeue_delay_seconds=0.2) as worker:
             await asyncio.to_thread(unbind)
-            await asyncio.to_thread(
-                publish_raw,
-                vhost_url,
-                EVENTS_EXCHANGE,
-                "order.created",
-                b'{"event":"order.created","data":{"id":"a"},"timestamp":"2026-01-01T00:00:00.000Z"}',
-                pika.BasicProperties(delivery_mode=2, message_id="evt_keep"),
-            )
             with structlog.testing.capture_logs() as logs:
+                await asyncio.to_thread(
+                    publish_raw,
+                    vhost_url,
+                    EVENTS_EXCHANGE,
+                    "order.created",
+                    b'{"event":"order.created","data":{"id":"a"},'
+                    b'"timestamp":"2026-01-01T00:00:00.000Z"}',
+                    pika.BasicProperties(delivery_mode=2, message_id="evt_keep"),
+                )
                 # Refused move -> requeued -> delivered again, same event id.
                 await receiver.wait_for(lambda rs: len(rs) >= 2, timeout=10)
             assert {r.event_id for r in receiver.requests} == {"evt_keep"}
