@@ -60,6 +60,9 @@ MAX_WINDOW = 65535
 # How long a read waits for the next message before deciding the queue has no more
 # for it (another client holds them, or the prefetch window is full).
 IDLE_SECONDS = 2.0
+# How long to wait for a closed read's messages to be back in the queue; only a
+# concurrent consumer of the DLQ makes it run out (nothing is lost then either).
+RETURN_WAIT_SECONDS = 5.0
 # Purge acks only what is already fsynced to the backup file, this many at a time.
 PURGE_BATCH = 200
 
@@ -401,16 +404,48 @@ def _close_keeping_order(connection: BlockingConnection, channel: BlockingChanne
         connection.process_data_events(time_limit=0.1)
 
 
-class _QueueReader:
-    """Reads one DLQ from head to the depth it had when opened, holding messages unacked."""
+def _wait_until_returned(connection: BlockingConnection, queue: str, expected: int) -> None:
+    """Wait (briefly) until the messages a closed reader held are ready again.
 
-    def __init__(self, connection: BlockingConnection, queue: str, window: int | None) -> None:
+    A quorum queue takes them back asynchronously, a few ms after the close.  A
+    read started in that gap would see a shorter queue, and returning its head
+    behind the late returns would reorder the queue, so the next read (this
+    process's or the next command's) must not start before they are back.
+    """
+    channel = connection.channel()
+    deadline = time.monotonic() + RETURN_WAIT_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            try:
+                declared = channel.queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker:
+                return  # deleted meanwhile: nothing to wait for
+            if int(declared.method.message_count) >= expected:
+                return
+            connection.sleep(0.02)
+    finally:
+        if channel.is_open:
+            channel.close()
+
+
+class _QueueReader:
+    """Reads one DLQ from head to the depth it had when opened, holding messages unacked.
+
+    It always reads to that depth, even when the caller stops early: a quorum
+    queue serves returned messages first and appends newly returned ones behind
+    them, so returning only the head of a queue that is already all "returned"
+    (after any earlier read) would move that head to the back.  Returned all
+    together, they come back in their original order.
+    """
+
+    def __init__(self, connection: BlockingConnection, queue: str) -> None:
         self.queue = queue
         self.depth: int | None = None  # None: the queue does not exist
         self.seen = 0
+        self.acked = 0
         self._connection = connection
-        self._window = window
         self._channel: BlockingChannel | None = None
+        self._deliveries: Iterator[tuple[Any, Any, bytes]] | None = None
 
     def __enter__(self) -> _QueueReader:
         channel = self._connection.channel()
@@ -422,25 +457,29 @@ class _QueueReader:
             raise
         self._channel = channel
         self.depth = int(declared.method.message_count)
-        wanted = self.depth if self._window is None else min(self.depth, self._window)
-        # As large as what we mean to read: every message can be held unacked at
-        # once, and nothing far beyond it is pushed to us for nothing.
-        channel.basic_qos(prefetch_count=max(1, min(MAX_WINDOW, wanted)))
+        if self.depth:
+            # A window as large as the queue: every message can be held unacked at
+            # once, and little beyond it is pushed to us for nothing.
+            channel.basic_qos(prefetch_count=min(MAX_WINDOW, self.depth))
+            self._deliveries = channel.consume(
+                self.queue, auto_ack=False, inactivity_timeout=IDLE_SECONDS
+            )
         return self
 
+    def _next(self) -> tuple[int, Any, bytes] | None:
+        if self._deliveries is None or self.depth is None or self.seen >= self.depth:
+            return None
+        method, properties, body = next(self._deliveries)
+        if method is None:
+            self._deliveries = None  # idle: nothing more for us (see `complete`)
+            return None
+        self.seen += 1
+        return method.delivery_tag, properties, body
+
     def __iter__(self) -> Iterator[tuple[int, DeadLetter]]:
-        channel = self._channel
-        if channel is None or not self.depth:
-            return
-        for method, properties, body in channel.consume(
-            self.queue, auto_ack=False, inactivity_timeout=IDLE_SECONDS
-        ):
-            if method is None:
-                return  # nothing more for us: see `complete`
-            self.seen += 1
-            yield method.delivery_tag, decode_dead_letter(self.queue, properties, body)
-            if self.seen >= self.depth:
-                return
+        while (delivery := self._next()) is not None:
+            tag, properties, body = delivery
+            yield tag, decode_dead_letter(self.queue, properties, body)
 
     @property
     def complete(self) -> bool:
@@ -451,6 +490,7 @@ class _QueueReader:
         """Remove one read message from the queue."""
         assert self._channel is not None
         self._channel.basic_ack(delivery_tag)
+        self.acked += 1
 
     def __exit__(
         self,
@@ -458,8 +498,15 @@ class _QueueReader:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._channel is not None and self._connection.is_open:
+        if self._channel is None or not self._connection.is_open:
+            return  # a lost connection returns everything, in order, by itself
+        try:
+            while self._next() is not None:
+                pass  # read (not decode) the rest: see the class docstring
+        finally:
             _close_keeping_order(self._connection, self._channel)
+        if self.depth is not None:
+            _wait_until_returned(self._connection, self.queue, self.depth - self.acked)
 
 
 def _queues(subscribers: Sequence[str]) -> list[str]:
@@ -491,10 +538,10 @@ class ScanReport:
     scanned: int = 0
     incomplete: dict[str, int] = field(default_factory=dict)  # queue -> messages not read
 
-    def note(self, reader: _QueueReader, *, stopped: bool) -> None:
-        """Count what ``reader`` read; ``stopped``: the caller ended the read on purpose."""
+    def note(self, reader: _QueueReader) -> None:
+        """Count what ``reader`` read (call after it is closed, when it has read all it can)."""
         self.scanned += reader.seen
-        if not stopped and not reader.complete and reader.depth is not None:
+        if not reader.complete and reader.depth is not None:
             self.incomplete[reader.queue] = reader.depth - reader.seen
 
 
@@ -519,19 +566,13 @@ def list_dead_letters(
         for queue in _queues(subscribers):
             if limit is not None and len(found) >= limit:
                 break
-            # With no filter only the first `limit` messages are needed.
-            window = None
-            if limit is not None and filters.is_empty():
-                window = limit - len(found)
-            with _QueueReader(connection, queue, window) as reader:
-                full = False
+            with _QueueReader(connection, queue) as reader:
                 for _tag, letter in reader:
                     if filters.matches(letter, now):
                         found.append(letter)
-                        full = limit is not None and len(found) >= limit
-                        if full:
+                        if limit is not None and len(found) >= limit:
                             break
-                report.note(reader, stopped=full)
+            report.note(reader)
     return found
 
 
@@ -625,8 +666,7 @@ def replay(
                 break
             routing_key = subscriber_of_queue(queue)
             assert routing_key is not None
-            with _QueueReader(connection, queue, None) as reader:
-                stopped = False
+            with _QueueReader(connection, queue) as reader:
                 for tag, letter in reader:
                     if not filters.matches(letter, now):
                         continue
@@ -640,16 +680,14 @@ def replay(
                         except PublishError as exc:
                             # Same routing key for the whole queue: the rest would fail too.
                             result.failed[queue] = str(exc)
-                            stopped = True
                             break
                         reader.ack(tag)
                     result.moved.append(letter)
                     if on_moved is not None:
                         on_moved(letter)
-                    stopped = limit is not None and len(result.moved) >= limit
-                    if stopped:
+                    if limit is not None and len(result.moved) >= limit:
                         break
-                result.report.note(reader, stopped=stopped)
+            result.report.note(reader)
     return result
 
 
@@ -733,29 +771,23 @@ def purge(
             for queue in _queues(subscribers):
                 if limit is not None and len(result.purged) >= limit:
                     break
-                with _QueueReader(connection, queue, None) as reader:
+                with _QueueReader(connection, queue) as reader:
                     pending: list[tuple[int, DeadLetter]] = []
-                    stopped = False
-                    try:
-                        for tag, letter in reader:
-                            if not filters.matches(letter, now):
-                                continue
-                            if dry_run:
-                                result.purged.append(letter)
-                            else:
-                                if out is not None:
-                                    out.write(_backup_line(letter, now))
-                                pending.append((tag, letter))
-                                if len(pending) >= PURGE_BATCH:
-                                    _settle(reader, out, pending, result, on_purged)
-                            stopped = (
-                                limit is not None and len(result.purged) + len(pending) >= limit
-                            )
-                            if stopped:
-                                break
-                        _settle(reader, out, pending, result, on_purged)
-                    finally:
-                        result.report.note(reader, stopped=stopped)
+                    for tag, letter in reader:
+                        if not filters.matches(letter, now):
+                            continue
+                        if dry_run:
+                            result.purged.append(letter)
+                        else:
+                            if out is not None:
+                                out.write(_backup_line(letter, now))
+                            pending.append((tag, letter))
+                            if len(pending) >= PURGE_BATCH:
+                                _settle(reader, out, pending, result, on_purged)
+                        if limit is not None and len(result.purged) + len(pending) >= limit:
+                            break
+                    _settle(reader, out, pending, result, on_purged)
+                result.report.note(reader)
     finally:
         if out is not None:
             out.close()

@@ -245,6 +245,18 @@ def _printable(text: str, *, newlines: bool = False) -> str:
     return "".join(out)
 
 
+def _json_text(document: Any) -> str:
+    """JSON for stdout: readable Unicode, but no raw control or bidi characters."""
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    # json.dumps escapes C0 controls but not C1 ones; raw newlines are indentation.
+    return "".join(
+        f"\\u{ord(c):04x}"
+        if c != "\n" and (unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS)
+        else c
+        for c in text
+    )
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None or value == "" else _printable(str(value))
 
@@ -290,10 +302,9 @@ class _Run:
 def _prepare(args: argparse.Namespace) -> _Run:
     settings = load_settings(require_subscriber_file=not args.queue)
     configured = [s.id for s in settings.subscribers]
-    if args.subscriber:
-        subscribers = list(dict.fromkeys(args.subscriber))
-    else:
-        subscribers = list(dict.fromkeys([*configured, *args.queue]))
+    # --subscriber narrows the file's list; --queue always adds to what is read.
+    chosen = args.subscriber or configured
+    subscribers = list(dict.fromkeys([*chosen, *args.queue]))
     explicit = [s for s in subscribers if s not in configured]
     filters = dl.Filters()
     if hasattr(args, "limit"):
@@ -404,7 +415,7 @@ def cmd_list(run: _Run, args: argparse.Namespace) -> int:
             "counts": depths if unfiltered else None,
             "incomplete": report.incomplete,
         }
-        print(json.dumps(document, ensure_ascii=False, indent=2))
+        print(_json_text(document))
         _warn_incomplete(report)
         return 0
     if letters:
@@ -449,7 +460,7 @@ def cmd_show(run: _Run, args: argparse.Namespace) -> int:
         )
     if args.format == "json":
         records = [run.redactor.data(_with_payload(letter.to_json())) for letter in letters]
-        print(json.dumps(records, ensure_ascii=False, indent=2))
+        print(_json_text(records))
         return 0
     blocks = [_show_text(letter, run.redactor) for letter in letters]
     print("\n\n".join(blocks))
@@ -578,12 +589,12 @@ def cmd_purge(run: _Run, args: argparse.Namespace, outcome: dict[str, Any]) -> i
         outcome["outcome"] = "dry_run"
         return 0
     backup = None if args.no_backup else (args.backup_file or dl.default_backup_path())
-    outcome["backup_file"] = str(backup) if backup else None
     note = f" (backup: {backup})" if backup else " WITHOUT a backup"
     if not _confirm(f"Delete {_count(len(preview))}{note}?", args.yes):
         print("aborted; nothing was deleted")
         outcome["outcome"] = "aborted"
         return EXIT_FAILED
+    outcome["backup_file"] = str(backup) if backup else None
 
     purged = 0
     with _progress(len(preview), "purging") as advance:
