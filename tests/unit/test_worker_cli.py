@@ -1,0 +1,103 @@
+"""``webhook-worker check-config`` and ``test-endpoint`` (no broker involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from config.signature import verify
+from tests.support.receiver import Receiver, Received
+from worker.cli import main
+
+SECRET = "cli-test-secret-value"
+
+
+def _config(tmp_path: Path, url: str, *, private: bool = True) -> Path:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(
+        "subscribers:\n"
+        f"  - id: shop-a\n    url: {url}\n    secret: ${{SHOP_SECRET}}\n"
+        '    events: ["order.*"]\n'
+        "retry:\n  delays_seconds: [1, 2]\n"
+        f"security:\n  allow_private_networks: {'true' if private else 'false'}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("SHOP_SECRET", SECRET)
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://user:hunter2-pw@127.0.0.1:1/%2F")
+    return tmp_path
+
+
+def test_check_config_prints_the_table_without_secrets(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, "https://shop.example/hook")))
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "shop-a" in out and "webhooks.shop-a.work / webhooks.shop-a.dlq" in out
+    assert "1 subscriber(s) OK" in out
+    assert SECRET not in out and "hunter2-pw" not in out
+
+
+def test_check_config_names_the_mistake(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, "ftp://shop.example/hook")))
+    assert main(["check-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("webhook-worker: error: ")
+    assert "subscribers[0] (id 'shop-a').url: must start with http:// or https://" in err
+
+
+async def test_test_endpoint_sends_one_signed_sample(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver = await Receiver().start()
+    try:
+        monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, receiver.url)))
+        code = await asyncio.to_thread(main, ["test-endpoint", "shop-a", "--event", "order.updated"])
+    finally:
+        await receiver.stop()
+    assert code == 0
+    [request] = receiver.requests
+    assert request.headers["X-Webhook-Test"] == "true"
+    assert request.headers["X-Webhook-Event"] == "order.updated"
+    verify(SECRET, request.body, request.headers["X-Webhook-Signature"])
+    assert json.loads(request.body)["data"]["status"] == "shipped"
+    out = capsys.readouterr().out
+    assert "status:     200" in out and "result:     PASS" in out
+
+
+async def test_test_endpoint_fails_on_non_2xx_and_refused_private_address(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(_r: Received) -> web.Response:
+        return web.Response(status=401, text='{"error": "Invalid signature"}')
+
+    receiver = await Receiver(refuse).start()
+    try:
+        monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, receiver.url)))
+        assert await asyncio.to_thread(main, ["test-endpoint", "shop-a"]) == 1
+        assert "Invalid signature" in capsys.readouterr().out
+        monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, receiver.url, private=False)))
+        assert await asyncio.to_thread(main, ["test-endpoint", "shop-a"]) == 1
+        assert "not a public address" in capsys.readouterr().out
+    finally:
+        await receiver.stop()
+    assert len(receiver.requests) == 1  # the refused private address was never contacted
+
+
+def test_test_endpoint_unknown_subscriber(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, "https://shop.example/hook")))
+    assert main(["test-endpoint", "nope"]) == 2
+    assert "no subscriber 'nope'" in capsys.readouterr().err
