@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from config.broker import DEFAULT_URL, BrokerUrl
 from config.errors import ConfigError
 from config.subscribers import (
+    CircuitBreakerPolicy,
     RetryPolicy,
     SecurityPolicy,
     Subscriber,
@@ -53,6 +54,7 @@ class Settings(BaseModel):
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     security: SecurityPolicy = SecurityPolicy()
+    circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
 
     @field_serializer("broker")
     def _redacted_broker(self, broker: BrokerUrl) -> str:
@@ -65,6 +67,10 @@ class Settings(BaseModel):
             if sub.id == subscriber_id:
                 return sub
         return None
+
+    def breaker_policy(self, subscriber: Subscriber) -> CircuitBreakerPolicy:
+        """The circuit-breaker policy in force for ``subscriber``."""
+        return self.circuit_breaker.overridden_by(subscriber.circuit_breaker)
 
 
 def load_settings(
@@ -103,6 +109,7 @@ def load_settings(
         subscribers=file.subscribers,
         retry=file.retry,
         security=file.security,
+        circuit_breaker=file.circuit_breaker,
     )
 
 

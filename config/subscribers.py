@@ -39,6 +39,44 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_Threshold = Annotated[int, Field(ge=1, le=10_000)]
+_Cooldown = Annotated[float, Field(gt=0, le=24 * 3600)]
+
+
+class CircuitBreakerOverride(_Model):
+    """A subscriber's own circuit-breaker keys; the file-wide ones fill the rest."""
+
+    enabled: bool | None = None
+    failure_threshold: _Threshold | None = None
+    cooldown_seconds: _Cooldown | None = None
+    max_cooldown_seconds: _Cooldown | None = None
+
+
+class CircuitBreakerPolicy(_Model):
+    """When to stop consuming a failing subscriber's queue, and how long to wait."""
+
+    enabled: bool = True
+    failure_threshold: _Threshold = 5
+    cooldown_seconds: _Cooldown = 5.0
+    max_cooldown_seconds: _Cooldown = 300.0
+
+    @model_validator(mode="after")
+    def _cap_not_below_start(self) -> CircuitBreakerPolicy:
+        if self.max_cooldown_seconds < self.cooldown_seconds:
+            raise ValueError(
+                f"max_cooldown_seconds ({self.max_cooldown_seconds:g}) must be at least "
+                f"cooldown_seconds ({self.cooldown_seconds:g})"
+            )
+        return self
+
+    def overridden_by(self, override: CircuitBreakerOverride | None) -> CircuitBreakerPolicy:
+        """This file-wide policy with the keys a subscriber set itself taken from ``override``."""
+        if override is None:
+            return self
+        own = override.model_dump(exclude_none=True)
+        return CircuitBreakerPolicy.model_validate(self.model_dump() | own)
+
+
 class Subscriber(_Model):
     """One receiving endpoint."""
 
@@ -50,6 +88,8 @@ class Subscriber(_Model):
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_in_flight: int = Field(default=16, ge=1, le=1000)
     standard_webhooks: bool = False
+    # Only the keys given here override the file-wide ``circuit_breaker``.
+    circuit_breaker: CircuitBreakerOverride | None = None
 
     @field_validator("id")
     @classmethod
@@ -138,6 +178,7 @@ class SubscriberFile(_Model):
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     security: SecurityPolicy = SecurityPolicy()
+    circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SubscriberFile:
@@ -146,6 +187,17 @@ class SubscriberFile(_Model):
             if sub.id in seen:
                 raise _FieldProblem(("subscribers", index, "id"), f"duplicate id {sub.id!r}")
             seen.add(sub.id)
+        return self
+
+    @model_validator(mode="after")
+    def _breakers_combine(self) -> SubscriberFile:
+        # Each half may be valid alone and still clash once merged (cap below start).
+        for index, sub in enumerate(self.subscribers):
+            try:
+                self.circuit_breaker.overridden_by(sub.circuit_breaker)
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise _FieldProblem(("subscribers", index, "circuit_breaker"), message) from None
         return self
 
 
@@ -224,7 +276,8 @@ def parse_subscriber_file(
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        # PyYAML's message spans lines; one line reads better in logs and terminals.
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -49,6 +49,16 @@ def dead_letter_queue(subscriber_id: str) -> str:
     return f"webhooks.{subscriber_id}.dlq"
 
 
+# Holds one message per subscriber id that ever had queues, so the worker can
+# report a removed subscriber whose work queue still holds events.
+REGISTRY_QUEUE = "webhooks.registry"
+
+
+def pause_marker_queue(subscriber_id: str) -> str:
+    """Name of the queue whose existence means ``subscriber_id`` is paused (410 Gone)."""
+    return f"webhooks.{subscriber_id}.paused"
+
+
 def delay_milliseconds(delay_seconds: float) -> int:
     """A retry delay as the whole milliseconds used in names and TTLs."""
     return max(1, round(delay_seconds * 1000))
@@ -164,7 +174,46 @@ def apply_topology(channel: BlockingChannel, topology: Topology) -> None:
 
     Queues of subscribers that left the file are simply not touched, so their
     messages stay where an operator can see them.
+
+    The declarations are pipelined (sent without waiting for each reply, then
+    one round trip confirms them all): with 1,000 subscribers that is ~5,000
+    objects, which one RPC at a time took seconds on every worker start.  If
+    the broker refuses one, they are repeated one at a time on a new channel
+    to name the culprit, and TopologyError is raised either way.
     """
+    if not topology.exchanges or not hasattr(channel, "_impl"):
+        _apply_one_by_one(channel, topology)
+        return
+    try:
+        _apply_pipelined(channel, topology)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        try:
+            _apply_one_by_one(channel.connection.channel(), topology)
+        except pika.exceptions.AMQPError as again:
+            raise BrokerUnavailableError(f"declaring the topology failed: {again!r}") from None
+        raise TopologyError(f"declaring the topology failed: {exc.reply_text}") from None
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerUnavailableError(f"declaring the topology failed: {exc!r}") from None
+
+
+def _apply_pipelined(channel: BlockingChannel, topology: Topology) -> None:
+    # pika's channel underneath the blocking wrapper: called without a callback,
+    # these send the no-wait form of each method and return at once.
+    impl = channel._impl
+    for exchange in topology.exchanges:
+        impl.exchange_declare(exchange.name, exchange.type, durable=True)
+    for queue in topology.queues:
+        impl.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    for binding in topology.bindings:
+        impl.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+    # A channel's methods are handled in order, so the reply to this (repeated,
+    # harmless) declaration means every one above succeeded; a failure closes
+    # the channel, which this call raises as ChannelClosedByBroker.
+    first = topology.exchanges[0]
+    channel.exchange_declare(first.name, first.type, durable=True)
+
+
+def _apply_one_by_one(channel: BlockingChannel, topology: Topology) -> None:
     step = "?"
     try:
         for exchange in topology.exchanges:

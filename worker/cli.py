@@ -46,8 +46,15 @@ def check_config(settings: Settings) -> int:
     print(f"retry delays: {delays} (max {settings.retry.max_attempts} attempts)")
     print(f"private networks allowed: {settings.security.allow_private_networks}")
     print()
-    rows = [("ID", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "QUEUES")]
+    rows = [("ID", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "CIRCUIT", "QUEUES")]
     for sub in settings.subscribers:
+        breaker = settings.breaker_policy(sub)
+        circuit = (
+            f"{breaker.failure_threshold} fails, "
+            f"{breaker.cooldown_seconds:g}-{breaker.max_cooldown_seconds:g}s"
+            if breaker.enabled
+            else "off"
+        )
         rows.append(
             (
                 sub.id,
@@ -55,6 +62,7 @@ def check_config(settings: Settings) -> int:
                 ",".join(sub.events),
                 f"{sub.timeout_seconds:g}s",
                 str(sub.max_in_flight),
+                circuit,
                 f"{work_queue(sub.id)} / {dead_letter_queue(sub.id)}",
             )
         )
@@ -94,6 +102,20 @@ async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str
     return 0 if result.ok else 1
 
 
+def resume_subscriber(settings: Settings, subscriber_id: str) -> int:
+    """Delete a subscriber's pause marker; running workers resume within their poll interval."""
+    from worker.pause import resume
+
+    if settings.subscriber(subscriber_id) is None:
+        known = ", ".join(s.id for s in settings.subscribers) or "none"
+        return _fail(f"no subscriber {subscriber_id!r} in {settings.config_path} (known: {known})")
+    if resume(settings.broker, subscriber_id):
+        print(f"{subscriber_id}: resumed; workers consume its queue again within seconds")
+    else:
+        print(f"{subscriber_id}: was not paused")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Webhook delivery worker.")
     commands = parser.add_subparsers(dest="command")
@@ -108,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="order.created",
         choices=["order.created", "order.updated", "order.cancelled"],
     )
+    commands.add_parser(
+        "resume", help="deliver again to a subscriber paused after it answered 410 Gone"
+    ).add_argument("subscriber")
     args = parser.parse_args(argv)
 
     try:
@@ -120,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "test-endpoint":
             configure_logging(settings.log_format, "warning", stream=sys.stderr)
             return asyncio.run(_test_endpoint(settings, args.subscriber, args.event))
+        if args.command == "resume":
+            return resume_subscriber(settings, args.subscriber)
         return run(settings)
     except WebhookError as exc:
         return _fail(str(exc), 1)

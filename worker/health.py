@@ -1,4 +1,4 @@
-"""The worker's HTTP surface: /healthz, /readyz and /metrics.
+"""The worker's HTTP surface: /healthz, /readyz, /status and /metrics.
 
 Nothing served here reveals secrets or payloads.
 """
@@ -6,6 +6,7 @@ Nothing served here reveals secrets or payloads.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -14,10 +15,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 class HealthServer:
     """Serves liveness, readiness and Prometheus metrics on one port."""
 
-    def __init__(self, host: str, port: int, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        is_ready: Callable[[], bool],
+        status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._is_ready = is_ready
+        self._status = status
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -26,6 +34,8 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self._status is not None:
+            app.router.add_get("/status", self._status_page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -45,6 +55,10 @@ class HealthServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         ready = self._is_ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def _status_page(self, _request: web.Request) -> web.Response:
+        assert self._status is not None
+        return web.json_response(self._status())
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)

@@ -7,6 +7,7 @@ short reason; the caller moves such a message to the dead-letter queue.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,23 @@ from config.jsonbody import decode_body, encode_body
 
 # Far above any order event; express.json() receivers refuse >100 kB by default.
 MAX_BODY_BYTES = 1024 * 1024
+# The event type and id travel as HTTP header values: no control characters (a
+# CR/LF would make the HTTP client refuse the request, every time), and AMQP's
+# 255-byte short-string limit.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_HEADER_BYTES = 255
+
+
+def _header_problem(value: str) -> str | None:
+    if _HEADER_UNSAFE.search(value):
+        return "contains control characters"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not encodable as UTF-8)"
+    if size > _MAX_HEADER_BYTES:
+        return f"is longer than {_MAX_HEADER_BYTES} bytes"
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,9 @@ def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEven
     event_type = envelope.get("event")
     if not isinstance(event_type, str) or not event_type:
         raise PoisonMessageError("body has no 'event' string")
+    problem = _header_problem(event_type)
+    if problem:
+        raise PoisonMessageError(f"'event' {problem}")
     if not isinstance(envelope.get("data"), dict):
         raise PoisonMessageError("body has no 'data' object")
     timestamp = envelope.get("timestamp")
@@ -79,9 +100,16 @@ def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEven
     if not 1 <= attempt <= max_attempts:
         raise PoisonMessageError(f"header {wire.ATTEMPT}={attempt} is outside 1-{max_attempts}")
 
-    canonical = encode_body(envelope)
+    try:
+        canonical = encode_body(envelope)
+    except PayloadError as exc:
+        raise PoisonMessageError(f"body cannot be re-encoded: {exc}") from None
     event_id = getattr(properties, "message_id", None)
-    if not isinstance(event_id, str) or not event_id:
+    if isinstance(event_id, str) and event_id:
+        problem = _header_problem(event_id)
+        if problem:
+            raise PoisonMessageError(f"message_id {problem}")
+    else:
         # A stable id from the content, so retries and replays of an event that
         # arrived without one still share an id receivers can deduplicate on.
         event_id = "evt_" + hashlib.sha256(canonical).hexdigest()[:32]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = ("success", "http_error", "timeout", "connection_error", "forbidden_address")
-DEAD_LETTER_REASONS = ("exhausted", "poison", "retry_after_too_long")
+DEAD_LETTER_REASONS = ("exhausted", "poison", "retry_after_too_long", "gone")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -58,4 +58,19 @@ READY = Gauge(
 CONSUMERS = Gauge(
     "webhook_consumers",
     "Work queues this worker is consuming.",
+)
+CIRCUIT_STATE = Gauge(
+    "webhook_circuit_state",
+    "Circuit breaker of each subscriber: 0 closed, 1 open (not consuming), 2 half-open (probing).",
+    ["subscriber"],
+)
+CIRCUIT_TRANSITIONS = Counter(
+    "webhook_circuit_transitions_total",
+    "Circuit breaker state changes, by the state entered (closed, open, half_open).",
+    ["subscriber", "state"],
+)
+SUBSCRIBER_PAUSED = Gauge(
+    "webhook_subscriber_paused",
+    "1 while a subscriber is paused (it answered 410 Gone) until an operator resumes it.",
+    ["subscriber"],
 )

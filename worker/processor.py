@@ -73,12 +73,16 @@ class MessageProcessor:
 
     async def process(
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
-    ) -> None:
-        """Handle ``message`` from ``subscriber``'s work queue; never raises for bad input."""
+    ) -> DeliveryResult | None:
+        """Handle ``message`` from ``subscriber``'s work queue; never raises for bad input.
+
+        Returns the HTTP attempt's result (for the circuit breaker), or None when
+        no attempt was made (unreadable message) or the message could not be settled.
+        """
         in_flight = metrics.IN_FLIGHT.labels(subscriber.id)
         in_flight.inc()
         try:
-            await self._process(subscriber, message, publisher)
+            return await self._process(subscriber, message, publisher)
         except PublishError as exc:
             # The broker is up but refused the copy (missing binding, queue full).
             # Hand the message back after a pause; the work queue's delivery limit
@@ -91,6 +95,7 @@ class MessageProcessor:
             )
             await asyncio.sleep(self._requeue_delay)
             message.reject(requeue=True)
+            return None
         except BrokerError as exc:
             # The next step could not be made certain: leave the message unacked;
             # the broker redelivers it (possibly to another worker).
@@ -100,19 +105,32 @@ class MessageProcessor:
                 event_id=getattr(message.properties, "message_id", None),
                 error=str(exc),
             )
+            return None
+        except Exception:
+            # A bug met an input nobody foresaw. Requeue after a pause rather than
+            # hold the message unacked forever; the work queue's delivery limit
+            # dead-letters it if it keeps crashing us.
+            log.exception(
+                "message_processing_crashed",
+                subscriber=subscriber.id,
+                event_id=getattr(message.properties, "message_id", None),
+            )
+            await asyncio.sleep(self._requeue_delay)
+            message.reject(requeue=True)
+            return None
         finally:
             in_flight.dec()
 
     async def _process(
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
-    ) -> None:
+    ) -> DeliveryResult | None:
         try:
             event = read_event(
                 message.properties, message.body, max_attempts=self._retry.max_attempts
             )
         except PoisonMessageError as exc:
             await self._dead_letter_poison(subscriber, message, publisher, str(exc))
-            return
+            return None
 
         bound = log.bind(
             subscriber=subscriber.id,
@@ -140,7 +158,7 @@ class MessageProcessor:
                     occurred = occurred.replace(tzinfo=UTC)
                 latency = time.time() - occurred.timestamp()
                 metrics.END_TO_END_LATENCY.labels(subscriber.id).observe(max(0.0, latency))
-            return
+            return result
 
         headers = self._failure_headers(subscriber, message, event, result)
         step = next_attempt(event.attempt, result, self._retry)
@@ -161,7 +179,7 @@ class MessageProcessor:
                 last_status=result.status,
                 last_error=result.error,
             )
-            return
+            return result
 
         headers[wire.ATTEMPT] = step.attempt
         await publisher.publish(
@@ -173,6 +191,7 @@ class MessageProcessor:
         message.ack()
         metrics.RETRIES_SCHEDULED.labels(subscriber.id, str(step.attempt)).inc()
         bound.info("retry_scheduled", next_attempt=step.attempt, delay_seconds=step.delay_seconds)
+        return result
 
     def _failure_headers(
         self, subscriber: Subscriber, message: Message, event: QueuedEvent, result: DeliveryResult

@@ -9,6 +9,8 @@ from worker.delivery import DeliveryResult
 
 # Receivers asking us to back off with Retry-After on these statuses are obeyed.
 BACKOFF_STATUSES = (429, 503)
+# The endpoint says it is gone for good: retrying would only burn attempts.
+GONE = 410
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class DeadLetter:
 
 def next_attempt(attempt: int, result: DeliveryResult, policy: RetryPolicy) -> Retry | DeadLetter:
     """Decide the next step after attempt number ``attempt`` failed with ``result``."""
+    if result.status == GONE:
+        return DeadLetter("gone")
     if attempt >= policy.max_attempts:
         return DeadLetter("exhausted")
     delay = policy.delays_seconds[attempt - 1]

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from config.signature import verify
-from tests.support.receiver import Receiver, Received
+from tests.support.receiver import Received, Receiver
 from worker.cli import main
 
 SECRET = "cli-test-secret-value"
@@ -63,7 +63,9 @@ async def test_test_endpoint_sends_one_signed_sample(
     receiver = await Receiver().start()
     try:
         monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, receiver.url)))
-        code = await asyncio.to_thread(main, ["test-endpoint", "shop-a", "--event", "order.updated"])
+        code = await asyncio.to_thread(
+            main, ["test-endpoint", "shop-a", "--event", "order.updated"]
+        )
     finally:
         await receiver.stop()
     assert code == 0

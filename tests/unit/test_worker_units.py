@@ -136,7 +136,7 @@ def test_standard_webhooks_headers_verify_with_the_reference_library() -> None:
     assert headers["webhook-id"] == "evt_std"
     payload = Webhook(b"s3cret-value").verify(BODY, headers)
     assert payload == json.loads(BODY)
-    with pytest.raises(Exception, match="(?i)signature"):
+    with pytest.raises(Exception, match=r"(?i)signature"):
         Webhook(b"another-secret").verify(BODY, headers)
 
 

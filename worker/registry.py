@@ -1,0 +1,90 @@
+"""Remember every subscriber id that had queues, to report removed ones with events left.
+
+A subscriber removed from the file keeps its work queue *and its bindings*: new
+events for it keep arriving there and nobody consumes them. AMQP cannot list
+queues, so the worker keeps the ids it has served in ``webhooks.registry`` (one
+message per id) and, on every connect, reports each id no longer configured
+whose work queue still exists. Once an operator deletes that queue, the id is
+forgotten.
+
+Blocking (pika BlockingConnection); the worker runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from config import message as wire
+from config.broker import BrokerUrl
+from config.errors import BrokerUnavailableError
+from config.topology import REGISTRY_QUEUE, work_queue
+
+_NOT_FOUND = 404
+
+
+def reconcile_registry(broker: BrokerUrl, configured: Sequence[str]) -> dict[str, int]:
+    """Record ``configured`` ids; return ``{removed id: messages in its work queue}``."""
+    try:
+        connection = pika.BlockingConnection(broker.parameters(connection_name="webhook-registry"))
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerUnavailableError(
+            f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
+        ) from None
+    try:
+        return _reconcile(connection, set(configured))
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerUnavailableError(f"subscriber registry check failed: {exc!r}") from None
+    finally:
+        if connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
+
+
+def _reconcile(connection: pika.BlockingConnection, configured: set[str]) -> dict[str, int]:
+    reader = connection.channel()
+    reader.queue_declare(REGISTRY_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    # Held unacked while we work; closing the channel puts back what we keep.
+    known: dict[str, int] = {}
+    while True:
+        method, _properties, body = reader.basic_get(REGISTRY_QUEUE, auto_ack=False)
+        if method is None:
+            break
+        subscriber_id = body.decode("utf-8", "replace")
+        if subscriber_id in known:
+            reader.basic_ack(method.delivery_tag)  # a duplicate from a concurrent start
+        else:
+            known[subscriber_id] = method.delivery_tag
+
+    writer = connection.channel()
+    writer.confirm_delivery()
+    for subscriber_id in sorted(configured - known.keys()):
+        writer.basic_publish(
+            "",
+            REGISTRY_QUEUE,
+            subscriber_id.encode(),
+            pika.BasicProperties(delivery_mode=wire.PERSISTENT),
+            mandatory=True,
+        )
+
+    removed: dict[str, int] = {}
+    probe: BlockingChannel | None = None
+    for subscriber_id, tag in sorted(known.items()):
+        if subscriber_id in configured:
+            continue
+        if probe is None or not probe.is_open:
+            probe = connection.channel()
+        try:
+            frame = probe.queue_declare(work_queue(subscriber_id), passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != _NOT_FOUND:
+                raise
+            reader.basic_ack(tag)  # its queue was deleted: nothing left to report
+            continue
+        removed[subscriber_id] = int(frame.method.message_count)
+    reader.close()
+    return removed
