@@ -79,12 +79,7 @@ def decode_body(raw: bytes) -> object:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(
-            text,
-            parse_float=_parse_float,
-            parse_int=_parse_int,
-            parse_constant=_reject_constant,
-        )
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not valid JSON: {exc.msg} at char {exc.pos}") from None
     except RecursionError:
@@ -276,3 +271,10 @@ def _parse_int(text: str) -> int:
 
 def _reject_constant(name: str) -> object:
     raise PayloadError(f"{name} is not valid JSON")
+
+
+# Built once: json.loads(text, parse_float=...) builds a new decoder (and its
+# C scanner) on every call, which was half the cost of decoding a body.
+_DECODER = json.JSONDecoder(
+    parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -12,6 +13,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from config import message as wire
 from config.signature import sign
@@ -73,6 +75,11 @@ class Deliverer:
         self._allow_private = allow_private_networks
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+        # Per-URL and per-timeout values, computed once instead of per attempt.
+        self._forbidden_literal: dict[str, str | None] = {}
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}
+        self._slots = asyncio.Semaphore(pool_size)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -126,6 +133,16 @@ class Deliverer:
         """POST ``event`` to ``subscriber`` once; every outcome is a DeliveryResult."""
         if self._session is None:
             raise RuntimeError("Deliverer.start() first")
+        # Wait for one of the pool's connections here, holding nothing but this
+        # coroutine: with many subscribers thousands of messages can be in flight
+        # at once, and each one queued inside aiohttp's pool held a whole prepared
+        # request (and had its timeout running while it waited).
+        async with self._slots:
+            return await self._attempt(self._session, subscriber, event, test)
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, subscriber: Subscriber, event: QueuedEvent, test: bool
+    ) -> DeliveryResult:
         started = time.monotonic()
 
         def result(
@@ -139,19 +156,20 @@ class Deliverer:
                 outcome, status, time.monotonic() - started, error, excerpt, retry_after
             )
 
-        host = urlsplit(subscriber.url).hostname or ""
-        if not self._allow_private and _is_ip_literal(host) and not is_public_address(host):
-            # aiohttp skips the resolver for IP literals, so check them here.
-            return result("forbidden_address", error=f"{host} is not a public address")
+        if not self._allow_private:
+            problem = self._literal_problem(subscriber.url)
+            if problem is not None:
+                # aiohttp skips the resolver for IP literals, so check them here.
+                return result("forbidden_address", error=problem)
 
         headers = self.headers_for(subscriber, event, now_ms=time.time_ns() // 1_000_000, test=test)
-        timeout = aiohttp.ClientTimeout(
-            total=subscriber.timeout_seconds,
-            sock_connect=min(subscriber.connect_timeout_seconds, subscriber.timeout_seconds),
-        )
+        timeout = self._timeout(subscriber.timeout_seconds, subscriber.connect_timeout_seconds)
         try:
-            async with self._session.post(
-                subscriber.url,
+            url = self._urls.get(subscriber.url)
+            if url is None:
+                url = self._urls[subscriber.url] = URL(subscriber.url)
+            async with session.post(
+                url,
                 data=event.body,
                 headers=headers,
                 timeout=timeout,
@@ -180,6 +198,28 @@ class Deliverer:
             return result("connection_error", error=_describe(exc))
         except OSError as exc:
             return result("connection_error", error=_describe(exc))
+
+    def _literal_problem(self, url: str) -> str | None:
+        """Why ``url``'s host, if an IP literal, may not be called; None when it may."""
+        try:
+            return self._forbidden_literal[url]
+        except KeyError:
+            pass
+        host = urlsplit(url).hostname or ""
+        problem = None
+        if _is_ip_literal(host) and not is_public_address(host):
+            problem = f"{host} is not a public address"
+        self._forbidden_literal[url] = problem
+        return problem
+
+    def _timeout(self, total: float, connect: float) -> aiohttp.ClientTimeout:
+        key = (total, connect)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=total, sock_connect=min(connect, total)
+            )
+        return timeout
 
 
 def _is_ip_literal(host: str) -> bool:

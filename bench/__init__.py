@@ -1,0 +1,1 @@
+"""End-to-end benchmark of webhook-relay: ``python -m bench`` (see docs/performance.md)."""
