@@ -188,11 +188,19 @@ class AmqpChannel:
         self._sequence = 0
         self._confirming = False
         self._prefetch: int | None = None  # the basic.qos now in force on this channel
+        # Resolved with the consumer tag when the broker itself cancels one of our
+        # consumers (its queue was deleted): we would otherwise sit "ready" and idle.
+        self.cancelled_by_broker: asyncio.Future[str] = loop.create_future()
         channel.add_on_close_callback(self._on_close)
+        channel.add_on_cancel_callback(self._on_broker_cancel)
 
     @property
     def is_open(self) -> bool:
         return bool(self._channel.is_open) and not self.closed.done()
+
+    def _on_broker_cancel(self, frame: pika.frame.Method) -> None:
+        if not self.cancelled_by_broker.done():
+            self.cancelled_by_broker.set_result(str(frame.method.consumer_tag))
 
     def _on_close(self, _channel: Any, reason: BaseException) -> None:
         if not self.closed.done():

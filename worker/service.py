@@ -275,6 +275,7 @@ class Worker:
                 stop_waiter,
                 connection.closed,
                 consumer.closed,
+                consumer.cancelled_by_broker,
                 publisher.closed,
             }
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -288,15 +289,24 @@ class Worker:
         if self._stop.is_set():
             await self._drain(connection, consumer)
             return
-        reason = next(
-            (
-                f.result()
-                for f in (connection.closed, consumer.closed, publisher.closed)
-                if f.done()
-            ),
-            None,
-        )
-        log.warning("broker_connection_lost", reason=repr(reason), in_flight=self.in_flight)
+        if consumer.cancelled_by_broker.done() and not consumer.closed.done():
+            # Reconnecting re-declares the topology (so a deleted work queue comes
+            # back, empty) and consumes every queue again.
+            log.error(
+                "consumer_cancelled_by_broker",
+                consumer_tag=consumer.cancelled_by_broker.result(),
+                in_flight=self.in_flight,
+            )
+        else:
+            reason = next(
+                (
+                    f.result()
+                    for f in (connection.closed, consumer.closed, publisher.closed)
+                    if f.done()
+                ),
+                None,
+            )
+            log.warning("broker_connection_lost", reason=repr(reason), in_flight=self.in_flight)
         self._forget_consumers()
         # In-flight deliveries finish on their own; their acks are skipped because
         # the channel is gone, and the broker redelivers those messages to us.

@@ -351,3 +351,29 @@ async def test_a_hanging_subscriber_does_not_hold_back_the_others(vhost_url: str
         await quick.stop()
     # Abandoned at shutdown, not lost: all 40 are still queued for the stuck subscriber.
     assert await asyncio.to_thread(depth, vhost_url, work_queue("stuck")) == 40
+
+
+async def test_a_deleted_work_queue_is_redeclared_and_consumed_again(vhost_url: str) -> None:
+    receiver = await Receiver().start()
+    try:
+        settings = make_settings(vhost_url, [subscriber("oops", receiver.url)])
+        async with running_worker(settings) as worker:
+            with structlog.testing.capture_logs() as logs:
+
+                def delete_queue() -> None:
+                    from tests.support.amqp import channel
+
+                    with channel(vhost_url) as ch:
+                        ch.queue_delete(work_queue("oops"))
+
+                await asyncio.to_thread(delete_queue)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20
+                while not any(e["event"] == "consuming" for e in logs) or not worker.is_ready():
+                    assert loop.time() < deadline, "worker did not come back"
+                    await asyncio.sleep(0.05)
+            await asyncio.to_thread(_publish, vhost_url, [("order.created", _order("again"))])
+            await receiver.wait_for(lambda rs: len(rs) == 1, timeout=10)
+    finally:
+        await receiver.stop()
+    assert any(e["event"] == "consumer_cancelled_by_broker" for e in logs)
