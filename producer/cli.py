@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
+from config.command_line import LiveStderr, OneLineParser, UsageError
 from config.envelope import build_envelope
 from config.errors import (
     BrokerError,
@@ -38,29 +39,9 @@ Environment: RABBITMQ_URL, RABBITMQ_USERNAME, RABBITMQ_PASSWORD, WEBHOOK_CONFIG
 Samples: {", ".join(SAMPLE_EVENTS)}."""
 
 
-class _UsageError(Exception):
-    """Bad arguments; reported as one line, like every other failure."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse would print the whole usage block; callers get one line instead.
-        raise _UsageError(f"{message} (see --help)")
-
-
-class _Stderr:
-    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Publish webhook events to RabbitMQ; prints one event id per line.",
         epilog=EPILOG,
@@ -148,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``webhook-publish``; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
@@ -160,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(
             settings.log_format,
             "info" if args.verbose else "error",
-            stream=cast(TextIO, _Stderr()),
+            stream=cast(TextIO, LiveStderr()),
         )
         next_data = _data_source(args)
         first = next_data()

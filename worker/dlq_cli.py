@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, cast
+from typing import Any, TextIO, cast
 
 import structlog
 
+from config.command_line import LiveStderr, OneLineParser, UsageError
 from config.errors import BrokerError, ConfigError, PublishError, WebhookError
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
@@ -51,26 +52,6 @@ _SENSITIVE_KEYS = ("secret", "password", "passwd", "token", "authorization", "ap
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 audit = structlog.get_logger("webhook-dlq")
-
-
-class _UsageError(Exception):
-    """Bad arguments or a refused confirmation; reported as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse would print its whole usage block; one line is easier to read in logs.
-        raise _UsageError(f"{message} (see --help)")
-
-
-class _Stderr:
-    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
 
 
 # ------------------------------------------------------------------ arguments
@@ -121,7 +102,7 @@ def _dlq_name(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    sources = _Parser(add_help=False)
+    sources = OneLineParser(add_help=False)
     sources.add_argument(
         "--subscriber",
         action="append",
@@ -138,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also read this DLQ, e.g. of a subscriber removed from the file (repeatable)",
     )
 
-    filters = _Parser(add_help=False)
+    filters = OneLineParser(add_help=False)
     filters.add_argument("--event", metavar="EVENT", help="event type, prefix or topic pattern")
     when = filters.add_mutually_exclusive_group()
     when.add_argument("--since", type=_since, metavar="ISO", help="dead-lettered at or after")
@@ -156,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     filters.add_argument("--limit", type=_positive_int, metavar="N", help="at most N")
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Inspect, replay and purge webhook dead letters.",
         epilog=EPILOG,
@@ -319,7 +300,7 @@ def _prepare(args: argparse.Namespace) -> _Run:
 
 def _check_queues(run: _Run) -> dict[str, int | None]:
     if not run.subscribers:
-        raise _UsageError(
+        raise UsageError(
             f"no dead-letter queues to read: {run.settings.config_path} has no subscribers "
             "(name one with --queue webhooks.<id>.dlq)"
         )
@@ -365,7 +346,7 @@ def _confirm(question: str, assume_yes: bool) -> bool:
     if assume_yes:
         return True
     if not sys.stdin.isatty():
-        raise _UsageError(f"{question.rstrip('?')}: not confirmed (no terminal); pass --yes")
+        raise UsageError(f"{question.rstrip('?')}: not confirmed (no terminal); pass --yes")
     try:
         answer = input(f"{question} [y/N] ")
     except EOFError:
@@ -638,14 +619,14 @@ def _configure_logging(settings: Settings) -> None:
     # An embedding program (or a test capturing logs) keeps its own set-up; a
     # fresh process logs JSON lines to stderr so stdout stays the command's output.
     if not structlog.is_configured():
-        configure_logging(settings.log_format, "info", stream=cast(TextIO, _Stderr()))
+        configure_logging(settings.log_format, "info", stream=cast(TextIO, LiveStderr()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``webhook-dlq``; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
@@ -664,12 +645,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_replay(run, args, outcome)
             return cmd_purge(run, args, outcome)
         except BaseException as exc:
-            outcome.setdefault("outcome", "refused" if isinstance(exc, _UsageError) else "error")
+            outcome.setdefault("outcome", "refused" if isinstance(exc, UsageError) else "error")
             outcome["error"] = run.redactor.text(str(exc) or type(exc).__name__)
             raise
         finally:
             _audit(run, args, outcome)
-    except _UsageError as exc:
+    except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except _NotFound as exc:
         return _fail(str(exc), EXIT_FAILED)

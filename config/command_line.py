@@ -1,0 +1,28 @@
+"""Pieces every command-line tool shares: one-line usage errors and a live stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+class UsageError(Exception):
+    """Bad arguments (or a refused confirmation); reported as one line, like every failure."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise UsageError instead of printing the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+class LiveStderr:
+    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
