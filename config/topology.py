@@ -17,7 +17,6 @@ Layout (see README, "Design: topology"):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from config.broker import BrokerUrl
+from config.broker import BrokerUrl, blocking_connection
 from config.errors import BrokerUnavailableError, TopologyError
 from config.subscribers import RetryPolicy, Subscriber
 
@@ -242,16 +241,6 @@ def declare_topology(
 ) -> Topology:
     """Connect, declare the whole topology, disconnect. Safe to call any number of times."""
     topology = build_topology(subscribers, retry)
-    try:
-        connection = pika.BlockingConnection(broker.parameters(connection_name="webhook-topology"))
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(
-            f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
-        ) from None
-    try:
+    with blocking_connection(broker, name="webhook-topology", operation="declaring") as connection:
         apply_topology(connection.channel(), topology)
-    finally:
-        if connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.close()
     return topology

@@ -10,39 +10,19 @@ These calls are blocking (pika BlockingConnection); the worker runs them in a th
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pika
 import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.blocking_connection import BlockingChannel
 
 from config import message as wire
-from config.broker import BrokerUrl
-from config.errors import BrokerUnavailableError
+from config.broker import BrokerUrl, blocking_connection
 from config.topology import pause_marker_queue
 
 _NOT_FOUND = 404
-
-
-@contextlib.contextmanager
-def _connection(broker: BrokerUrl) -> Iterator[BlockingConnection]:
-    try:
-        connection = pika.BlockingConnection(broker.parameters(connection_name="webhook-pause"))
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(
-            f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
-        ) from None
-    try:
-        yield connection
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(f"pause marker operation failed: {exc!r}") from None
-    finally:
-        if connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.close()
 
 
 def mark_paused(broker: BrokerUrl, subscriber_id: str, *, reason: str, event_id: str) -> None:
@@ -54,7 +34,9 @@ def mark_paused(broker: BrokerUrl, subscriber_id: str, *, reason: str, event_id:
         "paused_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "resume_with": f"webhook-worker resume {subscriber_id}",
     }
-    with _connection(broker) as connection:
+    with blocking_connection(
+        broker, name="webhook-pause", operation="pause marker operation"
+    ) as connection:
         channel = connection.channel()
         channel.confirm_delivery()
         queue = pause_marker_queue(subscriber_id)
@@ -71,7 +53,9 @@ def mark_paused(broker: BrokerUrl, subscriber_id: str, *, reason: str, event_id:
 def paused_among(broker: BrokerUrl, subscriber_ids: Iterable[str]) -> set[str]:
     """The ids among ``subscriber_ids`` that have a pause marker."""
     paused: set[str] = set()
-    with _connection(broker) as connection:
+    with blocking_connection(
+        broker, name="webhook-pause", operation="pause marker operation"
+    ) as connection:
         channel: BlockingChannel | None = None
         for subscriber_id in subscriber_ids:
             if channel is None or not channel.is_open:
@@ -91,6 +75,8 @@ def resume(broker: BrokerUrl, subscriber_id: str) -> bool:
     """Delete the pause marker; False if the subscriber was not paused."""
     if subscriber_id not in paused_among(broker, [subscriber_id]):
         return False
-    with _connection(broker) as connection:
+    with blocking_connection(
+        broker, name="webhook-pause", operation="pause marker operation"
+    ) as connection:
         connection.channel().queue_delete(pause_marker_queue(subscriber_id))
     return True

@@ -12,7 +12,6 @@ Blocking (pika BlockingConnection); the worker runs it in a thread.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import pika
@@ -20,8 +19,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from config import message as wire
-from config.broker import BrokerUrl
-from config.errors import BrokerUnavailableError
+from config.broker import BrokerUrl, blocking_connection
 from config.topology import REGISTRY_QUEUE, work_queue
 
 _NOT_FOUND = 404
@@ -29,20 +27,10 @@ _NOT_FOUND = 404
 
 def reconcile_registry(broker: BrokerUrl, configured: Sequence[str]) -> dict[str, int]:
     """Record ``configured`` ids; return ``{removed id: messages in its work queue}``."""
-    try:
-        connection = pika.BlockingConnection(broker.parameters(connection_name="webhook-registry"))
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(
-            f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
-        ) from None
-    try:
+    with blocking_connection(
+        broker, name="webhook-registry", operation="subscriber registry check"
+    ) as connection:
         return _reconcile(connection, set(configured))
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(f"subscriber registry check failed: {exc!r}") from None
-    finally:
-        if connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.close()
 
 
 def _reconcile(connection: pika.BlockingConnection, configured: set[str]) -> dict[str, int]:
