@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
-from config.command_line import LiveStderr, OneLineParser, UsageError
+from config.command_line import LiveStderr, OneLineParser, UsageError, positive_int
 from config.envelope import build_envelope
 from config.errors import (
     BrokerError,
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the product page's example data, with a fresh order id each time",
     )
     parser.add_argument(
-        "--count", type=_positive_int, default=1, metavar="N", help="publish N events (default 1)"
+        "--count", type=positive_int, default=1, metavar="N", help="publish N events (default 1)"
     )
     parser.add_argument(
         "--event-id", metavar="ID", help="use this event id instead of a fresh one (count 1 only)"
@@ -67,16 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log connection and publish details to stderr"
     )
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

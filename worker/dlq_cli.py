@@ -24,7 +24,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-from config.command_line import LiveStderr, OneLineParser, UsageError
+from config.command_line import LiveStderr, OneLineParser, UsageError, positive_int
 from config.errors import BrokerError, ConfigError, PublishError, WebhookError
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
@@ -55,16 +55,6 @@ audit = structlog.get_logger("webhook-dlq")
 
 
 # ------------------------------------------------------------------ arguments
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _positive_rate(text: str) -> float:
@@ -135,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EVENT_ID",
         help="only these event ids",
     )
-    filters.add_argument("--limit", type=_positive_int, metavar="N", help="at most N")
+    filters.add_argument("--limit", type=positive_int, metavar="N", help="at most N")
 
     parser = OneLineParser(
         prog=PROG,
