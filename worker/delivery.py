@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import hashlib
 import hmac
 import ipaddress
@@ -59,13 +60,21 @@ def standard_webhooks_signature(secret: str, event_id: str, timestamp_s: int, bo
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date; rare for webhooks, treated as absent
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: treated as absent, the normal delay applies
+    if when.tzinfo is None:
+        return None  # RFC 9110 dates are always GMT; anything else is not one
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Deliverer:
@@ -187,7 +196,7 @@ class Deliverer:
                     status,
                     error,
                     excerpt,
-                    _retry_after(response.headers.get("Retry-After")),
+                    retry_after_seconds(response.headers.get("Retry-After")),
                 )
         except TimeoutError:
             return result("timeout", error=f"timed out after {subscriber.timeout_seconds:g} s")

@@ -102,16 +102,22 @@ def test_read_event_without_message_id_gets_a_stable_one() -> None:
         (b" " * (MAX_BODY_BYTES + 1), None, "over the"),
     ],
 )
-def test_poison_messages_are_named(body: bytes, headers: dict[str, object] | None,
-                                   reason: str) -> None:
+def test_poison_messages_are_named(
+    body: bytes, headers: dict[str, object] | None, reason: str
+) -> None:
     with pytest.raises(PoisonMessageError, match=reason):
         read_event(pika.BasicProperties(headers=headers), body, max_attempts=3)
 
 
 def _subscriber(**extra: object) -> Subscriber:
     return Subscriber.model_validate(
-        {"id": "s", "url": "https://shop.example/hook", "secret": "s3cret-value",
-         "events": ["order.*"], **extra}
+        {
+            "id": "s",
+            "url": "https://shop.example/hook",
+            "secret": "s3cret-value",
+            "events": ["order.*"],
+            **extra,
+        }
     )
 
 
@@ -147,3 +153,26 @@ def test_standard_webhooks_whsec_secret_is_base64_key_material() -> None:
         _subscriber(secret=secret, standard_webhooks=True), event, now_ms=int(time.time() * 1000)
     )
     assert Webhook(secret).verify(BODY, headers) == json.loads(BODY)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("120", 120.0),
+        ("1.5", 1.5),
+        ("-3", 0.0),
+        ("Wed, 25 Nov 2026 00:02:00 GMT", 120.0),
+        ("Wed, 25 Nov 2026 00:00:00 GMT", 0.0),  # in the past: no wait
+        ("soon", None),
+    ],
+)
+def test_retry_after_accepts_seconds_and_http_dates(
+    value: str | None, expected: float | None
+) -> None:
+    from datetime import UTC, datetime
+
+    from worker.delivery import retry_after_seconds
+
+    now = datetime(2026, 11, 25, 0, 0, 0, tzinfo=UTC).timestamp()
+    assert retry_after_seconds(value, now=now) == expected
