@@ -28,17 +28,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from types import TracebackType
 
 from devtools.rabbitmq_node import (
-    LOOPBACK,
     LocalRabbitMQ,
     RabbitMQNodeError,
-    _epmd_executable,
-    _port_open,
     free_ports,
+    start_epmd,
+    stop_process,
 )
 
 
@@ -86,18 +84,7 @@ class LocalRabbitMQCluster:
         with self._lock:
             if self._epmd is not None and self._epmd.poll() is None:
                 return
-            self._epmd = subprocess.Popen(
-                [_epmd_executable(), "-port", str(self.epmd_port), "-address", LOOPBACK],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + 10
-            while not _port_open(self.epmd_port):
-                if self._epmd.poll() is not None or time.monotonic() > deadline:
-                    raise RabbitMQNodeError(f"shared epmd on port {self.epmd_port} did not start")
-                time.sleep(0.02)
+            self._epmd = start_epmd(self.epmd_port)
 
     def start(self) -> LocalRabbitMQCluster:
         """Start every node (in parallel), then join them all to ``nodes[0]``."""
@@ -140,12 +127,7 @@ class LocalRabbitMQCluster:
                 node.close()
         epmd, self._epmd = self._epmd, None
         if epmd is not None:
-            epmd.terminate()
-            try:
-                epmd.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                epmd.kill()
-                epmd.wait(timeout=5)
+            stop_process(epmd)
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRabbitMQCluster:

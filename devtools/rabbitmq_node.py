@@ -140,6 +140,38 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def start_epmd(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Run an epmd on 127.0.0.1:``port`` as our own child and wait until it listens."""
+    epmd = subprocess.Popen(
+        [_epmd_executable(), "-port", str(port), "-address", LOOPBACK],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while not _port_open(port):
+        if epmd.poll() is not None or time.monotonic() > deadline:
+            stop_process(epmd)
+            raise RabbitMQNodeError(
+                f"epmd on 127.0.0.1:{port} did not start (exit code {epmd.returncode})"
+            )
+        time.sleep(0.02)
+    return epmd
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process``, kill it if it lingers, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 class LocalRabbitMQ:
     """A throwaway single RabbitMQ node on loopback ports.
 
@@ -421,33 +453,12 @@ class LocalRabbitMQ:
         """
         if self._epmd is not None and self._epmd.poll() is None:
             return
-        self._epmd = subprocess.Popen(
-            [_epmd_executable(), "-port", str(self.epmd_port), "-address", LOOPBACK],
-            env=self._env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 10
-        while not _port_open(self.epmd_port):
-            if self._epmd.poll() is not None or time.monotonic() > deadline:
-                raise RabbitMQNodeError(
-                    f"epmd on 127.0.0.1:{self.epmd_port} did not start "
-                    f"(exit code {self._epmd.returncode})"
-                )
-            time.sleep(0.02)
+        self._epmd = start_epmd(self.epmd_port, env=self._env())
 
     def _kill_epmd(self) -> None:
         epmd, self._epmd = self._epmd, None
         if epmd is not None:
-            with contextlib.suppress(ProcessLookupError):
-                epmd.terminate()
-            try:
-                epmd.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                epmd.kill()
-                epmd.wait(timeout=5)
+            stop_process(epmd)
         # Backstop for a daemon epmd that a CLI tool may have spawned on our port.
         if _port_open(self.epmd_port):
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
