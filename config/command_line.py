@@ -37,3 +37,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def report_error(prog: str, message: str, code: int) -> int:
+    """Print ``prog: error: message`` as one line on stderr; return ``code``."""
+    # One line, whatever the message: scripts and log collectors read stderr by line.
+    text = " ".join(message.replace("\n", "; ").split())
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    return code

@@ -10,7 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
-from config.command_line import LiveStderr, OneLineParser, UsageError, positive_int
+from config.command_line import (
+    LiveStderr,
+    OneLineParser,
+    UsageError,
+    positive_int,
+    report_error,
+)
 from config.envelope import build_envelope
 from config.errors import (
     BrokerError,
@@ -218,7 +224,4 @@ def _kind(value: object) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    # One line, whatever the message: scripts and log collectors read stderr by line.
-    text = " ".join(message.replace("\n", "; ").split())
-    print(f"{PROG}: error: {text}", file=sys.stderr)
-    return code
+    return report_error(PROG, message, code)

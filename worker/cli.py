@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from config.command_line import report_error
 from config.errors import ConfigError, WebhookError
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
@@ -17,8 +18,7 @@ PROG = "webhook-worker"
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return code
+    return report_error(PROG, message, code)
 
 
 async def _run(settings: Settings) -> None:

@@ -24,7 +24,13 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-from config.command_line import LiveStderr, OneLineParser, UsageError, positive_int
+from config.command_line import (
+    LiveStderr,
+    OneLineParser,
+    UsageError,
+    positive_int,
+    report_error,
+)
 from config.errors import BrokerError, ConfigError, PublishError, WebhookError
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
@@ -599,10 +605,7 @@ def _count(n: int) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    # One line, whatever the message: scripts and log collectors read stderr by line.
-    text = " ".join(message.replace("\n", "; ").split())
-    print(f"{PROG}: error: {text}", file=sys.stderr)
-    return code
+    return report_error(PROG, message, code)
 
 
 def _configure_logging(settings: Settings) -> None:
