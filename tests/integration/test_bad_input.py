@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -27,12 +26,18 @@ import structlog
 
 from config import message as wire
 from config.broker import BrokerUrl
-from config.samples import sample_data
 from config.topology import EVENTS_EXCHANGE, dead_letter_queue, declare_topology, work_queue
 from producer import Publisher
 from tests.support.amqp import channel, depth, drain, publish_raw
 from tests.support.receiver import Receiver
-from tests.support.worker_harness import make_settings, running_worker, subscriber
+from tests.support.worker_harness import (
+    make_settings,
+    publish_orders,
+    running_worker,
+    subscriber,
+    wait_until,
+    worker_status,
+)
 from worker.cli import main as worker_cli
 from worker.service import Worker
 
@@ -103,28 +108,6 @@ TOLERATED: list[tuple[str, bytes, dict[str, Any]]] = [
 ]
 
 
-async def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(predicate):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in {timeout} s: {what}")
-        await asyncio.sleep(0.1)
-
-
-def _publish_good(url: str, count: int, prefix: str) -> list[str]:
-    base = sample_data("order.created")
-    with Publisher(BrokerUrl.parse(url)) as publisher:
-        return [
-            publisher.publish("order.created", {**base, "id": f"{prefix}{i}"}) for i in range(count)
-        ]
-
-
-def _status(worker: Worker) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{worker.health.port}/status"
-    with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
-        return json.loads(response.read())  # type: ignore[no-any-return]
-
-
 @asynccontextmanager
 async def _target_and_bystander(
     vhost_url: str, target_url: str | None = None, **target: Any
@@ -155,7 +138,7 @@ async def test_unreadable_messages_are_dead_lettered_with_reasons_and_others_flo
                     publish_raw, vhost_url, "", work_queue("target"), body, _props(name, **headers)
                 )
                 # Interleaved good traffic for the bystander keeps flowing.
-                await asyncio.to_thread(_publish_good, vhost_url, 1, name)
+                await asyncio.to_thread(publish_orders, vhost_url, 1, name)
             for name, body, headers in TOLERATED:
                 await asyncio.to_thread(
                     publish_raw, vhost_url, "", work_queue("target"), body, _props(name, **headers)
@@ -170,14 +153,14 @@ async def test_unreadable_messages_are_dead_lettered_with_reasons_and_others_flo
                 _props("evt\r\nX-Evil: 1"),
             )
             await bystander.wait_for(lambda rs: len(rs) == len(POISON), timeout=30)
-            await _wait(
+            await wait_until(
                 lambda: depth(vhost_url, dead_letter_queue("target")) == len(POISON) + 1,
                 30,
                 "every poison message dead-lettered",
             )
             await receiver.wait_for(lambda rs: len(rs) >= len(TOLERATED) + len(POISON), 30)
             assert worker.is_ready()
-            assert (await asyncio.to_thread(_status, worker))["ready"] is True
+            assert (await asyncio.to_thread(worker_status, worker))["ready"] is True
 
     letters = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("target"))
     reasons = {g.properties.message_id: g.headers[wire.DEAD_LETTER_REASON] for g in letters}
@@ -248,7 +231,7 @@ async def test_arbitrary_bytes_are_delivered_or_dead_lettered_never_lost(
     async with _target_and_bystander(vhost_url, max_in_flight=32) as (receiver, bystander, _w):
         with structlog.testing.capture_logs() as logs:
             await asyncio.to_thread(publish_all)
-            await asyncio.to_thread(_publish_good, vhost_url, 5, "during-junk")
+            await asyncio.to_thread(publish_orders, vhost_url, 5, "during-junk")
             await bystander.wait_for(lambda rs: len(rs) == 5, timeout=20)
 
             def settled() -> bool:
@@ -259,7 +242,7 @@ async def test_arbitrary_bytes_are_delivered_or_dead_lettered_never_lost(
                     and depth(vhost_url, work_queue("target")) == 0
                 )
 
-            await _wait(settled, 30, "every junk message delivered or dead-lettered")
+            await wait_until(settled, 30, "every junk message delivered or dead-lettered")
     letters = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("target"))
     dead = {g.properties.message_id for g in letters}
     delivered = {r.event_id for r in receiver.requests}
@@ -280,14 +263,14 @@ async def test_a_removed_subscriber_keeps_its_queue_and_is_reported(vhost_url: s
     try:
         async with running_worker(both):
             pass  # the registry now knows both
-        await asyncio.to_thread(_publish_good, vhost_url, 4, "while-down")
+        await asyncio.to_thread(publish_orders, vhost_url, 4, "while-down")
         only = make_settings(vhost_url, [subscriber("staying", receiver.url)])
         with structlog.testing.capture_logs() as logs:
             async with running_worker(only) as worker:
                 await receiver.wait_for(lambda rs: len(rs) == 4, timeout=10)
-                status = await asyncio.to_thread(_status, worker)
+                status = await asyncio.to_thread(worker_status, worker)
                 # Its bindings remain: new events keep piling up where nobody consumes.
-                await asyncio.to_thread(_publish_good, vhost_url, 1, "after-removal")
+                await asyncio.to_thread(publish_orders, vhost_url, 1, "after-removal")
                 await receiver.wait_for(lambda rs: len(rs) == 5, timeout=10)
         assert await asyncio.to_thread(depth, vhost_url, work_queue("leaving")) == 5
         [warning] = [e for e in logs if e["event"] == "removed_subscriber_has_queue"]
@@ -306,7 +289,7 @@ async def test_a_removed_subscriber_keeps_its_queue_and_is_reported(vhost_url: s
         await asyncio.to_thread(delete)
         with structlog.testing.capture_logs() as logs:
             async with running_worker(only) as worker:
-                status = await asyncio.to_thread(_status, worker)
+                status = await asyncio.to_thread(worker_status, worker)
             async with running_worker(only):
                 pass
         assert not [e for e in logs if e["event"] == "removed_subscriber_has_queue"]
@@ -328,9 +311,9 @@ async def test_unreachable_urls_dead_letter_and_do_not_block_others(vhost_url: s
     try:
         async with running_worker(settings):
             with structlog.testing.capture_logs() as logs:
-                await asyncio.to_thread(_publish_good, vhost_url, 3, "u")
+                await asyncio.to_thread(publish_orders, vhost_url, 3, "u")
                 await bystander.wait_for(lambda rs: len(rs) == 3, timeout=10)
-                await _wait(
+                await wait_until(
                     lambda: all(
                         depth(vhost_url, dead_letter_queue(s)) == 3
                         for s in ("refused", "port-zero", "ipv6-refused")
@@ -419,10 +402,10 @@ async def test_huge_bodies_and_connections_that_never_close(vhost_url: str) -> N
             async with running_worker(settings):
                 with structlog.testing.capture_logs() as logs:
                     started = time.monotonic()
-                    await asyncio.to_thread(_publish_good, vhost_url, 2, "h")
+                    await asyncio.to_thread(publish_orders, vhost_url, 2, "h")
                     await bystander.wait_for(lambda rs: len(rs) == 2, timeout=10)
                     bystander_seconds = time.monotonic() - started
-                    await _wait(
+                    await wait_until(
                         lambda: (
                             depth(vhost_url, dead_letter_queue("silent")) == 2
                             and depth(vhost_url, work_queue("huge")) == 0

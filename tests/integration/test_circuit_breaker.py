@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,45 +13,30 @@ import structlog
 from aiohttp import web
 
 from config import message as wire
-from config.broker import BrokerUrl
-from config.samples import sample_data
 from config.topology import dead_letter_queue, pause_marker_queue, work_queue
-from producer import Publisher
 from tests.support.amqp import depth, drain
 from tests.support.receiver import Received, Receiver
-from tests.support.worker_harness import make_settings, running_worker, subscriber
+from tests.support.worker_harness import (
+    make_settings,
+    publish_orders,
+    running_worker,
+    subscriber,
+    wait_until,
+    worker_status,
+)
 from worker import metrics
 from worker.cli import main as worker_cli
 from worker.cli import resume_subscriber
 from worker.pause import mark_paused
 from worker.service import Worker
 
-
-def _publish(url: str, count: int, prefix: str = "o") -> list[str]:
-    base = sample_data("order.created")
-    with Publisher(BrokerUrl.parse(url)) as publisher:
-        return [
-            publisher.publish("order.created", {**base, "id": f"{prefix}{i}"}) for i in range(count)
-        ]
-
-
-def _status(worker: Worker) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{worker.health.port}/status"
-    with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
-        return json.loads(response.read())  # type: ignore[no-any-return]
-
-
-async def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(predicate):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in {timeout} s: {what}")
-        await asyncio.sleep(0.05)
+# Circuit transitions are quick; poll twice as often as the default.
+_wait = functools.partial(wait_until, interval=0.05)
 
 
 def _lane(worker: Worker, sub_id: str) -> dict[str, Any]:
     """One subscriber's entry of GET /status (call from a thread: the server is on our loop)."""
-    [lane] = [s for s in _status(worker)["subscribers"] if s["id"] == sub_id]
+    [lane] = [s for s in worker_status(worker)["subscribers"] if s["id"] == sub_id]
     return lane
 
 
@@ -76,7 +60,7 @@ async def test_failing_subscriber_opens_probes_with_growing_cooldown_and_closes(
     try:
         async with running_worker(settings) as worker:
             with structlog.testing.capture_logs() as logs:
-                await asyncio.to_thread(_publish, vhost_url, 12)
+                await asyncio.to_thread(publish_orders, vhost_url, 12)
                 await _wait(lambda: _lane(worker, "flaky")["circuit"] == "open", 10, "open")
                 opened_at = time.monotonic()
                 lane = await _lane_now(worker, "flaky")
@@ -137,10 +121,10 @@ async def test_probe_restores_the_full_prefetch(vhost_url: str) -> None:
     settings = make_settings(vhost_url, [sub], delays=(60,))
     try:
         async with running_worker(settings) as worker:
-            await asyncio.to_thread(_publish, vhost_url, 2, "first")
+            await asyncio.to_thread(publish_orders, vhost_url, 2, "first")
             await _wait(lambda: _lane(worker, "wide")["circuit"] == "open", 10, "open")
             broken = False
-            await asyncio.to_thread(_publish, vhost_url, 40, "later")
+            await asyncio.to_thread(publish_orders, vhost_url, 40, "later")
             await _wait(lambda: _lane(worker, "wide")["circuit"] == "closed", 10, "closed")
             # The consumer is swapped just after the state changes.
             await _wait(lambda: _lane(worker, "wide")["prefetch"] == 8, 5, "full prefetch")
@@ -168,7 +152,7 @@ async def test_gone_pauses_until_an_operator_resumes(vhost_url: str) -> None:
     try:
         async with running_worker(settings, pause_poll_seconds=0.3) as worker:
             with structlog.testing.capture_logs() as logs:
-                ids = await asyncio.to_thread(_publish, vhost_url, 5)
+                ids = await asyncio.to_thread(publish_orders, vhost_url, 5)
                 await _wait(lambda: _lane(worker, "closed-shop")["paused"], 10, "paused")
                 await healthy.wait_for(lambda rs: len(rs) == 5, timeout=10)
                 await _wait(
@@ -226,7 +210,7 @@ async def test_a_worker_starting_later_honours_the_pause_and_the_cli_resumes(
         async with running_worker(settings, pause_poll_seconds=0.2) as worker:
             lane = await _lane_now(worker, "later")
             assert lane["paused"] is True and lane["consuming"] is False
-            await asyncio.to_thread(_publish, vhost_url, 3)
+            await asyncio.to_thread(publish_orders, vhost_url, 3)
             await asyncio.sleep(0.5)
             assert receiver.requests == []
             assert await asyncio.to_thread(depth, vhost_url, work_queue("later")) == 3
@@ -256,7 +240,7 @@ async def test_retry_after_picks_a_long_enough_delay_queue(vhost_url: str, statu
     settings = make_settings(vhost_url, [subscriber("busy", receiver.url)], delays=(0.2, 3))
     try:
         async with running_worker(settings):
-            await asyncio.to_thread(_publish, vhost_url, 1)
+            await asyncio.to_thread(publish_orders, vhost_url, 1)
             await receiver.wait_for(lambda rs: len(rs) == 2, timeout=10)
     finally:
         await receiver.stop()
@@ -271,7 +255,7 @@ async def test_retry_after_longer_than_every_delay_dead_letters(vhost_url: str) 
     settings = make_settings(vhost_url, [subscriber("tired", receiver.url)], delays=(0.2, 1))
     try:
         async with running_worker(settings):
-            await asyncio.to_thread(_publish, vhost_url, 1)
+            await asyncio.to_thread(publish_orders, vhost_url, 1)
             await _wait(lambda: depth(vhost_url, dead_letter_queue("tired")) == 1, 10, "dlq")
     finally:
         await receiver.stop()

@@ -24,7 +24,13 @@ from producer import Publisher
 from tests.support.amqp import depth, drain, publish_raw
 from tests.support.node_bridge import find_node_or_skip
 from tests.support.receiver import Received, Receiver
-from tests.support.worker_harness import SECRET, make_settings, running_worker, subscriber
+from tests.support.worker_harness import (
+    SECRET,
+    make_settings,
+    running_worker,
+    subscriber,
+    wait_until,
+)
 
 SUPPORT = Path(__file__).parent.parent / "support"
 
@@ -72,14 +78,6 @@ def _publish(url: str, events: list[tuple[str, dict[str, object]]]) -> list[str]
         return [publisher.publish(event_type, data) for event_type, data in events]
 
 
-async def _wait(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await asyncio.to_thread(predicate):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
-
-
 async def test_page_samples_and_tricky_payloads_verify_in_node(
     vhost_url: str, node_receiver: tuple[str, str]
 ) -> None:
@@ -89,7 +87,7 @@ async def test_page_samples_and_tricky_payloads_verify_in_node(
     events.append(("order.note_added", TRICKY))
     async with running_worker(settings):
         ids = await asyncio.to_thread(_publish, vhost_url, events)
-        await _wait(lambda: len(_node_log(log_url)) >= len(ids), timeout=20)
+        await wait_until(lambda: len(_node_log(log_url)) >= len(ids), timeout=20)
     records = _node_log(log_url)
     assert [r["valid"] for r in records] == [True] * len(ids), [r["error"] for r in records]
     assert sorted(r["id"] for r in records) == sorted(ids)
@@ -161,7 +159,9 @@ async def test_three_failures_dead_letter_with_operator_headers(vhost_url: str) 
             [event_id] = await asyncio.to_thread(
                 _publish, vhost_url, [("order.cancelled", _order("x", "order.cancelled"))]
             )
-            await _wait(lambda: depth(vhost_url, dead_letter_queue("dead-shop")) == 1, timeout=20)
+            await wait_until(
+                lambda: depth(vhost_url, dead_letter_queue("dead-shop")) == 1, timeout=20
+            )
     finally:
         await receiver.stop()
     assert [r.attempt for r in receiver.requests] == [1, 2, 3]
@@ -205,7 +205,9 @@ async def test_poison_messages_go_to_the_dlq_with_a_reason(
             # The worker keeps serving: a good event after the poison one arrives.
             await asyncio.to_thread(_publish, vhost_url, [("order.created", _order("fine"))])
             await receiver.wait_for(lambda rs: len(rs) == 1, timeout=15)
-            await _wait(lambda: depth(vhost_url, dead_letter_queue("poison-shop")) == 1, timeout=15)
+            await wait_until(
+                lambda: depth(vhost_url, dead_letter_queue("poison-shop")) == 1, timeout=15
+            )
     finally:
         await receiver.stop()
     [letter] = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("poison-shop"))
@@ -237,7 +239,7 @@ async def test_outcomes_timeout_refused_redirect_private(
         async with running_worker(settings):
             with structlog.testing.capture_logs() as logs:
                 await asyncio.to_thread(_publish, vhost_url, [("order.created", _order("o"))])
-                await _wait(
+                await wait_until(
                     lambda: all(
                         depth(vhost_url, dead_letter_queue(s)) == 1
                         for s in ("slow", "refused", "redirect")
@@ -271,7 +273,7 @@ async def test_private_addresses_refused_unless_allowed(vhost_url: str) -> None:
         async with running_worker(settings):
             with structlog.testing.capture_logs() as logs:
                 await asyncio.to_thread(_publish, vhost_url, [("order.created", _order("o"))])
-                await _wait(
+                await wait_until(
                     lambda: all(
                         depth(vhost_url, dead_letter_queue(s)) == 1 for s in ("literal", "by-name")
                     ),

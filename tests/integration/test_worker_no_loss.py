@@ -14,13 +14,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from config.broker import BrokerUrl
-from config.samples import sample_data
 from config.topology import dead_letter_queue
 from devtools.rabbitmq_node import LocalRabbitMQ
-from producer import Publisher
 from tests.support.amqp import depth, drain
 from tests.support.receiver import Received, Receiver
+from tests.support.worker_harness import publish_orders
 from tests.support.worker_process import WorkerProcess, write_subscriber_file
 
 SECRET = "no-loss-secret-0123456789"
@@ -31,12 +29,6 @@ async def slow_ok(_request: Received) -> web.Response:
     # Slow enough that a disturbance always catches deliveries in flight.
     await asyncio.sleep(0.05)
     return web.json_response({"received": True})
-
-
-def _publish(url: str, count: int) -> list[str]:
-    base = sample_data("order.created")
-    with Publisher(BrokerUrl.parse(url)) as publisher:
-        return [publisher.publish("order.created", {**base, "id": f"o{i}"}) for i in range(count)]
 
 
 async def _reconcile(
@@ -65,20 +57,22 @@ async def _reconcile(
 
 
 async def _run_disturbed(
-    url: str, tmp_path: Path, unique_name: str, disturb: Callable[[WorkerProcess], object],
-    *, restart_worker: bool,
+    url: str,
+    tmp_path: Path,
+    unique_name: str,
+    disturb: Callable[[WorkerProcess], object],
+    *,
+    restart_worker: bool,
 ) -> tuple[WorkerProcess, int]:
     receiver = await Receiver(slow_ok).start()
     sub_id = f"nl-{unique_name[-12:]}".strip("-")
     # Two in flight at 50 ms each: the batch takes ~5 s, so it spans the disturbance.
-    config = write_subscriber_file(
-        tmp_path / "subs.yaml", [(sub_id, receiver.url)], in_flight=2
-    )
+    config = write_subscriber_file(tmp_path / "subs.yaml", [(sub_id, receiver.url)], in_flight=2)
     first = WorkerProcess(url, config, SECRET, tmp_path / "worker1.log")
     second: WorkerProcess | None = None
     try:
         await first.start()
-        ids = await asyncio.to_thread(_publish, url, EVENTS)
+        ids = await asyncio.to_thread(publish_orders, url, EVENTS)
         await receiver.wait_for(lambda rs: len(rs) >= 20, timeout=30)
         result = disturb(first)
         if asyncio.iscoroutine(result):
@@ -104,11 +98,13 @@ async def test_sigterm_drains_in_flight_and_loses_nothing(
     async def terminate(worker: WorkerProcess) -> None:
         codes.append(await worker.terminate())
 
-    first, _ = await _run_disturbed(vhost_url, tmp_path, unique_name, terminate,
-                                    restart_worker=True)
+    first, _ = await _run_disturbed(
+        vhost_url, tmp_path, unique_name, terminate, restart_worker=True
+    )
     assert codes == [0]
-    events = [json.loads(line) for line in first.log_path.read_text().splitlines()
-              if line.startswith("{")]
+    events = [
+        json.loads(line) for line in first.log_path.read_text().splitlines() if line.startswith("{")
+    ]
     names = [e["event"] for e in events]
     assert "worker_stopping" in names and "draining" in names and "worker_stopped" in names
     assert "drain_deadline_passed" not in names
@@ -119,8 +115,7 @@ async def test_sigterm_drains_in_flight_and_loses_nothing(
 async def test_sigkill_mid_load_loses_nothing(
     vhost_url: str, tmp_path: Path, unique_name: str
 ) -> None:
-    await _run_disturbed(vhost_url, tmp_path, unique_name, lambda w: w.kill(),
-                         restart_worker=True)
+    await _run_disturbed(vhost_url, tmp_path, unique_name, lambda w: w.kill(), restart_worker=True)
 
 
 async def test_broker_restart_mid_load_loses_nothing(
@@ -131,9 +126,13 @@ async def test_broker_restart_mid_load_loses_nothing(
         await asyncio.sleep(1)
         await asyncio.to_thread(rabbitmq_node.start)
 
-    first, _ = await _run_disturbed(rabbitmq_node.url, tmp_path, unique_name, bounce,
-                                    restart_worker=False)
-    names = [json.loads(line)["event"] for line in first.log_path.read_text().splitlines()
-             if line.startswith("{")]
+    first, _ = await _run_disturbed(
+        rabbitmq_node.url, tmp_path, unique_name, bounce, restart_worker=False
+    )
+    names = [
+        json.loads(line)["event"]
+        for line in first.log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
     assert "broker_connection_lost" in names
     assert names.count("consuming") >= 2  # it came back by itself

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator, Sequence
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from config.broker import BrokerUrl
+from config.samples import sample_data
 from config.settings import Settings
 from config.subscribers import RetryPolicy, SecurityPolicy, Subscriber
+from producer import Publisher
 from worker.service import Worker
 
 SECRET = "whsec-test-secret-0123456789"
@@ -69,3 +73,30 @@ async def running_worker(
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, timeout=60)
+
+
+def publish_orders(url: str, count: int, prefix: str = "o") -> list[str]:
+    """Publish ``count`` page-sample order.created events with ids ``<prefix>0..``."""
+    base = sample_data("order.created")
+    with Publisher(BrokerUrl.parse(url)) as publisher:
+        return [
+            publisher.publish("order.created", {**base, "id": f"{prefix}{i}"}) for i in range(count)
+        ]
+
+
+def worker_status(worker: Worker) -> dict[str, Any]:
+    """The worker's ``GET /status`` document."""
+    url = f"http://127.0.0.1:{worker.health.port}/status"
+    with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str = "condition", interval: float = 0.1
+) -> None:
+    """Poll a blocking ``predicate`` (in a thread) until true, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not in {timeout} s: {what}")
+        await asyncio.sleep(interval)
