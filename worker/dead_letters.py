@@ -42,6 +42,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from config import message as wire
 from config.broker import BrokerUrl
+from config.envelope import format_timestamp
 from config.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -170,7 +171,7 @@ def jsonable(value: Any) -> Any:
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_timestamp(moment.astimezone(UTC))
 
 
 def _aware(moment: datetime) -> datetime:

@@ -17,6 +17,7 @@ import pika
 import structlog
 
 from config import message as wire
+from config.envelope import format_timestamp
 from config.errors import BrokerError, PoisonMessageError, PublishError
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import DEAD_LETTER_EXCHANGE, delay_exchange
@@ -32,7 +33,7 @@ _LAST_ERROR_CHARS = 300
 
 
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_timestamp(datetime.now(UTC))
 
 
 def _event_label(event_type: str | None) -> str:
