@@ -195,7 +195,7 @@ def _wait_until(check: Any, timeout: float, what: str, interval: float = 0.02) -
 
 def _data(now_ns: int | None = None) -> dict[str, Any]:
     data = sample_data(EVENT)
-    data[SENT_FIELD] = time.time_ns() if now_ns is None else now_ns
+    data[SENT_FIELD] = str(time.time_ns() if now_ns is None else now_ns)
     return data
 
 

@@ -1,6 +1,6 @@
 """The one error tree of the project.
 
-Library errors (pika, aiohttp, pydantic, PyYAML) are wrapped where they are
+Library errors (pika, httptools, pydantic, PyYAML) are wrapped where they are
 raised, so callers only ever need to catch these.  Expected HTTP outcomes of a
 delivery are *values* (``worker.delivery.DeliveryResult``), not exceptions.
 """
@@ -50,3 +50,35 @@ class TopologyError(BrokerError):
 
 class PoisonMessageError(WebhookError):
     """A queued message the worker cannot understand; it goes to a dead-letter queue."""
+
+
+class DeliveryTransportError(WebhookError):
+    """An HTTP attempt failed below HTTP: no connection, or no readable answer.
+
+    The delivery code turns these into ``DeliveryResult`` values; they never
+    escape it.
+    """
+
+
+class ForbiddenAddressError(DeliveryTransportError):
+    """The target resolves only to loopback, private, link-local or other non-public addresses."""
+
+
+class ConnectError(DeliveryTransportError):
+    """Resolving, connecting or the TLS handshake failed."""
+
+
+class ConnectionClosedError(DeliveryTransportError):
+    """The connection ended before a complete answer arrived.
+
+    ``got_bytes`` tells whether any of the answer had arrived: a keep-alive
+    connection closed before the first byte is safe to retry on a new one.
+    """
+
+    def __init__(self, message: str, got_bytes: bool) -> None:
+        super().__init__(message)
+        self.got_bytes = got_bytes
+
+
+class InvalidResponseError(DeliveryTransportError):
+    """The server's answer is not valid HTTP/1.x."""

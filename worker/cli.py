@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from config.command_line import report_error
 from config.errors import ConfigError, WebhookError
@@ -33,9 +33,23 @@ async def _run(settings: Settings) -> None:
 
 def run(settings: Settings) -> int:
     """Run the worker until SIGTERM/SIGINT; exit 0 after a graceful stop."""
-    configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(_run(settings))
+    configure_logging(settings.log_format, settings.log_level, cache_loggers=True)
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(_run(settings))
     return 0
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a dependency on Linux and macOS), else asyncio's loop.
+
+    uvloop runs the worker's sockets and callbacks in C: ~10-20% less CPU per
+    delivery (docs/performance.md).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def check_config(settings: Settings) -> int:

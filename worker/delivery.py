@@ -7,25 +7,24 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import ipaddress
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
-
-import aiohttp
-from yarl import URL
 
 from config import message as wire
+from config.errors import DeliveryTransportError, ForbiddenAddressError
 from config.signature import sign
 from config.subscribers import Subscriber
-from worker.address_policy import PublicOnlyResolver, find_forbidden, is_public_address
+from worker.http_client import HttpClient, Target
 from worker.incoming import QueuedEvent
 
 Outcome = Literal["success", "http_error", "timeout", "connection_error", "forbidden_address"]
 
 # Enough of a response body to show an operator what went wrong.
 RESPONSE_EXCERPT_BYTES = 512
+# Transport errors are cut to this length for logs and DLQ headers.
+_ERROR_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -80,30 +79,28 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 class Deliverer:
     """Owns the HTTP connection pool; ``deliver`` never raises for network outcomes."""
 
-    def __init__(self, *, allow_private_networks: bool, pool_size: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private_networks: bool,
+        pool_size: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._allow_private = allow_private_networks
-        self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
-        # Per-URL and per-timeout values, computed once instead of per attempt.
-        self._forbidden_literal: dict[str, str | None] = {}
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
-        self._urls: dict[str, URL] = {}
+        self._ssl_context = ssl_context
+        self._client: HttpClient | None = None
+        self._targets: dict[str, Target] = {}  # parsed once per URL, not per attempt
         self._slots = asyncio.Semaphore(pool_size)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size,
-            resolver=None if self._allow_private else PublicOnlyResolver(),
-            ttl_dns_cache=60,
+        self._client = HttpClient(
+            allow_private_networks=self._allow_private, ssl_context=self._ssl_context
         )
-        # trust_env=False: a proxy from the environment must not route around the
-        # address policy. auto_decompress stays on; we only read a small excerpt.
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def __aenter__(self) -> Deliverer:
         await self.start()
@@ -140,17 +137,16 @@ class Deliverer:
         self, subscriber: Subscriber, event: QueuedEvent, *, test: bool = False
     ) -> DeliveryResult:
         """POST ``event`` to ``subscriber`` once; every outcome is a DeliveryResult."""
-        if self._session is None:
+        if self._client is None:
             raise RuntimeError("Deliverer.start() first")
-        # Wait for one of the pool's connections here, holding nothing but this
+        # Wait for one of the pool's slots here, holding nothing but this
         # coroutine: with many subscribers thousands of messages can be in flight
-        # at once, and each one queued inside aiohttp's pool held a whole prepared
-        # request (and had its timeout running while it waited).
+        # at once, and only this many requests (and connections) run together.
         async with self._slots:
-            return await self._attempt(self._session, subscriber, event, test)
+            return await self._attempt(self._client, subscriber, event, test)
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, subscriber: Subscriber, event: QueuedEvent, test: bool
+        self, client: HttpClient, subscriber: Subscriber, event: QueuedEvent, test: bool
     ) -> DeliveryResult:
         started = time.monotonic()
 
@@ -165,85 +161,45 @@ class Deliverer:
                 outcome, status, time.monotonic() - started, error, excerpt, retry_after
             )
 
-        if not self._allow_private:
-            problem = self._literal_problem(subscriber.url)
-            if problem is not None:
-                # aiohttp skips the resolver for IP literals, so check them here.
-                return result("forbidden_address", error=problem)
-
+        target = self._targets.get(subscriber.url)
+        if target is None:
+            target = self._targets[subscriber.url] = Target.parse(subscriber.url)
         headers = self.headers_for(subscriber, event, now_ms=time.time_ns() // 1_000_000, test=test)
-        timeout = self._timeout(subscriber.timeout_seconds, subscriber.connect_timeout_seconds)
         try:
-            url = self._urls.get(subscriber.url)
-            if url is None:
-                url = self._urls[subscriber.url] = URL(subscriber.url)
-            async with session.post(
-                url,
-                data=event.body,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
-                status = response.status
-                if 200 <= status < 300:
-                    return result("success", status, excerpt=excerpt)
-                error = f"HTTP {status}"
-                if 300 <= status < 400:
-                    error += " (redirects are not followed)"
-                return result(
-                    "http_error",
-                    status,
-                    error,
-                    excerpt,
-                    retry_after_seconds(response.headers.get("Retry-After")),
+            async with asyncio.timeout(subscriber.timeout_seconds):
+                response = await client.post(
+                    target,
+                    encode_headers(headers),
+                    event.body,
+                    connect_timeout=min(
+                        subscriber.connect_timeout_seconds, subscriber.timeout_seconds
+                    ),
+                    excerpt_bytes=RESPONSE_EXCERPT_BYTES,
                 )
         except TimeoutError:
             return result("timeout", error=f"timed out after {subscriber.timeout_seconds:g} s")
-        except aiohttp.ClientError as exc:
-            forbidden = find_forbidden(exc)
-            if forbidden is not None:
-                return result("forbidden_address", error=str(forbidden))
-            return result("connection_error", error=_describe(exc))
-        except OSError as exc:
-            return result("connection_error", error=_describe(exc))
-
-    def _literal_problem(self, url: str) -> str | None:
-        """Why ``url``'s host, if an IP literal, may not be called; None when it may."""
-        try:
-            return self._forbidden_literal[url]
-        except KeyError:
-            pass
-        host = urlsplit(url).hostname or ""
-        problem = None
-        if _is_ip_literal(host) and not is_public_address(host):
-            problem = f"{host} is not a public address"
-        self._forbidden_literal[url] = problem
-        return problem
-
-    def _timeout(self, total: float, connect: float) -> aiohttp.ClientTimeout:
-        key = (total, connect)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=total, sock_connect=min(connect, total)
-            )
-        return timeout
+        except ForbiddenAddressError as exc:
+            return result("forbidden_address", error=str(exc))
+        except DeliveryTransportError as exc:
+            return result("connection_error", error=str(exc)[:_ERROR_CHARS])
+        status = response.status
+        if 200 <= status < 300:
+            return result("success", status, excerpt=response.excerpt)
+        error = f"HTTP {status}"
+        if 300 <= status < 400:
+            error += " (redirects are not followed)"
+        return result(
+            "http_error",
+            status,
+            error,
+            response.excerpt,
+            retry_after_seconds(response.headers.get("retry-after")),
+        )
 
 
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _describe(exc: BaseException) -> str:
-    """A short error for logs and DLQ headers (no URL path, which may carry a token)."""
-    name = type(exc).__name__
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return f"{name}: {os_error.strerror}"
-    text = str(exc).split(" url=")[0]
-    return f"{name}: {text}"[:200]
+def encode_headers(headers: dict[str, str]) -> bytes:
+    """``Name: value\\r\\n`` lines; refuses a CR or LF that would split a header."""
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        raise ValueError("a header name or value contains a line break")
+    return text.encode("utf-8")

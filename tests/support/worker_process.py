@@ -33,7 +33,10 @@ ENTRY = """\
 
 
 def write_subscriber_file(
-    path: Path, subscribers: Sequence[tuple[str, str]], *, delays: Sequence[float] = (0.5, 0.5),
+    path: Path,
+    subscribers: Sequence[tuple[str, str]],
+    *,
+    delays: Sequence[float] = (0.5, 0.5),
     in_flight: int = 16,
 ) -> Path:
     entries = "".join(ENTRY.format(id=i, url=u, in_flight=in_flight) for i, u in subscribers)
@@ -47,8 +50,9 @@ def write_subscriber_file(
 class WorkerProcess:
     """One worker process with its own metrics port; output kept in a log file."""
 
-    def __init__(self, broker_url: str, config: Path, secret: str, log_path: Path,
-                 grace_seconds: float = 10) -> None:
+    def __init__(
+        self, broker_url: str, config: Path, secret: str, log_path: Path, grace_seconds: float = 10
+    ) -> None:
         self.metrics_port = free_ports(1)[0]
         self.log_path = log_path
         self.env = {
