@@ -104,7 +104,6 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._headers: dict[str, str] = {}
-        self._header_name = b""
         self._excerpt = bytearray()
         self._headers_done = False
         self.reusable = False
@@ -156,12 +155,11 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Long headers may arrive in pieces: a name with no value yet continues.
-        self._header_name += name
-        if value:
-            key = self._header_name.decode("latin-1").lower()
-            self._headers[key] = self._headers.get(key, "") + value.decode("latin-1")
-            self._header_name = b""
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = self._headers.get(key)
+        # A repeated header is one comma-separated list (RFC 9110, 5.3).
+        self._headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
         if self._parser.get_status_code() < 200:
@@ -230,6 +228,7 @@ class HttpClient:
         self._busy: set[_Connection] = set()
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._closed = False
+        self._swept_at = time.monotonic()
 
     async def post(
         self,
@@ -273,12 +272,23 @@ class HttpClient:
             raise
         finally:
             self._busy.discard(connection)
-        if connection.reusable and not self._closed:
-            connection.idle_since = time.monotonic()
+        if connection.reusable and not connection.closed and not self._closed:
+            connection.idle_since = now = time.monotonic()
             self._idle.setdefault(target.key, deque()).append(connection)
+            if now - self._swept_at > IDLE_SECONDS:
+                self._sweep(now)
         else:
             connection.close()
         return response
+
+    def _sweep(self, now: float) -> None:
+        """Close connections idle too long everywhere, including origins no longer posted to."""
+        self._swept_at = now
+        for key, idle in list(self._idle.items()):
+            while idle and (idle[0].closed or now - idle[0].idle_since > IDLE_SECONDS):
+                idle.popleft().close()
+            if not idle:
+                del self._idle[key]
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)

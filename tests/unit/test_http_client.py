@@ -317,3 +317,41 @@ def test_targets_take_the_url_apart_once(
 def test_header_values_cannot_smuggle_a_line_break() -> None:
     with pytest.raises(ValueError, match="line break"):
         encode_headers({"X-Webhook-Event": "order.created\r\nX-Evil: 1"})
+
+
+async def test_repeated_answer_headers_are_joined() -> None:
+    ref: list[Server] = []
+    answer = b"HTTP/1.1 200 OK\r\nVia: a\r\nVia: b\r\nX-Empty:\r\nContent-Length: 0\r\n\r\n"
+    async with serving(keep_alive(ref, answer)) as server, client_for() as client:
+        ref.append(server)
+        response = await post(client, f"http://127.0.0.1:{server.port}/")
+    assert response.headers == {"via": "a, b", "x-empty": "", "content-length": "0"}
+
+
+async def test_connections_idle_too_long_are_closed_even_for_quiet_origins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("worker.http_client.IDLE_SECONDS", 0.05)
+    hung_up = asyncio.Event()
+
+    async def quiet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await quiet_ref[0].read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()  # returns at EOF: the client closed the idle connection
+        hung_up.set()
+
+    quiet_ref: list[Server] = []
+    busy_ref: list[Server] = []
+    async with (
+        serving(quiet) as quiet_server,
+        serving(keep_alive(busy_ref)) as busy_server,
+        client_for() as client,
+    ):
+        quiet_ref.append(quiet_server)
+        busy_ref.append(busy_server)
+        await post(client, f"http://127.0.0.1:{quiet_server.port}/")
+        await asyncio.sleep(0.1)
+        await post(client, f"http://127.0.0.1:{busy_server.port}/")  # sweeps while here
+        async with asyncio.timeout(2):
+            await hung_up.wait()
