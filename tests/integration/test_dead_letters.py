@@ -571,7 +571,10 @@ def test_replay_script_runs_in_a_bare_container(topology: str, tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert "would move evt_script  crm" in done.stdout
-    assert '"event": "dlq_replayed"' in done.stderr  # the audit line, JSON on stderr
+    # The audit line, JSON on stderr.
+    audit = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [a["event"] for a in audit] == ["dlq_replayed"]
+    assert audit[0]["dry_run"] is True
     done = subprocess.run(
         [sys.executable, str(script)],
         env=env,
