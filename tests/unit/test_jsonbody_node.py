@@ -8,6 +8,10 @@ For every generated value we ask one long-lived node process two things:
   the encoder cannot "agree with itself" while changing a number, a
   surrogate or a key.
 
+Bodies that ``decode_if_canonical`` (the orjson fast path) accepts as already
+canonical must pass the same two checks.  The strategies and ``serialisations``
+here are shared with tests/unit/test_jsonbody_fastpath.py.
+
 Then the product page's own ``verifyWebhookSignature`` (copied verbatim into
 tests/support/page_verifier.js) must accept our ``sign()`` output.
 Needs ``node``: skipped without it, failed without it under ``CI``.
@@ -19,12 +23,13 @@ import json
 import struct
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from config.errors import PayloadError
-from config.jsonbody import canonicalize, encode_body
+from config.jsonbody import canonicalize, decode_if_canonical, encode_body
 from config.signature import sign, verify
 from tests.support.node_bridge import NodeBridge, find_node_or_skip
 from tests.support.page_samples import PAGE_TEXTS, PRODUCER_EVENTS
@@ -111,6 +116,39 @@ values = st.recursive(
     ),
     max_leaves=10,
 )
+# What the fast path can accept (no floats, no ints JS would round), so most
+# of these come out of encode_body as bodies it proves canonical; the keys
+# and strings still include index-like keys, escapes and surrogates.
+fast_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | strings,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5),
+    max_leaves=10,
+)
+
+
+def serialisations(value: object) -> list[bytes]:
+    """``value`` written the ways a producer might (canonical or not), as UTF-8.
+
+    Wrapped in an object and an array too: a top-level scalar never takes the
+    fast path.  Writers that refuse ``value`` (orjson: lone surrogates, ints
+    beyond 64 bits; encode_body: ints beyond a double) are left out.
+    """
+    out: list[bytes] = []
+    for doc in (value, {"event": "order.created", "data": value}, [value]):
+        for write in (
+            encode_body,
+            orjson.dumps,
+            lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False),
+            lambda v: json.dumps(v, separators=(",", ":")),
+            lambda v: json.dumps(v),  # ", " and ": "
+            lambda v: json.dumps(v, indent=1, ensure_ascii=False),
+        ):
+            try:
+                text = write(doc)
+                out.append(text if isinstance(text, bytes) else text.encode("utf-8"))
+            except (PayloadError, TypeError, UnicodeEncodeError):
+                continue  # TypeError is orjson.JSONEncodeError
+    return out
 
 
 # --- encode_body --------------------------------------------------------------
@@ -201,6 +239,34 @@ def test_overflowing_numbers_are_refused_where_node_would_write_null(
     assert node.canon(raw) == b"[null]"
     with pytest.raises(PayloadError, match="overflows"):
         canonicalize(raw)
+
+
+# --- the fast path -------------------------------------------------------------
+
+
+@settings(NODE_SETTINGS, max_examples=300)
+@given(fast_values | values)
+@example({"s": 'q" b\\ \n\t\x00\x1f\x7f\u2028 é 😀 রহিম', "n": [-(2**53) + 1, 0, -1]})
+@example({"at": "2026-01-31T10:30:00.000Z", "price": "1,250.00", "e": "e-1", "k": {"": 1}})
+def test_fast_path_bodies_are_what_json_stringify_writes(node: NodeBridge, value: object) -> None:
+    # Whatever the fast path passes through unchanged must be a fixed point in
+    # real JS *and* hold the value JS reads from json.dumps of what we decoded.
+    for raw in serialisations(value):
+        decoded = decode_if_canonical(raw)
+        if decoded is None:
+            continue  # slow path: covered by the canonicalize tests above
+        reply = node.check(raw, _python_text(decoded))
+        assert reply["fixed"], f"JS re-stringifies {raw!r} as {reply['again']!r}"
+        assert reply["same"], f"fast path kept {raw!r}, JS writes {reply['expected']!r}"
+
+
+@pytest.mark.parametrize("event", sorted(PRODUCER_WIRE))
+def test_fast_path_keeps_producer_bodies_that_node_agrees_with(
+    node: NodeBridge, event: str
+) -> None:
+    raw = PRODUCER_WIRE[event]
+    assert decode_if_canonical(raw) is not None
+    assert node.canon(raw) == raw
 
 
 # --- the product page's verifier ------------------------------------------------
