@@ -65,6 +65,9 @@ class Plan:
     probe_requests: int = 10_000
     single_publishes: int = 2_000
     in_flight: int = 16
+    # A second value for the flat-out rows: with one subscriber, 16 requests in
+    # flight leave the worker waiting on the broker's ack round trips.
+    wide_in_flight: int = 64
     scenario_timeout: float = 180.0
     run_timeout: float = 1500.0
     tiny: bool = False
@@ -438,7 +441,7 @@ class Bench:
 
     # --- building blocks
 
-    def _subscribers(self, count: int) -> list[Subscriber]:
+    def _subscribers(self, count: int, in_flight: int | None = None) -> list[Subscriber]:
         """Fresh subscribers for the next scenario (and, on our own node, a fresh vhost).
 
         A vhost per scenario keeps what one scenario leaves on the broker (the
@@ -458,7 +461,7 @@ class Bench:
                     "url": f"{self.receiver.url}/{prefix}-{i}",
                     "secret": self.secret,
                     "events": ["order.*"],
-                    "max_in_flight": self.plan.in_flight,
+                    "max_in_flight": in_flight or self.plan.in_flight,
                 }
             )
             for i in range(count)
@@ -637,14 +640,22 @@ class Bench:
 
     # --- scenarios
 
-    def scenario(self, name: str, *, workers: int, mode: str, fail_rate: float = 0.0) -> Row:
+    def scenario(
+        self,
+        name: str,
+        *,
+        workers: int,
+        mode: str,
+        fail_rate: float = 0.0,
+        in_flight: int | None = None,
+    ) -> Row:
         """mode: "flat" (publish flat out while delivering), "steady", or "backlog"."""
         assert self.receiver is not None
         plan = self.plan
         events = plan.events if mode != "steady" else int(plan.steady_rate * plan.steady_seconds)
         row = Row(name, workers, events)
         say(f"- {name}, {workers} worker(s) ...")
-        subs = self._subscribers(1)
+        subs = self._subscribers(1, in_flight)
         self._declare(subs)
         self.receiver.reset(fail_rate)
         procs: list[WorkerProcess] = []
@@ -807,6 +818,12 @@ class Bench:
         self.probe_receiver()
         self.producer_alone()
         self.scenario("backlog drain", workers=1, mode="backlog")
+        if not plan.tiny:
+            wide = plan.wide_in_flight
+            self.scenario(
+                f"backlog drain, in flight {wide}", workers=1, mode="backlog", in_flight=wide
+            )
+            self.scenario(f"flat out, in flight {wide}", workers=1, mode="flat", in_flight=wide)
         for count in plan.workers:
             self.scenario("flat out", workers=count, mode="flat")
             self.scenario(f"steady {plan.steady_rate:g}/s", workers=count, mode="steady")

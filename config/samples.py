@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import secrets
 from functools import cache
 from importlib import resources
 from typing import Any
+
+import orjson
 
 from config.errors import PayloadError
 
@@ -15,10 +15,8 @@ SAMPLE_EVENTS = ("order.created", "order.updated", "order.cancelled")
 
 
 @cache
-def _load(event_type: str) -> dict[str, Any]:
-    text = resources.files("config").joinpath("samples", f"{event_type}.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
+def _load(event_type: str) -> bytes:
+    return resources.files("config").joinpath("samples", f"{event_type}.json").read_bytes()
 
 
 def sample_data(event_type: str) -> dict[str, Any]:
@@ -31,7 +29,9 @@ def sample_data(event_type: str) -> dict[str, Any]:
         raise PayloadError(
             f"no sample for event {event_type!r}; samples exist for {', '.join(SAMPLE_EVENTS)}"
         )
-    data = copy.deepcopy(_load(event_type))
+    # Parsing the cached file anew is a deep copy at a tenth of copy.deepcopy's
+    # cost (the benchmark makes one sample per published event).
+    data: dict[str, Any] = orjson.loads(_load(event_type))
     data["id"] = secrets.token_hex(12)  # 24 hex digits, like the page's MongoDB ids
     prefix, _, _ = str(data["orderNumber"]).rpartition("-")
     data["orderNumber"] = f"{prefix}-{secrets.token_hex(2).upper()}"
