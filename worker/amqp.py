@@ -8,6 +8,7 @@ are wrapped in :mod:`config.errors` types where they happen.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,9 @@ class Message:
 
 
 OnMessage = Callable[[Message], None]
+
+# See AmqpChannel.flush_acks.
+_SETTLED_COMPACT_AT = 10_000
 
 
 class _CoalescingWriter:
@@ -188,6 +192,13 @@ class AmqpChannel:
         self._sequence = 0
         self._confirming = False
         self._prefetch: int | None = None  # the basic.qos now in force on this channel
+        # Ack batching (see settle): delivery tags in the order they arrived and
+        # not yet known to be settled, acks waiting for the end of this loop
+        # turn, and tags already settled one by one that are still in the deque.
+        self._unsettled: deque[int] = deque()
+        self._acks_due: set[int] = set()
+        self._settled: set[int] = set()
+        self._flush_scheduled = False
         # Resolved with the consumer tag when the broker itself cancels one of our
         # consumers (its queue was deleted): we would otherwise sit "ready" and idle.
         self.cancelled_by_broker: asyncio.Future[str] = loop.create_future()
@@ -254,6 +265,7 @@ class AmqpChannel:
             properties: pika.BasicProperties,
             body: bytes,
         ) -> None:
+            self._unsettled.append(method.delivery_tag)
             on_message(
                 Message(
                     channel=self,
@@ -281,18 +293,62 @@ class AmqpChannel:
             await self._rpc(lambda cb: self._channel.basic_cancel(consumer_tag, callback=cb))
 
     def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = True) -> bool:
+        """Ack or nack one delivery; False if the channel is gone (the broker redelivers).
+
+        Acks are sent at the end of the event-loop turn, and a run of acked tags
+        that starts at the oldest unsettled one goes out as one
+        ``basic.ack(multiple=True)``: a ``multiple`` ack settles *every*
+        unsettled tag up to it, so it is only used where each of those tags has
+        been acked here (or already settled on its own).  Nacks go at once.
+        """
         # A tag from a closed channel must never be used on a new one: the broker
         # has already requeued that message and will deliver it again.
         if not self.is_open:
             return False
+        if ack:
+            self._acks_due.add(delivery_tag)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self.flush_acks)
+            return True
         try:
-            if ack:
-                self._channel.basic_ack(delivery_tag)
-            else:
-                self._channel.basic_nack(delivery_tag, requeue=requeue)
+            self._channel.basic_nack(delivery_tag, requeue=requeue)
         except pika.exceptions.AMQPError:
             return False
+        self._settled.add(delivery_tag)
         return True
+
+    def flush_acks(self) -> None:
+        """Send the acks collected during this loop turn."""
+        self._flush_scheduled = False
+        due = self._acks_due
+        if not due or not self.is_open:
+            due.clear()
+            return
+        unsettled, settled = self._unsettled, self._settled
+        last, covered = 0, 0
+        while unsettled and (unsettled[0] in due or unsettled[0] in settled):
+            tag = unsettled.popleft()
+            if tag in due:
+                due.discard(tag)
+                last, covered = tag, covered + 1
+            else:
+                settled.discard(tag)
+        try:
+            if covered:
+                self._channel.basic_ack(last, multiple=covered > 1)
+            for tag in due:  # behind a tag still being worked on: one by one
+                self._channel.basic_ack(tag)
+        except pika.exceptions.AMQPError:
+            return  # the channel is going away; the broker redelivers
+        finally:
+            settled.update(due)
+            due.clear()
+        if len(settled) > _SETTLED_COMPACT_AT:
+            # A delivery left unsettled for long (its next step was uncertain)
+            # blocks the run; drop what was settled behind it so memory stays flat.
+            self._unsettled = deque(t for t in unsettled if t not in settled)
+            settled.clear()
 
     async def publish(
         self,

@@ -340,6 +340,9 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.wait(late, timeout=5)
+        # Acks wait for the end of a loop turn (worker.amqp batches them); send
+        # the last ones now, ahead of the close, or their messages come back.
+        consumer.flush_acks()
         await connection.close()
 
     # --- circuit breaker and pauses -------------------------------------------
