@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.rabbitmq_node import group_pids
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -39,22 +41,6 @@ def peak_rss_mb(pid: int) -> float:
 def rss_mb(pid: int) -> float:
     """VmRSS: the resident set right now, in MiB."""
     return _status_kb(pid, "VmRSS") / 1024
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Pids of the live processes in process group ``pgid``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 def group_cpu_seconds(pgid: int) -> float:

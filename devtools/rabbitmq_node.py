@@ -102,20 +102,14 @@ def _epmd_executable() -> str:
     return shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a non-zombie process of group ``pgid`` exists.
+def group_pids(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in process group ``pgid``, from /proc.
 
-    Zombies are ignored: a killed beam.smp orphaned to PID 1 stays a zombie until
+    Zombies are left out: a killed beam.smp orphaned to PID 1 stays a zombie until
     init reaps it, which in some containers takes seconds.
     """
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc_dir.iterdir():
+    pids = []
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -125,8 +119,19 @@ def _group_alive(pgid: int) -> bool:
         # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses.
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+            pids.append(int(entry.name))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of group ``pgid`` exists."""
+    if not Path("/proc").is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return bool(group_pids(pgid))
 
 
 def _tail(path: Path, lines: int) -> str:
