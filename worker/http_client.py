@@ -27,7 +27,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
@@ -65,7 +65,11 @@ class Target:
     host: str  # for DNS and TLS (IDNA-encoded, no brackets)
     port: int
     head_prefix: bytes  # b"POST /path?query HTTP/1.1\r\nHost: ...\r\n"
-    key: tuple[str, str, int] = field(repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """Which pool of idle connections serves this target."""
+        return (self.scheme, self.host, self.port)
 
     @classmethod
     def parse(cls, url: str) -> Target:
@@ -87,7 +91,7 @@ class Target:
         if any(c in path for c in " \r\n"):
             raise ValueError("URL path contains whitespace")
         prefix = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("ascii")
-        return cls(parts.scheme, host, port, prefix, (parts.scheme, host, port))
+        return cls(parts.scheme, host, port, prefix)
 
 
 class _Connection(asyncio.Protocol):
@@ -285,8 +289,7 @@ class HttpClient:
         """Close connections idle too long everywhere, including origins no longer posted to."""
         self._swept_at = now
         for key, idle in list(self._idle.items()):
-            while idle and (idle[0].closed or now - idle[0].idle_since > IDLE_SECONDS):
-                idle.popleft().close()
+            _drop_stale(idle, now)
             if not idle:
                 del self._idle[key]
 
@@ -294,10 +297,7 @@ class HttpClient:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = time.monotonic()
-        # Drop connections idle too long from the old end while we are here.
-        while idle and (idle[0].closed or now - idle[0].idle_since > IDLE_SECONDS):
-            idle.popleft().close()
+        _drop_stale(idle, time.monotonic())  # from the old end, while we are here
         while idle:
             connection = idle.pop()  # the most recently used is the most likely alive
             if not connection.closed:
@@ -362,6 +362,12 @@ class HttpClient:
             connection.close()
         # Let the transports run their close callbacks before the loop goes away.
         await asyncio.sleep(0)
+
+
+def _drop_stale(idle: deque[_Connection], now: float) -> None:
+    """Close the oldest idle connections while they are closed already or idle too long."""
+    while idle and (idle[0].closed or now - idle[0].idle_since > IDLE_SECONDS):
+        idle.popleft().close()
 
 
 def _is_literal(host: str) -> bool:
