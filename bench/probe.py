@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from config.envelope import build_envelope, new_event_id
-from config.samples import sample_data
-from config.signature import now_ms, sign
+from wire.envelope import build_envelope, new_event_id
+from wire.samples import sample_data
+from wire.signature import now_ms, sign
 
 
 async def _probe(

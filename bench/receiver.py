@@ -8,7 +8,7 @@ Two implementations of the same endpoint (``POST /webhook``):
   receiver takes as little of the machine's two cores as possible;
 * ``aiohttp``: an ``aiohttp.web`` application, like ``devtools.demo_receiver``.
 
-Both verify the signature with ``config.signature.verify`` (401 on a mismatch),
+Both verify the signature with ``wire.signature.verify`` (401 on a mismatch),
 answer 500 to the attempts ``bench.common.attempt_fails`` picks, and record, for
 every accepted delivery, the publish time stamped in the body and the receipt
 time.  Control endpoints: ``GET /stats``, ``GET /results``, ``POST /reset``.
@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.common import SENT_PATTERN, attempt_fails
 from config.errors import SignatureError
-from config.signature import verify
+from wire.signature import verify
 
 OK_BODY = b'{"received":true}'
 

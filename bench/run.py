@@ -34,13 +34,14 @@ import pika.exceptions
 
 from bench import procstat
 from bench.common import SENT_FIELD, eventually_delivered
-from config.broker import BrokerUrl
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
 from config.logs import configure_logging
-from config.samples import sample_data
 from config.subscribers import RetryPolicy, Subscriber
-from config.topology import dead_letter_queue, declare_topology, work_queue
+from config.topology import dead_letter_queue, work_queue
 from devtools.rabbitmq_node import LocalRabbitMQ, free_ports, rabbitmq_available
 from producer import Publisher
+from wire.samples import sample_data
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_ENV = "BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
 
-from config.broker import DEFAULT_URL, BrokerUrl
+from broker.url import DEFAULT_URL, BrokerUrl
 from config.errors import ConfigError
 from config.subscribers import (
     CircuitBreakerPolicy,

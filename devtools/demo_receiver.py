@@ -17,7 +17,7 @@ import sys
 from aiohttp import web
 
 from config.errors import SignatureError
-from config.signature import verify
+from wire.signature import verify
 
 
 def build_app(secret: str, *, fail_rate: float = 0.0, quiet: bool = False) -> web.Application:

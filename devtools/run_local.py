@@ -24,11 +24,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from config.broker import BrokerUrl
+from broker.url import BrokerUrl
 from config.logs import configure_logging
-from config.samples import SAMPLE_EVENTS, sample_data
 from devtools.rabbitmq_node import PROMETHEUS_PLUGIN, LocalRabbitMQ, free_ports
 from producer import Publisher
+from wire.samples import SAMPLE_EVENTS, sample_data
 
 SUBSCRIBERS = """\
 subscribers:

@@ -2,6 +2,6 @@
 
 import sys
 
-from producer.cli import main
+from cli.publish import main
 
 sys.exit(main())

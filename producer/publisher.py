@@ -25,9 +25,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from config import message
-from config.broker import BrokerUrl
-from config.envelope import build_envelope, new_event_id, validate_event_id
+from broker.declarer import apply_topology
+from broker.url import BrokerUrl
 from config.errors import (
     BrokerUnavailableError,
     NackedError,
@@ -35,7 +34,9 @@ from config.errors import (
     PublishError,
     UnroutableError,
 )
-from config.topology import EVENTS_EXCHANGE, Topology, apply_topology, build_topology
+from config.topology import EVENTS_EXCHANGE, Topology, build_topology
+from wire import contract
+from wire.envelope import build_envelope, new_event_id, validate_event_id
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -367,8 +368,8 @@ def _prepare(
     now = datetime.now(UTC)
     body = build_envelope(event_type, data, now=now)
     properties = pika.BasicProperties(
-        content_type=message.CONTENT_TYPE,
-        delivery_mode=message.PERSISTENT,
+        content_type=contract.CONTENT_TYPE,
+        delivery_mode=contract.PERSISTENT,
         message_id=event_id,
         type=event_type,
         timestamp=int(now.timestamp()),

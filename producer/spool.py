@@ -37,10 +37,10 @@ from typing import Any, Self
 import pika
 import structlog
 
-from config.broker import BrokerUrl
-from config.envelope import build_envelope, new_event_id, validate_event_id
+from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, NackedError, UnroutableError
 from producer.publisher import Publisher
+from wire.envelope import build_envelope, new_event_id, validate_event_id
 
 log = structlog.get_logger("producer")
 

@@ -1,3 +1,3 @@
-from worker.cli import main
+from cli.worker import main
 
 raise SystemExit(main())

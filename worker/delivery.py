@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from config import message as wire
 from config.errors import DeliveryTransportError, ForbiddenAddressError
-from config.signature import sign
 from config.subscribers import Subscriber
+from wire import contract
+from wire.signature import sign
 from worker.http_client import HttpClient, Target
 from worker.incoming import QueuedEvent
 
@@ -115,12 +115,12 @@ class Deliverer:
         """All HTTP headers of one attempt, signature included."""
         secret = subscriber.secret.get_secret_value()
         headers = {
-            "Content-Type": wire.CONTENT_TYPE,
-            "User-Agent": wire.USER_AGENT,
-            wire.HTTP_SIGNATURE: sign(secret, event.body, now_ms),
-            wire.HTTP_EVENT: event.event_type,
-            wire.HTTP_ATTEMPT: str(event.attempt),
-            wire.HTTP_ID: event.event_id,
+            "Content-Type": contract.CONTENT_TYPE,
+            "User-Agent": contract.USER_AGENT,
+            contract.HTTP_SIGNATURE: sign(secret, event.body, now_ms),
+            contract.HTTP_EVENT: event.event_type,
+            contract.HTTP_ATTEMPT: str(event.attempt),
+            contract.HTTP_ID: event.event_id,
         }
         if subscriber.standard_webhooks:
             seconds = now_ms // 1000
@@ -130,7 +130,7 @@ class Deliverer:
                 secret, event.event_id, seconds, event.body
             )
         if test:
-            headers[wire.HTTP_TEST] = "true"
+            headers[contract.HTTP_TEST] = "true"
         return headers
 
     async def deliver(

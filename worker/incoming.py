@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from config import message as wire
 from config.errors import PayloadError, PoisonMessageError
-from config.jsonbody import decode_body, decode_if_canonical, encode_body
+from wire import contract
+from wire.json_body import decode_body, decode_if_canonical, encode_body
 
 # Far above any order event; express.json() receivers refuse >100 kB by default.
 MAX_BODY_BYTES = 1024 * 1024
@@ -99,13 +99,13 @@ def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEven
     except ValueError:
         occurred_at = None  # still deliverable; only the latency metric needs it
 
-    attempt = header(properties, wire.ATTEMPT)
+    attempt = header(properties, contract.ATTEMPT)
     if attempt is None:
         attempt = 1
     if isinstance(attempt, bool) or not isinstance(attempt, int):
-        raise PoisonMessageError(f"header {wire.ATTEMPT} is not an integer")
+        raise PoisonMessageError(f"header {contract.ATTEMPT} is not an integer")
     if not 1 <= attempt <= max_attempts:
-        raise PoisonMessageError(f"header {wire.ATTEMPT}={attempt} is outside 1-{max_attempts}")
+        raise PoisonMessageError(f"header {contract.ATTEMPT}={attempt} is outside 1-{max_attempts}")
 
     if already_canonical:
         canonical = body
@@ -123,7 +123,7 @@ def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEven
         # A stable id from the content, so retries and replays of an event that
         # arrived without one still share an id receivers can deduplicate on.
         event_id = "evt_" + hashlib.sha256(canonical).hexdigest()[:32]
-    first = header(properties, wire.FIRST_ATTEMPT_AT)
+    first = header(properties, contract.FIRST_ATTEMPT_AT)
     return QueuedEvent(
         event_id=event_id,
         event_type=event_type,

@@ -18,9 +18,10 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from config import message as wire
-from config.broker import BrokerUrl, blocking_connection
+from broker.connection import blocking_connection
+from broker.url import BrokerUrl
 from config.topology import pause_marker_queue
+from wire import contract
 
 _NOT_FOUND = 404
 
@@ -45,7 +46,9 @@ def mark_paused(broker: BrokerUrl, subscriber_id: str, *, reason: str, event_id:
             "",
             queue,
             json.dumps(note).encode(),
-            pika.BasicProperties(content_type=wire.CONTENT_TYPE, delivery_mode=wire.PERSISTENT),
+            pika.BasicProperties(
+                content_type=contract.CONTENT_TYPE, delivery_mode=contract.PERSISTENT
+            ),
             mandatory=True,
         )
 

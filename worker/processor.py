@@ -16,13 +16,13 @@ from typing import Any
 import pika
 import structlog
 
-from config import message as wire
-from config.envelope import format_timestamp
+from broker.async_connection import AmqpChannel, Message
 from config.errors import BrokerError, PoisonMessageError, PublishError
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import DEAD_LETTER_EXCHANGE, delay_exchange
+from wire import contract
+from wire.envelope import format_timestamp
 from worker import metrics
-from worker.amqp import AmqpChannel, Message
 from worker.delivery import Deliverer, DeliveryResult
 from worker.incoming import QueuedEvent, read_event
 from worker.retry import DeadLetter, next_attempt
@@ -51,8 +51,8 @@ def _event_label(event_type: str | None) -> str:
 def _moved_properties(properties: Any, headers: dict[str, Any]) -> pika.BasicProperties:
     """Properties for a copy of a message: same identity, updated headers."""
     return pika.BasicProperties(
-        content_type=getattr(properties, "content_type", None) or wire.CONTENT_TYPE,
-        delivery_mode=wire.PERSISTENT,
+        content_type=getattr(properties, "content_type", None) or contract.CONTENT_TYPE,
+        delivery_mode=contract.PERSISTENT,
         message_id=getattr(properties, "message_id", None),
         type=getattr(properties, "type", None),
         timestamp=getattr(properties, "timestamp", None),
@@ -204,8 +204,8 @@ class MessageProcessor:
         headers = self._failure_headers(subscriber, message, event, result)
         step = next_attempt(event.attempt, result, self._retry)
         if isinstance(step, DeadLetter):
-            headers[wire.DEAD_LETTER_REASON] = step.reason
-            headers[wire.DEAD_LETTERED_AT] = _now_iso()
+            headers[contract.DEAD_LETTER_REASON] = step.reason
+            headers[contract.DEAD_LETTERED_AT] = _now_iso()
             await publisher.publish(
                 DEAD_LETTER_EXCHANGE,
                 subscriber.id,
@@ -222,7 +222,7 @@ class MessageProcessor:
             )
             return result
 
-        headers[wire.ATTEMPT] = step.attempt
+        headers[contract.ATTEMPT] = step.attempt
         await publisher.publish(
             delay_exchange(step.delay_seconds),
             subscriber.id,
@@ -239,12 +239,12 @@ class MessageProcessor:
     ) -> dict[str, Any]:
         now = _now_iso()
         headers = dict(getattr(message.properties, "headers", None) or {})
-        headers[wire.SUBSCRIBER] = subscriber.id
-        headers[wire.FIRST_ATTEMPT_AT] = event.first_attempt_at or now
-        headers[wire.LAST_ATTEMPT_AT] = now
-        headers[wire.LAST_STATUS] = result.status
-        headers[wire.LAST_ERROR] = (result.error or "")[:_LAST_ERROR_CHARS]
-        headers[wire.ATTEMPTS] = event.attempt
+        headers[contract.SUBSCRIBER] = subscriber.id
+        headers[contract.FIRST_ATTEMPT_AT] = event.first_attempt_at or now
+        headers[contract.LAST_ATTEMPT_AT] = now
+        headers[contract.LAST_STATUS] = result.status
+        headers[contract.LAST_ERROR] = (result.error or "")[:_LAST_ERROR_CHARS]
+        headers[contract.ATTEMPTS] = event.attempt
         return headers
 
     async def _dead_letter_poison(
@@ -252,10 +252,10 @@ class MessageProcessor:
     ) -> None:
         now = _now_iso()
         headers = dict(getattr(message.properties, "headers", None) or {})
-        headers[wire.SUBSCRIBER] = subscriber.id
-        headers[wire.DEAD_LETTER_REASON] = f"poison: {reason}"
-        headers[wire.DEAD_LETTERED_AT] = now
-        headers.setdefault(wire.ATTEMPTS, 0)
+        headers[contract.SUBSCRIBER] = subscriber.id
+        headers[contract.DEAD_LETTER_REASON] = f"poison: {reason}"
+        headers[contract.DEAD_LETTERED_AT] = now
+        headers.setdefault(contract.ATTEMPTS, 0)
         await publisher.publish(
             DEAD_LETTER_EXCHANGE,
             subscriber.id,

@@ -18,9 +18,10 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from config import message as wire
-from config.broker import BrokerUrl, blocking_connection
+from broker.connection import blocking_connection
+from broker.url import BrokerUrl
 from config.topology import REGISTRY_QUEUE, work_queue
+from wire import contract
 
 _NOT_FOUND = 404
 
@@ -55,7 +56,7 @@ def _reconcile(connection: pika.BlockingConnection, configured: set[str]) -> dic
             "",
             REGISTRY_QUEUE,
             subscriber_id.encode(),
-            pika.BasicProperties(delivery_mode=wire.PERSISTENT),
+            pika.BasicProperties(delivery_mode=contract.PERSISTENT),
             mandatory=True,
         )
 

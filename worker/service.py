@@ -13,12 +13,13 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from broker.async_connection import AmqpChannel, AmqpConnection, Message
+from broker.declarer import declare_topology
 from config.errors import BrokerError
 from config.settings import Settings
 from config.subscribers import Subscriber
-from config.topology import declare_topology, work_queue
+from config.topology import work_queue
 from worker import metrics
-from worker.amqp import AmqpChannel, AmqpConnection, Message
 from worker.circuit_breaker import CircuitBreaker, CircuitState
 from worker.delivery import Deliverer
 from worker.health import HealthServer
@@ -340,7 +341,7 @@ class Worker:
                 for task in late:
                     task.cancel()
                 await asyncio.wait(late, timeout=5)
-        # Acks wait for the end of a loop turn (worker.amqp batches them); send
+        # Acks wait for the end of a loop turn (broker.async_connection batches them); send
         # the last ones now, ahead of the close, or their messages come back.
         consumer.flush_acks()
         await connection.close()

@@ -24,9 +24,10 @@ import pika.exceptions
 import pytest
 import structlog
 
-from config import message as wire
-from config.broker import BrokerUrl
-from config.topology import EVENTS_EXCHANGE, dead_letter_queue, declare_topology, work_queue
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
+from cli.worker import main as worker_cli
+from config.topology import EVENTS_EXCHANGE, dead_letter_queue, work_queue
 from producer import Publisher
 from tests.support.amqp import channel, depth, drain, publish_raw
 from tests.support.receiver import Receiver
@@ -38,7 +39,7 @@ from tests.support.worker_harness import (
     wait_until,
     worker_status,
 )
-from worker.cli import main as worker_cli
+from wire import contract
 from worker.service import Worker
 
 GOOD = {
@@ -86,25 +87,25 @@ POISON: list[tuple[str, bytes, dict[str, Any], str]] = [
         {},
         "cannot be re-encoded",
     ),
-    ("attempt-string", GOOD_BYTES, {wire.ATTEMPT: "2"}, "is not an integer"),
-    ("attempt-decimal", GOOD_BYTES, {wire.ATTEMPT: Decimal("2.5")}, "is not an integer"),
-    ("attempt-bytes", GOOD_BYTES, {wire.ATTEMPT: b"2"}, "is not an integer"),
-    ("attempt-bool", GOOD_BYTES, {wire.ATTEMPT: True}, "is not an integer"),
-    ("attempt-table", GOOD_BYTES, {wire.ATTEMPT: {"n": 1}}, "is not an integer"),
-    ("attempt-list", GOOD_BYTES, {wire.ATTEMPT: [1]}, "is not an integer"),
-    ("attempt-zero", GOOD_BYTES, {wire.ATTEMPT: 0}, "outside 1-3"),
-    ("attempt-negative", GOOD_BYTES, {wire.ATTEMPT: -1}, "outside 1-3"),
-    ("attempt-four", GOOD_BYTES, {wire.ATTEMPT: 4}, "outside 1-3"),
-    ("attempt-huge", GOOD_BYTES, {wire.ATTEMPT: 2**40}, "outside 1-3"),
+    ("attempt-string", GOOD_BYTES, {contract.ATTEMPT: "2"}, "is not an integer"),
+    ("attempt-decimal", GOOD_BYTES, {contract.ATTEMPT: Decimal("2.5")}, "is not an integer"),
+    ("attempt-bytes", GOOD_BYTES, {contract.ATTEMPT: b"2"}, "is not an integer"),
+    ("attempt-bool", GOOD_BYTES, {contract.ATTEMPT: True}, "is not an integer"),
+    ("attempt-table", GOOD_BYTES, {contract.ATTEMPT: {"n": 1}}, "is not an integer"),
+    ("attempt-list", GOOD_BYTES, {contract.ATTEMPT: [1]}, "is not an integer"),
+    ("attempt-zero", GOOD_BYTES, {contract.ATTEMPT: 0}, "outside 1-3"),
+    ("attempt-negative", GOOD_BYTES, {contract.ATTEMPT: -1}, "outside 1-3"),
+    ("attempt-four", GOOD_BYTES, {contract.ATTEMPT: 4}, "outside 1-3"),
+    ("attempt-huge", GOOD_BYTES, {contract.ATTEMPT: 2**40}, "outside 1-3"),
 ]
 
 # Odd but deliverable: the worker is a courier, not a schema gate.
 TOLERATED: list[tuple[str, bytes, dict[str, Any]]] = [
     ("unknown-type", _json(event="no.such.thing"), {}),
-    ("first-attempt-int", GOOD_BYTES, {wire.FIRST_ATTEMPT_AT: 12345}),
+    ("first-attempt-int", GOOD_BYTES, {contract.FIRST_ATTEMPT_AT: 12345}),
     ("unknown-header", GOOD_BYTES, {"x-something": {"nested": [1, "two", None]}}),
     ("bad-timestamp", _json(timestamp="yesterday"), {}),
-    ("attempt-two", GOOD_BYTES, {wire.ATTEMPT: 2}),
+    ("attempt-two", GOOD_BYTES, {contract.ATTEMPT: 2}),
 ]
 
 
@@ -163,13 +164,13 @@ async def test_unreadable_messages_are_dead_lettered_with_reasons_and_others_flo
             assert (await asyncio.to_thread(worker_status, worker))["ready"] is True
 
     letters = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("target"))
-    reasons = {g.properties.message_id: g.headers[wire.DEAD_LETTER_REASON] for g in letters}
+    reasons = {g.properties.message_id: g.headers[contract.DEAD_LETTER_REASON] for g in letters}
     for name, body, _, fragment in POISON:
         assert reasons[name].startswith("poison: "), name
         assert fragment in reasons[name], (name, reasons[name])
         [letter] = [g for g in letters if g.properties.message_id == name]
         assert letter.body == body  # kept byte for byte for the operator
-        assert letter.headers[wire.SUBSCRIBER] == "target"
+        assert letter.headers[contract.SUBSCRIBER] == "target"
     assert "message_id contains control characters" in reasons["evt\r\nX-Evil: 1"]
     # Good events published to the exchange reached the target too.
     delivered = {r.event_id for r in receiver.requests}
@@ -329,8 +330,8 @@ async def test_unreachable_urls_dead_letter_and_do_not_block_others(vhost_url: s
     }
     for sub in ("refused", "port-zero", "ipv6-refused"):
         letters = await asyncio.to_thread(drain, vhost_url, dead_letter_queue(sub))
-        assert {g.headers[wire.DEAD_LETTER_REASON] for g in letters} == {"exhausted"}
-        assert all(g.headers[wire.LAST_STATUS] == 0 for g in letters)
+        assert {g.headers[contract.DEAD_LETTER_REASON] for g in letters} == {"exhausted"}
+        assert all(g.headers[contract.LAST_STATUS] == 0 for g in letters)
 
 
 @asynccontextmanager
@@ -428,7 +429,7 @@ async def test_huge_bodies_and_connections_that_never_close(vhost_url: str) -> N
     # A 2xx status line is the answer; the endless body is not waited for.
     assert outcomes["trickle"] == ["success", "success"]
     letters = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("huge"))
-    assert [g.headers[wire.LAST_ERROR] for g in letters] == ["HTTP 500"]
+    assert [g.headers[contract.LAST_ERROR] for g in letters] == ["HTTP 500"]
 
 
 # --- the subscriber file, through the CLI -----------------------------------------

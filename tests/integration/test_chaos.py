@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from config.broker import BrokerUrl
+from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, PublishError
 from config.topology import dead_letter_queue, work_queue
 from devtools.rabbitmq_node import LocalRabbitMQ

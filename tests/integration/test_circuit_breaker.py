@@ -12,7 +12,8 @@ import pytest
 import structlog
 from aiohttp import web
 
-from config import message as wire
+from cli.worker import main as worker_cli
+from cli.worker import resume_subscriber
 from config.topology import dead_letter_queue, pause_marker_queue, work_queue
 from tests.support.amqp import depth, drain
 from tests.support.receiver import Received, Receiver
@@ -24,9 +25,8 @@ from tests.support.worker_harness import (
     wait_until,
     worker_status,
 )
+from wire import contract
 from worker import metrics
-from worker.cli import main as worker_cli
-from worker.cli import resume_subscriber
 from worker.pause import mark_paused
 from worker.service import Worker
 
@@ -181,8 +181,8 @@ async def test_gone_pauses_until_an_operator_resumes(vhost_url: str) -> None:
         await healthy.stop()
 
     letters = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("closed-shop"))
-    assert [g.headers[wire.DEAD_LETTER_REASON] for g in letters] == ["gone"] * attempted
-    assert all(g.headers[wire.LAST_STATUS] == 410 for g in letters)
+    assert [g.headers[contract.DEAD_LETTER_REASON] for g in letters] == ["gone"] * attempted
+    assert all(g.headers[contract.LAST_STATUS] == 410 for g in letters)
     delivered = {r.event_id for r in receiver.requests}
     assert delivered == set(ids)  # each event reached the receiver exactly once
     names = [e["event"] for e in logs]
@@ -260,6 +260,6 @@ async def test_retry_after_longer_than_every_delay_dead_letters(vhost_url: str) 
     finally:
         await receiver.stop()
     [letter] = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("tired"))
-    assert letter.headers[wire.DEAD_LETTER_REASON] == "retry_after_too_long"
-    assert letter.headers[wire.LAST_STATUS] == 429
+    assert letter.headers[contract.DEAD_LETTER_REASON] == "retry_after_too_long"
+    assert letter.headers[contract.LAST_STATUS] == 429
     assert len(receiver.requests) == 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from config.broker import BrokerUrl
+from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError
 from config.topology import dead_letter_queue, work_queue
 from devtools.rabbitmq_cluster import LocalRabbitMQCluster

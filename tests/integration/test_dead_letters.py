@@ -16,20 +16,15 @@ import pytest
 import structlog
 from aiohttp import web
 
-from config import message as wire
-from config.broker import BrokerUrl
-from config.topology import (
-    DEAD_LETTER_EXCHANGE,
-    EVENTS_EXCHANGE,
-    dead_letter_queue,
-    declare_topology,
-    work_queue,
-)
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
+from cli.dlq import main
+from config.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, dead_letter_queue, work_queue
+from control import dead_letters as dl
 from tests.support.amqp import channel, depth, drain, publish_raw
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import SECRET, make_settings, running_worker, subscriber
-from worker import dead_letters as dl
-from worker.dlq_cli import main
+from wire import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBSCRIBERS = ("shop", "crm")
@@ -98,15 +93,15 @@ def put_dead_letter(
     """A dead letter as the worker writes it (same exchange, routing key and headers)."""
     at = _iso(dead_at or datetime.now(UTC))
     headers: dict[str, object] = {
-        wire.SUBSCRIBER: subscriber_id,
-        wire.FIRST_ATTEMPT_AT: at,
-        wire.LAST_ATTEMPT_AT: at,
-        wire.LAST_STATUS: status,
-        wire.LAST_ERROR: error,
-        wire.ATTEMPTS: 3,
-        wire.ATTEMPT: 3,
-        wire.DEAD_LETTER_REASON: "exhausted",
-        wire.DEAD_LETTERED_AT: at,
+        contract.SUBSCRIBER: subscriber_id,
+        contract.FIRST_ATTEMPT_AT: at,
+        contract.LAST_ATTEMPT_AT: at,
+        contract.LAST_STATUS: status,
+        contract.LAST_ERROR: error,
+        contract.ATTEMPTS: 3,
+        contract.ATTEMPT: 3,
+        contract.DEAD_LETTER_REASON: "exhausted",
+        contract.DEAD_LETTERED_AT: at,
         # What a trip through a delay queue leaves behind.
         "x-death": [{"queue": "webhooks.delay.200ms", "reason": "expired", "count": 2}],
         **(extra_headers or {}),
@@ -117,7 +112,7 @@ def put_dead_letter(
         subscriber_id,
         body if body is not None else _body(event_type, event_id),
         pika.BasicProperties(
-            content_type=wire.CONTENT_TYPE,
+            content_type=contract.CONTENT_TYPE,
             delivery_mode=2,
             message_id=event_id,
             type=event_type,
@@ -330,7 +325,7 @@ def test_show_prints_headers_and_payload_but_never_a_secret(topology: str, run_c
     [record] = json.loads(out)
     assert record["payload"]["data"]["id"] == "o-1"
     assert record["headers"]["x-api-token"] == "***"
-    assert record["headers"][wire.LAST_ERROR] == "HTTP 401: bad signature for ***"
+    assert record["headers"][contract.LAST_ERROR] == "HTTP 401: bad signature for ***"
 
     code, out, err = run_cli("show", "evt_nope")
     assert code == 1 and out == ""
@@ -383,10 +378,10 @@ def test_replay_by_id_moves_only_that_one_with_attempt_one(topology: str, run_cl
     assert copy.properties.delivery_mode == 2
     assert copy.body == _body("order.updated", "evt_2")
     headers = copy.headers
-    assert headers[wire.ATTEMPT] == 1
-    assert headers[wire.SUBSCRIBER] == "shop"
-    assert datetime.fromisoformat(headers[wire.REPLAYED_AT]) <= datetime.now(UTC)
-    for gone in (wire.ATTEMPTS, wire.DEAD_LETTER_REASON, wire.LAST_STATUS, "x-death"):
+    assert headers[contract.ATTEMPT] == 1
+    assert headers[contract.SUBSCRIBER] == "shop"
+    assert datetime.fromisoformat(headers[contract.REPLAYED_AT]) <= datetime.now(UTC)
+    for gone in (contract.ATTEMPTS, contract.DEAD_LETTER_REASON, contract.LAST_STATUS, "x-death"):
         assert gone not in headers
     assert headers.get("x-delivery-count", 0) == 0  # inspections are not deliveries
 
@@ -489,7 +484,7 @@ def test_purge_writes_the_backup_then_empties(topology: str, run_cli: Run, tmp_p
     records = [json.loads(line) for line in backup.read_text(encoding="utf-8").splitlines()]
     assert [r["event_id"] for r in records] == ["evt_3", "evt_4"]
     assert json.loads(records[0]["body"])["data"]["id"] == "evt_3"
-    assert records[0]["headers"][wire.LAST_STATUS] == 503
+    assert records[0]["headers"][contract.LAST_STATUS] == 503
     assert records[0]["properties"]["message_id"] == "evt_3"
     assert ids_in(url, dead_letter_queue("shop")) == ["evt_0", "evt_1", "evt_2", "evt_bin"]
     line = run_cli.audit("dlq_purged")
@@ -619,7 +614,7 @@ async def test_worker_dead_letters_then_replay_delivers_attempt_one(
                 "order.created",
                 _body("order.created", "o-e2e"),
                 pika.BasicProperties(
-                    content_type=wire.CONTENT_TYPE,
+                    content_type=contract.CONTENT_TYPE,
                     delivery_mode=2,
                     message_id="evt_e2e",
                     type="order.created",

@@ -14,13 +14,14 @@ import time
 
 from aiohttp import web
 
-from config.broker import BrokerUrl
-from config.samples import sample_data
-from config.topology import declare_topology, work_queue
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
+from config.topology import work_queue
 from producer import Publisher
 from tests.support.amqp import channel
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import make_settings, running_worker, subscriber
+from wire.samples import sample_data
 
 EVENTS = 60  # per round; each goes to all ten subscribers
 ROUNDS = 3

@@ -32,8 +32,7 @@ import yaml
 from aiohttp import web
 from prometheus_client.metrics import MetricWrapperBase
 
-from config.broker import BrokerUrl
-from config.samples import sample_data
+from broker.url import BrokerUrl
 from config.topology import dead_letter_queue
 from devtools.rabbitmq_node import (
     PROMETHEUS_PLUGIN,
@@ -47,6 +46,7 @@ from tests.support.amqp import depth
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import SECRET, make_settings, running_worker, subscriber
 from tests.unit.test_deploy_files import ALERT_RULES, PROMETHEUS_CONFIG, dashboard_expressions
+from wire.samples import sample_data
 from worker import metrics
 
 pytestmark = pytest.mark.timeout(150)

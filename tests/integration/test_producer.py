@@ -15,23 +15,23 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from config import message
-from config.broker import BrokerUrl
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
+from cli.publish import main
 from config.errors import BrokerUnavailableError, PayloadError, UnroutableError
-from config.samples import sample_data
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import (
     EVENTS_EXCHANGE,
     build_topology,
     dead_letter_queue,
-    declare_topology,
     delay_queue,
     work_queue,
 )
 from devtools.rabbitmq_node import LocalRabbitMQ, queue_depth
 from producer import Publisher
-from producer.cli import main
 from tests.support.amqp import channel, drain
+from wire import contract
+from wire.samples import sample_data
 
 RETRY = RetryPolicy(delays_seconds=(1.0, 2.0))
 PASSWORD = "pw-Never-Print-Me"
@@ -114,8 +114,8 @@ def test_message_properties_and_body(
     assert method is not None
     assert method.routing_key == "order.created"
     assert method.exchange == EVENTS_EXCHANGE
-    assert props.content_type == message.CONTENT_TYPE == "application/json"
-    assert props.delivery_mode == message.PERSISTENT == 2
+    assert props.content_type == contract.CONTENT_TYPE == "application/json"
+    assert props.delivery_mode == contract.PERSISTENT == 2
     assert props.message_id == event_id
     assert re.fullmatch(r"evt_[0-9a-f]{32}", event_id)
     assert props.type == "order.created"

@@ -9,14 +9,15 @@ import pika
 import pytest
 from pydantic import SecretStr
 
-from config.broker import BrokerUrl
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
 from config.errors import PayloadError, TopologyError, UnroutableError
-from config.samples import sample_data
 from config.subscribers import RetryPolicy, Subscriber
-from config.topology import declare_topology, work_queue
+from config.topology import work_queue
 from devtools.rabbitmq_node import queue_depth
 from producer import Publisher
 from tests.support.amqp import drain
+from wire.samples import sample_data
 
 RETRY = RetryPolicy(delays_seconds=(1.0, 2.0))
 SHOP = Subscriber(

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from config.broker import BrokerUrl
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError
-from config.topology import declare_topology, work_queue
+from config.topology import work_queue
 from devtools.rabbitmq_node import LocalRabbitMQ
 from producer import Publisher
 from producer.spool import SpoolingPublisher, with_blocked_timeout

@@ -15,11 +15,9 @@ import pytest
 import structlog
 from aiohttp import web
 
-from config import message as wire
-from config.broker import BrokerUrl
-from config.samples import sample_data
-from config.signature import verify
-from config.topology import EVENTS_EXCHANGE, dead_letter_queue, declare_topology, work_queue
+from broker.declarer import declare_topology
+from broker.url import BrokerUrl
+from config.topology import EVENTS_EXCHANGE, dead_letter_queue, work_queue
 from producer import Publisher
 from tests.support.amqp import depth, drain, publish_raw
 from tests.support.node_bridge import find_node_or_skip
@@ -31,6 +29,9 @@ from tests.support.worker_harness import (
     subscriber,
     wait_until,
 )
+from wire import contract
+from wire.samples import sample_data
+from wire.signature import verify
 
 SUPPORT = Path(__file__).parent.parent / "support"
 
@@ -169,12 +170,12 @@ async def test_three_failures_dead_letter_with_operator_headers(vhost_url: str) 
     headers = letter.headers
     assert letter.properties.message_id == event_id
     assert letter.properties.type == "order.cancelled"
-    assert headers[wire.SUBSCRIBER] == "dead-shop"
-    assert headers[wire.ATTEMPTS] == 3
-    assert headers[wire.LAST_STATUS] == 503
-    assert headers[wire.LAST_ERROR] == "HTTP 503"
-    assert headers[wire.DEAD_LETTER_REASON] == "exhausted"
-    assert headers[wire.FIRST_ATTEMPT_AT] <= headers[wire.LAST_ATTEMPT_AT]
+    assert headers[contract.SUBSCRIBER] == "dead-shop"
+    assert headers[contract.ATTEMPTS] == 3
+    assert headers[contract.LAST_STATUS] == 503
+    assert headers[contract.LAST_ERROR] == "HTTP 503"
+    assert headers[contract.DEAD_LETTER_REASON] == "exhausted"
+    assert headers[contract.FIRST_ATTEMPT_AT] <= headers[contract.LAST_ATTEMPT_AT]
     assert json.loads(letter.body)["event"] == "order.cancelled"
 
 
@@ -187,7 +188,7 @@ async def test_three_failures_dead_letter_with_operator_headers(vhost_url: str) 
         (b"[1, 2]", pika.BasicProperties(), "not a JSON object"),
         (
             b'{"event": "order.created", "data": {}, "timestamp": "2026-01-01T00:00:00.000Z"}',
-            pika.BasicProperties(headers={wire.ATTEMPT: 9}),
+            pika.BasicProperties(headers={contract.ATTEMPT: 9}),
             "outside 1-3",
         ),
     ],
@@ -212,8 +213,8 @@ async def test_poison_messages_go_to_the_dlq_with_a_reason(
         await receiver.stop()
     [letter] = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("poison-shop"))
     assert letter.body == body
-    assert reason in letter.headers[wire.DEAD_LETTER_REASON]
-    assert letter.headers[wire.DEAD_LETTER_REASON].startswith("poison: ")
+    assert reason in letter.headers[contract.DEAD_LETTER_REASON]
+    assert letter.headers[contract.DEAD_LETTER_REASON].startswith("poison: ")
 
 
 async def test_outcomes_timeout_refused_redirect_private(
@@ -258,7 +259,7 @@ async def test_outcomes_timeout_refused_redirect_private(
     assert failed["redirect"]["status"] == 302
     for name in ("slow", "refused", "redirect"):
         [letter] = await asyncio.to_thread(drain, vhost_url, dead_letter_queue(name))
-        assert letter.headers[wire.DEAD_LETTER_REASON] == "exhausted"
+        assert letter.headers[contract.DEAD_LETTER_REASON] == "exhausted"
     assert all(SECRET not in json.dumps(e, default=str) for e in logs)
 
 

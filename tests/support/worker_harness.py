@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from config.broker import BrokerUrl
-from config.samples import sample_data
+from broker.url import BrokerUrl
 from config.settings import Settings
 from config.subscribers import RetryPolicy, SecurityPolicy, Subscriber
 from producer import Publisher
+from wire.samples import sample_data
 from worker.service import Worker
 
 SECRET = "whsec-test-secret-0123456789"

@@ -1,4 +1,4 @@
-"""Ack batching in worker.amqp: a ``multiple`` ack never settles what the worker did not ack."""
+"""Ack batching in broker.async_connection: a multiple ack never settles an un-acked one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.amqp import AmqpChannel, Message
+from broker.async_connection import AmqpChannel, Message
 
 
 class FakeChannel:

@@ -14,9 +14,9 @@ import pika
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config import message as wire
 from config.errors import PoisonMessageError
 from config.subscribers import Subscriber
+from wire import contract
 from worker.delivery import Deliverer
 from worker.incoming import QueuedEvent, read_event
 
@@ -62,7 +62,7 @@ def _check(properties: Any, body: bytes) -> QueuedEvent | None:
 @settings(max_examples=300, deadline=None)
 @given(body=st.binary(max_size=400), attempt=header_values, message_id=st.text(max_size=40))
 def test_arbitrary_bytes_and_headers(body: bytes, attempt: Any, message_id: str) -> None:
-    properties = pika.BasicProperties(message_id=message_id, headers={wire.ATTEMPT: attempt})
+    properties = pika.BasicProperties(message_id=message_id, headers={contract.ATTEMPT: attempt})
     _check(properties, body)
 
 
@@ -70,7 +70,9 @@ def test_arbitrary_bytes_and_headers(body: bytes, attempt: Any, message_id: str)
 @given(envelope=envelopes, attempt=st.integers(min_value=-5, max_value=8) | st.none())
 def test_arbitrary_json_envelopes(envelope: dict[str, Any], attempt: int | None) -> None:
     body = json.dumps(envelope).encode("utf-8", "surrogatepass")
-    properties = pika.BasicProperties(headers=None if attempt is None else {wire.ATTEMPT: attempt})
+    properties = pika.BasicProperties(
+        headers=None if attempt is None else {contract.ATTEMPT: attempt}
+    )
     event = _check(properties, body)
     if event is not None:
         assert event.event_type == envelope["event"]
@@ -78,6 +80,6 @@ def test_arbitrary_json_envelopes(envelope: dict[str, Any], attempt: int | None)
 
 
 def test_decimal_attempt_is_poison_not_a_crash() -> None:
-    properties = pika.BasicProperties(headers={wire.ATTEMPT: Decimal("2")})
+    properties = pika.BasicProperties(headers={contract.ATTEMPT: Decimal("2")})
     body = b'{"event":"a","data":{},"timestamp":"t"}'
     assert _check(properties, body) is None

@@ -26,13 +26,13 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from config.broker import DEFAULT_URL
-from config.samples import SAMPLE_EVENTS
+from broker.url import DEFAULT_URL
+from cli.publish import build_parser as producer_parser
+from cli.worker import main as worker_main
 from config.settings import _Environment, load_settings
 from config.subscribers import ENV_REFERENCE, parse_subscriber_file
-from producer.cli import build_parser as producer_parser
+from wire.samples import SAMPLE_EVENTS
 from worker import metrics
-from worker.cli import main as worker_main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

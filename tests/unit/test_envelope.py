@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from config.envelope import (
+from config.errors import PayloadError
+from wire.envelope import (
     build_envelope,
     format_timestamp,
     new_event_id,
@@ -18,8 +19,7 @@ from config.envelope import (
     validate_event_id,
     validate_event_type,
 )
-from config.errors import PayloadError
-from config.samples import SAMPLE_EVENTS, sample_data
+from wire.samples import SAMPLE_EVENTS, sample_data
 
 NOW = datetime(2026, 1, 31, 10, 30, 1, 234567, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""config.jsonbody: golden vectors and error cases (no node needed).
+"""wire.json_body: golden vectors and error cases (no node needed).
 
 The expected bytes live in tests/support/wire_vectors.py;
 test_jsonbody_node.py re-checks every one of them against real
@@ -18,7 +18,6 @@ from collections import OrderedDict
 import pytest
 
 from config.errors import PayloadError
-from config.jsonbody import canonicalize, decode_body, encode_body
 from tests.support.page_samples import PAGE_TEXTS, PRODUCER_EVENTS
 from tests.support.wire_vectors import (
     CANONICAL,
@@ -28,6 +27,7 @@ from tests.support.wire_vectors import (
     PRODUCER_WIRE,
     STRINGS,
 )
+from wire.json_body import canonicalize, decode_body, encode_body
 
 # --- numbers ----------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The orjson fast path of config.jsonbody and of worker.incoming.read_event.
+"""The orjson fast path of wire.json_body and of worker.incoming.read_event.
 
 The fast path must be invisible: for every input ``decode_canonical(raw)``
 returns exactly ``(decode_body(raw), canonicalize(raw))`` (same types, same
@@ -20,19 +20,19 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from config import message as wire
-from config.envelope import build_envelope
 from config.errors import PayloadError, PoisonMessageError
-from config.jsonbody import (
+from tests.support.wire_vectors import PRODUCER_WIRE
+from tests.unit.test_jsonbody_node import fast_values, keys, serialisations, values
+from wire import contract
+from wire.envelope import build_envelope
+from wire.json_body import (
     canonicalize,
     decode_body,
     decode_canonical,
     decode_if_canonical,
     encode_body,
 )
-from config.samples import sample_data
-from tests.support.wire_vectors import PRODUCER_WIRE
-from tests.unit.test_jsonbody_node import fast_values, keys, serialisations, values
+from wire.samples import sample_data
 from worker import incoming
 from worker.incoming import QueuedEvent, read_event
 
@@ -139,7 +139,7 @@ def test_read_event_sends_a_canonical_body_without_the_slow_path(
 
     monkeypatch.setattr(incoming, "decode_body", slow)
     monkeypatch.setattr(incoming, "encode_body", slow)
-    properties = pika.BasicProperties(message_id="evt_1", headers={wire.ATTEMPT: 1})
+    properties = pika.BasicProperties(message_id="evt_1", headers={contract.ATTEMPT: 1})
     event = read_event(properties, ORDER_BODY, max_attempts=3)
     assert event.body is ORDER_BODY
     assert event.event_type == "order.created"
@@ -350,7 +350,14 @@ properties = st.builds(
     pika.BasicProperties,
     message_id=st.sampled_from([None, "evt_1", "", "a\nb"]),
     headers=st.sampled_from(
-        [None, {}, {wire.ATTEMPT: 1}, {wire.ATTEMPT: 3}, {wire.ATTEMPT: 4}, {wire.ATTEMPT: "2"}]
+        [
+            None,
+            {},
+            {contract.ATTEMPT: 1},
+            {contract.ATTEMPT: 3},
+            {contract.ATTEMPT: 4},
+            {contract.ATTEMPT: "2"},
+        ]
     ),
 )
 
@@ -378,7 +385,7 @@ def test_read_event_is_unchanged_for_generated_messages(
     ],
     ids=_short,
 )
-@pytest.mark.parametrize("headers", [None, {wire.ATTEMPT: 9}])
+@pytest.mark.parametrize("headers", [None, {contract.ATTEMPT: 9}])
 def test_read_event_reasons_are_unchanged(body: bytes, headers: dict[str, object] | None) -> None:
     _assert_read_event_unchanged(pika.BasicProperties(message_id="evt_1", headers=headers), body)
 
@@ -395,7 +402,11 @@ DEEP = _nested(600, "arrays")  # decodes, but is too deep for the recursive enco
         (b'{"data":' + DEEP + b"}", None, "body has no 'event' string"),
         (b'{"event":"a.b","data":' + DEEP + b',"timestamp":"t"}', None, "no 'data' object"),
         (b'{"event":"a.b","data":{"x":' + DEEP + b"}}", None, "no 'timestamp' string"),
-        (b'{"event":"a.b","data":{"x":' + DEEP + b'},"timestamp":"t"}', {wire.ATTEMPT: 9}, "1-3"),
+        (
+            b'{"event":"a.b","data":{"x":' + DEEP + b'},"timestamp":"t"}',
+            {contract.ATTEMPT: 9},
+            "1-3",
+        ),
         (b'{"event":"a.b","data":{"x":' + DEEP + b'},"timestamp":"t"}', None, "re-encoded"),
     ],
     ids=["no-event", "no-data", "no-timestamp", "bad-attempt", "too-deep"],

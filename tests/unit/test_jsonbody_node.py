@@ -1,4 +1,4 @@
-"""config.jsonbody and config.signature against real node.
+"""wire.json_body and wire.signature against real node.
 
 For every generated value we ask one long-lived node process two things:
 
@@ -29,8 +29,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from config.errors import PayloadError
-from config.jsonbody import canonicalize, decode_if_canonical, encode_body
-from config.signature import sign, verify
 from tests.support.node_bridge import NodeBridge, find_node_or_skip
 from tests.support.page_samples import PAGE_TEXTS, PRODUCER_EVENTS
 from tests.support.wire_vectors import (
@@ -41,6 +39,8 @@ from tests.support.wire_vectors import (
     PRODUCER_WIRE,
     STRINGS,
 )
+from wire.json_body import canonicalize, decode_if_canonical, encode_body
+from wire.signature import sign, verify
 
 # On a generated failure hypothesis's pytest plugin imports libcst (to offer
 # an @example patch), which trips a mypy_extensions DeprecationWarning; with

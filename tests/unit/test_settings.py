@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config.broker import DEFAULT_URL, BrokerUrl, redact_url
+from broker.url import DEFAULT_URL, BrokerUrl, redact_url
 from config.errors import ConfigError
 from config.settings import load_settings
 from config.subscribers import parse_subscriber_file

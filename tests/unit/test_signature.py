@@ -1,4 +1,4 @@
-"""config.signature: header format, golden vectors, verification failures."""
+"""wire.signature: header format, golden vectors, verification failures."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import time
 import pytest
 
 from config.errors import SignatureError
-from config.jsonbody import canonicalize, encode_body
-from config.signature import now_ms, sign, verify
 from tests.support.page_samples import ORDER_CREATED_TEXT, PRODUCER_EVENTS
+from wire.json_body import canonicalize, encode_body
+from wire.signature import now_ms, sign, verify
 
 SECRET = "whsec_test_7c2f43f0"
 T = 1706698200123  # the timestamp shown in the product page's header example

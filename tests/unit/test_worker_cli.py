@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from config.signature import verify
+from cli.worker import main
 from tests.support.receiver import Received, Receiver
-from worker.cli import main
+from wire.signature import verify
 
 SECRET = "cli-test-secret-value"
 

@@ -9,10 +9,10 @@ import pika
 import pytest
 from standardwebhooks import Webhook
 
-from config import message as wire
 from config.errors import PoisonMessageError
-from config.signature import verify
 from config.subscribers import RetryPolicy, Subscriber
+from wire import contract
+from wire.signature import verify
 from worker.address_policy import is_public_address
 from worker.delivery import Deliverer, DeliveryResult
 from worker.incoming import MAX_BODY_BYTES, read_event
@@ -82,7 +82,7 @@ def test_read_event_defaults_and_canonical_body() -> None:
 
 def test_read_event_without_message_id_gets_a_stable_one() -> None:
     first = read_event(pika.BasicProperties(), BODY, max_attempts=3)
-    again = read_event(pika.BasicProperties(headers={wire.ATTEMPT: 2}), BODY, max_attempts=3)
+    again = read_event(pika.BasicProperties(headers={contract.ATTEMPT: 2}), BODY, max_attempts=3)
     assert first.event_id == again.event_id and first.event_id.startswith("evt_")
     assert again.attempt == 2
 
@@ -96,9 +96,9 @@ def test_read_event_without_message_id_gets_a_stable_one() -> None:
         (b'{"event": 5, "data": {}, "timestamp": "t"}', None, "no 'event'"),
         (b'{"event": "a.b", "data": [], "timestamp": "t"}', None, "no 'data'"),
         (b'{"event": "a.b", "data": {}}', None, "no 'timestamp'"),
-        (BODY, {wire.ATTEMPT: "2"}, "not an integer"),
-        (BODY, {wire.ATTEMPT: 0}, "outside 1-3"),
-        (BODY, {wire.ATTEMPT: 4}, "outside 1-3"),
+        (BODY, {contract.ATTEMPT: "2"}, "not an integer"),
+        (BODY, {contract.ATTEMPT: 0}, "outside 1-3"),
+        (BODY, {contract.ATTEMPT: 4}, "outside 1-3"),
         (b" " * (MAX_BODY_BYTES + 1), None, "over the"),
     ],
 )

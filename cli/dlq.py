@@ -1,6 +1,6 @@
 """``webhook-dlq``: list, show, replay and purge dead letters.
 
-Reading never changes a queue (see :mod:`worker.dead_letters`).  Replay and purge
+Reading never changes a queue (see :mod:`control.dead_letters`).  Replay and purge
 ask for confirmation (or ``--yes``) and each writes one structured audit line.
 Nothing printed ever contains a subscriber secret: every configured secret is
 masked in whatever is shown, payloads included.
@@ -24,18 +24,14 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-from config.command_line import (
-    LiveStderr,
-    OneLineParser,
-    UsageError,
-    positive_int,
-    report_error,
-)
+from cli.arguments import OneLineParser, UsageError, positive_int
+from cli.exit_codes import report_error
+from cli.terminal import LiveStderr
 from config.errors import BrokerError, ConfigError, PublishError, WebhookError
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
 from config.topology import dead_letter_queue, subscriber_of_queue, work_queue
-from worker import dead_letters as dl
+from control import dead_letters as dl
 
 PROG = "webhook-dlq"
 

@@ -3,7 +3,7 @@
 The MAC covers ``b"<t>." + body`` with the subscriber's secret, exactly what
 the receiver code on the product page recomputes with node's
 ``createHmac('sha256', secret).update(`${t}.${JSON.stringify(body)}`)``.
-The body must therefore be in ``config.jsonbody.encode_body`` form.
+The body must therefore be in ``wire.json_body.encode_body`` form.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from config.command_line import report_error
+from cli.exit_codes import report_error
 from config.errors import ConfigError, WebhookError
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
@@ -90,8 +90,8 @@ def check_config(settings: Settings) -> int:
 
 
 async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str) -> int:
-    from config.envelope import build_envelope, new_event_id
-    from config.samples import sample_data
+    from wire.envelope import build_envelope, new_event_id
+    from wire.samples import sample_data
     from worker.delivery import Deliverer
     from worker.incoming import QueuedEvent
 

@@ -16,7 +16,7 @@ SAMPLE_EVENTS = ("order.created", "order.updated", "order.cancelled")
 
 @cache
 def _load(event_type: str) -> bytes:
-    return resources.files("config").joinpath("samples", f"{event_type}.json").read_bytes()
+    return resources.files("wire").joinpath("samples", f"{event_type}.json").read_bytes()
 
 
 def sample_data(event_type: str) -> dict[str, Any]:

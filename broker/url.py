@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pika
-import pika.exceptions
-from pika.adapters.blocking_connection import BlockingConnection
 
-from config.errors import BrokerUnavailableError, ConfigError
+from config.errors import ConfigError
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 
@@ -103,28 +99,3 @@ class BrokerUrl:
             params.client_properties = {"connection_name": connection_name}
             result.append(params)
         return result
-
-
-@contextlib.contextmanager
-def blocking_connection(
-    broker: BrokerUrl, *, name: str, operation: str
-) -> Iterator[BlockingConnection]:
-    """A short-lived blocking connection for one job (declaring, checking markers).
-
-    pika errors, on connect or inside the block, become BrokerUnavailableError
-    naming ``operation``; the connection is always closed.
-    """
-    try:
-        connection = pika.BlockingConnection(broker.parameters(connection_name=name))
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(
-            f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
-        ) from None
-    try:
-        yield connection
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(f"{operation} failed: {exc!r}") from None
-    finally:
-        if connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.close()

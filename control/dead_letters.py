@@ -40,9 +40,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from config import message as wire
-from config.broker import BrokerUrl
-from config.envelope import format_timestamp
+from broker.url import BrokerUrl
 from config.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -53,6 +51,8 @@ from config.errors import (
     UnroutableError,
 )
 from config.topology import REDELIVER_EXCHANGE, dead_letter_queue, subscriber_of_queue
+from wire import contract
+from wire.envelope import format_timestamp
 from worker.incoming import read_event
 
 # basic.qos prefetch_count is an AMQP short; 0 ("unlimited") is capped at 2000
@@ -69,15 +69,15 @@ PURGE_BATCH = 200
 
 # Headers describing the failed delivery cycle; a replay starts a fresh one.
 _CYCLE_HEADERS = (
-    wire.ATTEMPT,
-    wire.ATTEMPTS,
-    wire.FIRST_ATTEMPT_AT,
-    wire.LAST_ATTEMPT_AT,
-    wire.LAST_STATUS,
-    wire.LAST_ERROR,
-    wire.DEAD_LETTER_REASON,
-    wire.DEAD_LETTERED_AT,
-    wire.REPLAYED_AT,
+    contract.ATTEMPT,
+    contract.ATTEMPTS,
+    contract.FIRST_ATTEMPT_AT,
+    contract.LAST_ATTEMPT_AT,
+    contract.LAST_STATUS,
+    contract.LAST_ERROR,
+    contract.DEAD_LETTER_REASON,
+    contract.DEAD_LETTERED_AT,
+    contract.REPLAYED_AT,
 )
 # Broker bookkeeping: x-death would make the broker see a dead-letter cycle on the
 # way back through a delay queue, x-delivery-count counts our own inspections.
@@ -240,20 +240,20 @@ def decode_dead_letter(queue: str, properties: Any, body: bytes) -> DeadLetter:
     last_death = deaths[0] if isinstance(deaths, list) and deaths else {}
     if not isinstance(last_death, dict):
         last_death = {}
-    reason = _text(headers.get(wire.DEAD_LETTER_REASON))
+    reason = _text(headers.get(contract.DEAD_LETTER_REASON))
     if reason is None and last_death:
         reason = f"broker: {_text(last_death.get('reason')) or 'unknown'}"
-    dead_lettered_at = _parse_time(headers.get(wire.DEAD_LETTERED_AT))
+    dead_lettered_at = _parse_time(headers.get(contract.DEAD_LETTERED_AT))
     if dead_lettered_at is None:
         dead_lettered_at = _parse_time(last_death.get("time"))
     return DeadLetter(
         queue=queue,
         event_id=_event_id(properties, body),
-        subscriber=_text(headers.get(wire.SUBSCRIBER)) or subscriber_of_queue(queue),
+        subscriber=_text(headers.get(contract.SUBSCRIBER)) or subscriber_of_queue(queue),
         event_type=_event_type(properties, body),
-        attempts=_int(headers.get(wire.ATTEMPTS)),
-        last_status=_int(headers.get(wire.LAST_STATUS)),
-        last_error=_text(headers.get(wire.LAST_ERROR)),
+        attempts=_int(headers.get(contract.ATTEMPTS)),
+        last_status=_int(headers.get(contract.LAST_STATUS)),
+        last_error=_text(headers.get(contract.LAST_ERROR)),
         dead_lettered_at=dead_lettered_at,
         reason=reason,
         headers=headers,
@@ -594,17 +594,17 @@ def replay_headers(headers: dict[str, Any], now: datetime | None = None) -> dict
         and key not in _BROKER_HEADERS
         and not key.startswith(_BROKER_HEADER_PREFIXES)
     }
-    fresh[wire.ATTEMPT] = 1
-    fresh[wire.REPLAYED_AT] = _iso(now or datetime.now(UTC))
+    fresh[contract.ATTEMPT] = 1
+    fresh[contract.REPLAYED_AT] = _iso(now or datetime.now(UTC))
     return fresh
 
 
 def _replay_properties(letter: DeadLetter) -> pika.BasicProperties:
     props = letter.properties
     return pika.BasicProperties(
-        content_type=props.get("content_type") or wire.CONTENT_TYPE,
+        content_type=props.get("content_type") or contract.CONTENT_TYPE,
         content_encoding=props.get("content_encoding"),
-        delivery_mode=wire.PERSISTENT,
+        delivery_mode=contract.PERSISTENT,
         message_id=props.get("message_id"),
         type=props.get("type"),
         timestamp=props.get("timestamp"),

@@ -20,7 +20,7 @@ import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from config.broker import BrokerUrl
+from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, NackedError, UnroutableError
 
 

@@ -1,9 +1,8 @@
-"""Pieces every command-line tool shares: one-line usage errors and a live stderr."""
+"""Argument parsing every command-line tool shares: one-line usage errors, small types."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import NoReturn
 
 
@@ -18,16 +17,6 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
-class LiveStderr:
-    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 def positive_int(text: str) -> int:
     """argparse type: a whole number of at least 1."""
     try:
@@ -37,11 +26,3 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def report_error(prog: str, message: str, code: int) -> int:
-    """Print ``prog: error: message`` as one line on stderr; return ``code``."""
-    # One line, whatever the message: scripts and log collectors read stderr by line.
-    text = " ".join(message.replace("\n", "; ").split())
-    print(f"{prog}: error: {text}", file=sys.stderr)
-    return code

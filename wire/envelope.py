@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from config.errors import PayloadError
-from config.jsonbody import encode_body
+from wire.json_body import encode_body
 
 # AMQP short strings (routing key, ``type``, ``message_id``) hold at most 255 bytes.
 MAX_SHORTSTR_BYTES = 255

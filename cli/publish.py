@@ -10,14 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
-from config.command_line import (
-    LiveStderr,
-    OneLineParser,
-    UsageError,
-    positive_int,
-    report_error,
-)
-from config.envelope import build_envelope
+from cli.arguments import OneLineParser, UsageError, positive_int
+from cli.exit_codes import report_error
+from cli.terminal import LiveStderr
 from config.errors import (
     BrokerError,
     ConfigError,
@@ -26,9 +21,10 @@ from config.errors import (
     WebhookError,
 )
 from config.logs import configure_logging
-from config.samples import SAMPLE_EVENTS, sample_data
 from config.settings import load_settings
 from producer.publisher import Publisher
+from wire.envelope import build_envelope
+from wire.samples import SAMPLE_EVENTS, sample_data
 
 PROG = "webhook-publish"
 

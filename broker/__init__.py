@@ -1,0 +1,1 @@
+"""RabbitMQ: where it is, how to declare the topology, and the one pika adapter."""

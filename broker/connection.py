@@ -1,0 +1,38 @@
+"""Short-lived blocking connections for one-off jobs (declaring, markers, the registry)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingConnection
+
+from broker.url import BrokerUrl
+from config.errors import BrokerUnavailableError
+
+
+@contextlib.contextmanager
+def blocking_connection(
+    broker: BrokerUrl, *, name: str, operation: str
+) -> Iterator[BlockingConnection]:
+    """A short-lived blocking connection for one job (declaring, checking markers).
+
+    pika errors, on connect or inside the block, become BrokerUnavailableError
+    naming ``operation``; the connection is always closed.
+    """
+    try:
+        connection = pika.BlockingConnection(broker.parameters(connection_name=name))
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerUnavailableError(
+            f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
+        ) from None
+    try:
+        yield connection
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerUnavailableError(f"{operation} failed: {exc!r}") from None
+    finally:
+        if connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()

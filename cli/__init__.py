@@ -1,0 +1,1 @@
+"""The command-line tools: webhook-publish, webhook-worker, webhook-dlq."""

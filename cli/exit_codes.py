@@ -1,0 +1,76 @@
+"""The one exit-code policy of every command-line tool, and the error that picks each code.
+
+Scripts branch on these, so they mean the same in ``webhook-publish``,
+``webhook-worker`` and ``webhook-dlq``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+
+from cli.arguments import UsageError
+from config.errors import (
+    BrokerError,
+    ConfigError,
+    PayloadError,
+    PublishError,
+    WebhookError,
+)
+
+
+class ExitCode(IntEnum):
+    """What a tool's exit status means."""
+
+    OK = 0
+    FAILED = 1  # ran, but did not get there: not found, aborted, test FAIL, not all moved
+    USAGE = 2  # bad arguments, unreadable or invalid input data
+    CONFIG = 3  # bad settings or subscriber file
+    BROKER_UNAVAILABLE = 4  # RabbitMQ unreachable, or the topology conflicts
+    REFUSED = 5  # the broker refused a message: unroutable or nacked
+    INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+
+EPILOG = (
+    "exit codes: 0 ok, 1 failed (not found, aborted, test failed, not all moved), "
+    "2 bad arguments or data, 3 bad configuration, 4 RabbitMQ unavailable, "
+    "5 refused by RabbitMQ (unroutable or nacked), 130 interrupted."
+)
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The exit code an error ends a tool with (the most specific class wins)."""
+    if isinstance(error, UsageError | PayloadError):
+        return ExitCode.USAGE
+    if isinstance(error, ConfigError):
+        return ExitCode.CONFIG
+    if isinstance(error, PublishError):
+        return ExitCode.REFUSED
+    if isinstance(error, BrokerError):
+        return ExitCode.BROKER_UNAVAILABLE
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.FAILED
+
+
+def report_error(prog: str, message: str, code: int) -> int:
+    """Print ``prog: error: message`` as one line on stderr; return ``code``."""
+    # One line, whatever the message: scripts and log collectors read stderr by line.
+    text = " ".join(message.replace("\n", "; ").split())
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    return code
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run ``command``; turn the project's errors into one stderr line and their exit code.
+
+    Only expected failures are caught (the error tree, bad usage, file system
+    errors, Ctrl-C): anything else is a bug and keeps its traceback.
+    """
+    try:
+        return command()
+    except KeyboardInterrupt:
+        return report_error(prog, "interrupted", ExitCode.INTERRUPTED)
+    except (UsageError, WebhookError, OSError) as exc:
+        return report_error(prog, str(exc), exit_code_for(exc))

@@ -1,0 +1,1 @@
+"""The control plane: what operators use to inspect and act (dead letters)."""

@@ -1,0 +1,1 @@
+"""The wire contract: what a receiver gets, and what a producer must send."""
