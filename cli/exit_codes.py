@@ -32,7 +32,7 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
-EPILOG = (
+EXIT_CODES_HELP = (
     "exit codes: 0 ok, 1 failed (not found, aborted, test failed, not all moved), "
     "2 bad arguments or data, 3 bad configuration, 4 RabbitMQ unavailable, "
     "5 refused by RabbitMQ (unroutable or nacked), 130 interrupted."

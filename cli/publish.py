@@ -11,15 +11,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
 from cli.arguments import OneLineParser, UsageError, positive_int
-from cli.exit_codes import report_error
+from cli.exit_codes import EXIT_CODES_HELP, ExitCode, run_command
 from cli.terminal import LiveStderr
-from config.errors import (
-    BrokerError,
-    ConfigError,
-    PayloadError,
-    PublishError,
-    WebhookError,
-)
+from config.errors import PayloadError
 from config.logs import configure_logging
 from config.settings import load_settings
 from producer.publisher import Publisher
@@ -28,14 +22,8 @@ from wire.samples import SAMPLE_EVENTS, sample_data
 
 PROG = "webhook-publish"
 
-EXIT_USAGE = 2  # bad arguments, unreadable or invalid data
-EXIT_CONFIG = 3
-EXIT_BROKER = 4  # RabbitMQ unreachable or topology conflict
-EXIT_REFUSED = 5  # unroutable or nacked
-
 EPILOG = f"""\
-exit codes: 0 ok, {EXIT_USAGE} bad arguments or data, {EXIT_CONFIG} bad configuration,
-{EXIT_BROKER} RabbitMQ unavailable, {EXIT_REFUSED} event unroutable or refused.
+{EXIT_CODES_HELP}
 Environment: RABBITMQ_URL, RABBITMQ_USERNAME, RABBITMQ_PASSWORD, WEBHOOK_CONFIG
 (if that file exists, the topology is declared before publishing).
 Samples: {", ".join(SAMPLE_EVENTS)}."""
@@ -119,41 +107,33 @@ def read_data(source: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``webhook-publish``; returns the exit code."""
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    if args.event_id is not None and args.count != 1:
-        return _fail("--event-id needs --count 1: every event has its own id", EXIT_USAGE)
 
-    try:
-        settings = load_settings(require_subscriber_file=False)
-        configure_logging(
-            settings.log_format,
-            "info" if args.verbose else "error",
-            stream=cast(TextIO, LiveStderr()),
-        )
-        next_data = _data_source(args)
-        first = next_data()
-        # Validate before connecting: bad input fails fast, without a broker round trip.
-        build_envelope(args.event, first)
-        with Publisher.from_settings(settings) as publisher:
-            _publish_all(publisher, args, first, next_data)
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    except PayloadError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except PublishError as exc:
-        return _fail(str(exc), EXIT_REFUSED)
-    except BrokerError as exc:
-        return _fail(str(exc), EXIT_BROKER)
-    except WebhookError as exc:
-        return _fail(str(exc), 1)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    return 0
+    def command() -> int:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else 0
+        _publish(args)
+        return ExitCode.OK
+
+    return run_command(PROG, command)
+
+
+def _publish(args: argparse.Namespace) -> None:
+    if args.event_id is not None and args.count != 1:
+        raise UsageError("--event-id needs --count 1: every event has its own id")
+    settings = load_settings(require_subscriber_file=False)
+    configure_logging(
+        settings.log_format,
+        "info" if args.verbose else "error",
+        stream=cast(TextIO, LiveStderr()),
+    )
+    next_data = _data_source(args)
+    first = next_data()
+    # Validate before connecting: bad input fails fast, without a broker round trip.
+    build_envelope(args.event, first)
+    with Publisher.from_settings(settings) as publisher:
+        _publish_all(publisher, args, first, next_data)
 
 
 def _data_source(args: argparse.Namespace) -> Callable[[], dict[str, Any]]:
@@ -217,7 +197,3 @@ def _kind(value: object) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
-
-
-def _fail(message: str, code: int) -> int:
-    return report_error(PROG, message, code)

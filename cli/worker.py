@@ -8,17 +8,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from cli.exit_codes import report_error
-from config.errors import ConfigError, WebhookError
+from cli.arguments import OneLineParser, UsageError
+from cli.exit_codes import EXIT_CODES_HELP, ExitCode, run_command
+from cli.terminal import format_table
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
 from config.topology import dead_letter_queue, work_queue
 
 PROG = "webhook-worker"
-
-
-def _fail(message: str, code: int = 2) -> int:
-    return report_error(PROG, message, code)
 
 
 async def _run(settings: Settings) -> None:
@@ -80,11 +77,7 @@ def check_config(settings: Settings) -> int:
                 f"{work_queue(sub.id)} / {dead_letter_queue(sub.id)}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    print(format_table(rows))
     print(f"\n{len(settings.subscribers)} subscriber(s) OK")
     return 0
 
@@ -97,8 +90,7 @@ async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str
 
     subscriber = settings.subscriber(subscriber_id)
     if subscriber is None:
-        known = ", ".join(s.id for s in settings.subscribers) or "none"
-        return _fail(f"no subscriber {subscriber_id!r} in {settings.config_path} (known: {known})")
+        raise _unknown_subscriber(settings, subscriber_id)
     body = build_envelope(event_type, sample_data(event_type))
     event = QueuedEvent(new_event_id(), event_type, 1, body, None, None)
     async with Deliverer(allow_private_networks=settings.security.allow_private_networks) as d:
@@ -113,7 +105,7 @@ async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str
     excerpt = result.response_excerpt[:200].decode("utf-8", "replace")
     print(f"response:   {excerpt!r}")
     print("result:     PASS" if result.ok else "result:     FAIL")
-    return 0 if result.ok else 1
+    return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
 def resume_subscriber(settings: Settings, subscriber_id: str) -> int:
@@ -121,8 +113,7 @@ def resume_subscriber(settings: Settings, subscriber_id: str) -> int:
     from worker.pause import resume
 
     if settings.subscriber(subscriber_id) is None:
-        known = ", ".join(s.id for s in settings.subscribers) or "none"
-        return _fail(f"no subscriber {subscriber_id!r} in {settings.config_path} (known: {known})")
+        raise _unknown_subscriber(settings, subscriber_id)
     if resume(settings.broker, subscriber_id):
         print(f"{subscriber_id}: resumed; workers consume its queue again within seconds")
     else:
@@ -130,9 +121,17 @@ def resume_subscriber(settings: Settings, subscriber_id: str) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description="Webhook delivery worker.")
-    commands = parser.add_subparsers(dest="command")
+def _unknown_subscriber(settings: Settings, subscriber_id: str) -> UsageError:
+    known = ", ".join(s.id for s in settings.subscribers) or "none"
+    return UsageError(f"no subscriber {subscriber_id!r} in {settings.config_path} (known: {known})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = OneLineParser(
+        prog=PROG, description="Webhook delivery worker.", epilog=EXIT_CODES_HELP
+    )
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
     commands.add_parser("run", help="consume and deliver until SIGTERM (the default)")
     commands.add_parser("check-config", help="validate the subscriber file and print it")
     test = commands.add_parser(
@@ -147,23 +146,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "resume", help="deliver again to a subscriber paused after it answered 410 Gone"
     ).add_argument("subscriber")
-    args = parser.parse_args(argv)
+    return parser
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        return _fail(str(exc))
-    try:
-        if args.command == "check-config":
-            return check_config(settings)
-        if args.command == "test-endpoint":
-            configure_logging(settings.log_format, "warning", stream=sys.stderr)
-            return asyncio.run(_test_endpoint(settings, args.subscriber, args.event))
-        if args.command == "resume":
-            return resume_subscriber(settings, args.subscriber)
-        return run(settings)
-    except WebhookError as exc:
-        return _fail(str(exc), 1)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``webhook-worker``; returns the exit code."""
+
+    def command() -> int:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else 0
+        return _dispatch(args)
+
+    return run_command(PROG, command)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.command == "check-config":
+        return check_config(settings)
+    if args.command == "test-endpoint":
+        configure_logging(settings.log_format, "warning", stream=sys.stderr)
+        return asyncio.run(_test_endpoint(settings, args.subscriber, args.event))
+    if args.command == "resume":
+        return resume_subscriber(settings, args.subscriber)
+    return run(settings)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
-"""The one settings object: environment plus the subscriber file, validated at start-up."""
+"""The one settings object: environment plus the subscriber file, validated at start-up.
+
+Each environment variable is declared exactly once, as the alias of a field of
+:class:`Settings`; :func:`load_settings` reads the variables those aliases
+name, so adding a setting is adding one field.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 from broker.url import DEFAULT_URL, BrokerUrl
 from config.errors import ConfigError
@@ -22,35 +27,31 @@ from config.subscribers import (
 
 DEFAULT_CONFIG_PATH = Path("config/subscribers.yaml")
 
-
-class _Environment(BaseModel):
-    """Raw environment variables (names are case-insensitive)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    rabbitmq_url: SecretStr = SecretStr(DEFAULT_URL)
-    rabbitmq_username: str | None = None
-    rabbitmq_password: SecretStr | None = None
-    webhook_config: Path = DEFAULT_CONFIG_PATH
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9100, ge=0, le=65535)
-    log_format: Literal["json", "console"] = "json"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+# RABBITMQ_URL is the broker field's alias; these two only override its credentials
+# (so a password can stay out of the URL) and are read together with it.
+BROKER_USERNAME = "RABBITMQ_USERNAME"
+BROKER_PASSWORD = "RABBITMQ_PASSWORD"  # noqa: S105 - a variable's name, not a password
 
 
 class Settings(BaseModel):
-    """Everything the producer and the worker need, frozen after start-up."""
+    """Everything the producer, the worker and the tools need, frozen after start-up.
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    Fields with an upper-case alias come from that environment variable; the
+    rest come from the subscriber file.
+    """
 
-    broker: BrokerUrl
-    config_path: Path
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9100
-    log_format: Literal["json", "console"] = "json"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    shutdown_grace_seconds: float = 30.0
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, populate_by_name=True)
+
+    broker: BrokerUrl = Field(
+        default_factory=lambda: BrokerUrl.parse(DEFAULT_URL), alias="RABBITMQ_URL"
+    )
+    config_path: Path = Field(DEFAULT_CONFIG_PATH, alias="WEBHOOK_CONFIG")
+    metrics_host: str = Field("127.0.0.1", alias="METRICS_HOST")
+    metrics_port: int = Field(9100, ge=0, le=65535, alias="METRICS_PORT")
+    log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+    shutdown_grace_seconds: float = Field(30.0, ge=0, le=3600, alias="SHUTDOWN_GRACE_SECONDS")
+
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     security: SecurityPolicy = SecurityPolicy()
@@ -73,6 +74,12 @@ class Settings(BaseModel):
         return self.circuit_breaker.overridden_by(subscriber.circuit_breaker)
 
 
+def environment_variables() -> tuple[str, ...]:
+    """Every environment variable the settings read, for docs and tests."""
+    names = [f.alias for f in Settings.model_fields.values() if f.alias]
+    return (*names, BROKER_USERNAME, BROKER_PASSWORD)
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, require_subscriber_file: bool = True
 ) -> Settings:
@@ -82,39 +89,35 @@ def load_settings(
     the file (the worker declares the queues), but uses it when present.
     """
     environ = dict(os.environ if environ is None else environ)
+    # Names are case-insensitive; reading a mapping handed in (not os.environ
+    # directly) lets tests and callers supply their own environment.
+    wanted = set(environment_variables())
+    env = {k.upper(): v for k, v in environ.items() if k.upper() in wanted}
+    values: dict[str, Any] = {
+        k: v for k, v in env.items() if k not in (BROKER_USERNAME, BROKER_PASSWORD)
+    }
+    values["RABBITMQ_URL"] = BrokerUrl.parse(
+        env.get("RABBITMQ_URL", DEFAULT_URL),
+        username=env.get(BROKER_USERNAME),
+        password=env.get(BROKER_PASSWORD),
+    )
     try:
-        env = _Environment.model_validate(_lower(environ))
+        from_environment = Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid environment: {problems}") from None
-    broker = BrokerUrl.parse(
-        env.rabbitmq_url.get_secret_value(),
-        username=env.rabbitmq_username,
-        password=env.rabbitmq_password.get_secret_value() if env.rabbitmq_password else None,
-    )
-    if env.webhook_config.exists() or require_subscriber_file:
-        file = load_subscriber_file(env.webhook_config, environ)
+    path = from_environment.config_path
+    if path.exists() or require_subscriber_file:
+        file = load_subscriber_file(path, environ)
     else:
         file = SubscriberFile()
-    return Settings(
-        broker=broker,
-        config_path=env.webhook_config,
-        metrics_host=env.metrics_host,
-        metrics_port=env.metrics_port,
-        log_format=env.log_format,
-        log_level=env.log_level,
-        shutdown_grace_seconds=env.shutdown_grace_seconds,
-        subscribers=file.subscribers,
-        retry=file.retry,
-        security=file.security,
-        circuit_breaker=file.circuit_breaker,
+    return from_environment.model_copy(
+        update={
+            "subscribers": file.subscribers,
+            "retry": file.retry,
+            "security": file.security,
+            "circuit_breaker": file.circuit_breaker,
+        }
     )
-
-
-def _lower(environ: Mapping[str, str]) -> dict[str, str]:
-    # Reading a mapping handed in (not os.environ directly) lets tests and
-    # callers supply their own environment.
-    wanted = set(_Environment.model_fields)
-    return {k.lower(): v for k, v in environ.items() if k.lower() in wanted}

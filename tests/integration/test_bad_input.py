@@ -504,7 +504,7 @@ def test_check_config_names_every_kind_of_mistake_in_one_line(
     path = tmp_path / "subs.yaml"
     path.write_text(text, encoding="utf-8")
     monkeypatch.setenv("WEBHOOK_CONFIG", str(path))
-    assert worker_cli(["check-config"]) == 2
+    assert worker_cli(["check-config"]) == 3
     out, err = capsys.readouterr()
     assert out == ""
     [line] = err.splitlines()
@@ -525,7 +525,7 @@ def test_check_config_on_files_that_cannot_be_read(
     cases[latin1] = "cannot read subscriber file"
     for path, expected in cases.items():
         monkeypatch.setenv("WEBHOOK_CONFIG", str(path))
-        assert worker_cli(["check-config"]) == 2
+        assert worker_cli(["check-config"]) == 3
         [line] = capsys.readouterr().err.splitlines()
         assert expected in line, line
 
@@ -542,7 +542,7 @@ def test_check_config_exit_code_from_a_real_process(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 2
+    assert done.returncode == 3
     assert done.stdout == ""
     assert done.stderr.strip() == (
         f"webhook-worker: error: {path}: subscribers[0] (id 'shop').colour: unknown key"

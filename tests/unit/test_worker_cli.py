@@ -51,7 +51,7 @@ def test_check_config_names_the_mistake(
     env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, "ftp://shop.example/hook")))
-    assert main(["check-config"]) == 2
+    assert main(["check-config"]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("webhook-worker: error: ")
     assert "subscribers[0] (id 'shop-a').url: must start with http:// or https://" in err

@@ -1,0 +1,76 @@
+"""One exit-code policy for every tool: the same error ends each tool with the same code."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli import dlq, publish, worker
+from cli.arguments import UsageError
+from cli.exit_codes import ExitCode, exit_code_for, run_command
+from config.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    NackedError,
+    PayloadError,
+    SignatureError,
+    TopologyError,
+    UnroutableError,
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (UsageError("x"), ExitCode.USAGE),
+        (PayloadError("x"), ExitCode.USAGE),
+        (ConfigError("x"), ExitCode.CONFIG),
+        (BrokerUnavailableError("x"), ExitCode.BROKER_UNAVAILABLE),
+        (TopologyError("x"), ExitCode.BROKER_UNAVAILABLE),
+        (UnroutableError("x"), ExitCode.REFUSED),
+        (NackedError("x"), ExitCode.REFUSED),
+        (SignatureError("x"), ExitCode.FAILED),
+        (OSError("x"), ExitCode.FAILED),
+        (KeyboardInterrupt(), ExitCode.INTERRUPTED),
+    ],
+)
+def test_each_error_has_one_exit_code(error: BaseException, code: ExitCode) -> None:
+    assert exit_code_for(error) is code
+
+
+def test_run_command_reports_one_line_and_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+    def broken() -> int:
+        raise ConfigError("file.yaml: subscribers[0].url:\n  must start with http://")
+
+    assert run_command("tool", broken) == ExitCode.CONFIG
+    assert capsys.readouterr().err == (
+        "tool: error: file.yaml: subscribers[0].url:; must start with http://\n"
+    )
+
+
+def test_run_command_keeps_tracebacks_of_bugs() -> None:
+    def bug() -> int:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        run_command("tool", bug)
+
+
+@pytest.mark.parametrize("main", [publish.main, worker.main])
+def test_every_tool_documents_the_same_codes(
+    main: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert callable(main)
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit codes: 0 ok, 1 failed" in text
+    assert "5 refused by RabbitMQ (unroutable or nacked)" in text
+
+
+@pytest.mark.parametrize("main", [publish.main, worker.main, dlq.main])
+def test_every_tool_exits_2_on_bad_arguments(
+    main: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert callable(main)
+    assert main(["--no-such-option"]) == ExitCode.USAGE
+    [line] = capsys.readouterr().err.splitlines()
+    assert ": error: " in line and line.endswith("(see --help)")
