@@ -26,7 +26,7 @@ from worker.health import HealthServer
 from worker.pause import mark_paused, paused_among
 from worker.processor import MessageProcessor
 from worker.registry import reconcile_registry
-from worker.retry import GONE
+from worker.retry import DeadLetter
 
 log = structlog.get_logger("worker")
 
@@ -356,13 +356,14 @@ class Worker:
         publisher: AmqpChannel,
         ticket: int,
     ) -> None:
-        result = await processor.process(lane.subscriber, message, publisher)
-        if result is None:
+        settled = await processor.process(lane.subscriber, message, publisher)
+        if settled is None:
             return
-        if result.status == GONE:
+        step = settled.step
+        if isinstance(step, DeadLetter) and step.pauses_subscriber:
             await self._pause_for_gone(lane, getattr(message.properties, "message_id", None))
             return
-        state = lane.breaker.record(ticket, result.ok)
+        state = lane.breaker.record(ticket, settled.result.ok)
         if state is not None:
             self._log_transition(lane, state)
             await self._sync(lane)
