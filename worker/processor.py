@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from wire.envelope import format_timestamp
 from worker import metrics
 from worker.delivery import Deliverer, DeliveryResult
 from worker.incoming import QueuedEvent, read_event
-from worker.retry import DeadLetter, next_attempt
+from worker.retry import DeadLetter, Retry, next_attempt
 
 log = structlog.get_logger("worker")
 
@@ -60,6 +61,14 @@ def _moved_properties(properties: Any, headers: dict[str, Any]) -> pika.BasicPro
         correlation_id=getattr(properties, "correlation_id", None),
         headers=headers,
     )
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One attempt's result and where the message went after it (None: delivered, acked)."""
+
+    result: DeliveryResult
+    step: Retry | DeadLetter | None = None
 
 
 class _Instruments:
@@ -101,11 +110,12 @@ class MessageProcessor:
 
     async def process(
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
-    ) -> DeliveryResult | None:
+    ) -> Settlement | None:
         """Handle ``message`` from ``subscriber``'s work queue; never raises for bad input.
 
-        Returns the HTTP attempt's result (for the circuit breaker), or None when
-        no attempt was made (unreadable message) or the message could not be settled.
+        Returns the HTTP attempt's result and the retry decision taken on it (for
+        the circuit breaker and pauses), or None when no attempt was made
+        (unreadable message) or the message could not be settled.
         """
         in_flight = self._instruments_for(subscriber.id).in_flight
         in_flight.inc()
@@ -151,7 +161,7 @@ class MessageProcessor:
 
     async def _process(
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
-    ) -> DeliveryResult | None:
+    ) -> Settlement | None:
         try:
             event = read_event(
                 message.properties, message.body, max_attempts=self._retry.max_attempts
@@ -184,7 +194,7 @@ class MessageProcessor:
                 if occurred.tzinfo is None:
                     occurred = occurred.replace(tzinfo=UTC)
                 instruments.end_to_end.observe(max(0.0, time.time() - occurred.timestamp()))
-            return result
+            return Settlement(result)
 
         bound = log.bind(
             subscriber=subscriber.id,
@@ -220,7 +230,7 @@ class MessageProcessor:
                 last_status=result.status,
                 last_error=result.error,
             )
-            return result
+            return Settlement(result, step)
 
         headers[contract.ATTEMPT] = step.attempt
         await publisher.publish(
@@ -232,7 +242,7 @@ class MessageProcessor:
         message.ack()
         metrics.RETRIES_SCHEDULED.labels(subscriber.id, str(step.attempt)).inc()
         bound.info("retry_scheduled", next_attempt=step.attempt, delay_seconds=step.delay_seconds)
-        return result
+        return Settlement(result, step)
 
     def _failure_headers(
         self, subscriber: Subscriber, message: Message, event: QueuedEvent, result: DeliveryResult

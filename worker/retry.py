@@ -1,4 +1,4 @@
-"""What happens after a failed attempt: wait in a delay queue, or dead-letter."""
+"""What happens after a failed attempt: wait in a delay queue, or dead-letter (and pause)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from worker.delivery import DeliveryResult
 BACKOFF_STATUSES = (429, 503)
 # The endpoint says it is gone for good: retrying would only burn attempts.
 GONE = 410
+_GONE_REASON = "gone"
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,16 @@ class DeadLetter:
 
     reason: str
 
+    @property
+    def pauses_subscriber(self) -> bool:
+        """The endpoint is gone: deliver nothing more to it until an operator resumes it."""
+        return self.reason == _GONE_REASON
+
 
 def next_attempt(attempt: int, result: DeliveryResult, policy: RetryPolicy) -> Retry | DeadLetter:
     """Decide the next step after attempt number ``attempt`` failed with ``result``."""
     if result.status == GONE:
-        return DeadLetter("gone")
+        return DeadLetter(_GONE_REASON)
     if attempt >= policy.max_attempts:
         return DeadLetter("exhausted")
     delay = policy.delays_seconds[attempt - 1]

@@ -1,0 +1,258 @@
+"""Each subscriber's lane: its consumer and prefetch, its circuit breaker, its pause.
+
+A lane's consumer follows its state: none while paused or while the circuit is
+open (its events wait in its queue and burn no attempts), a one-message probe
+while half-open, else the subscriber's own in-flight budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import structlog
+
+from broker.async_connection import AmqpChannel, Message
+from config.errors import BrokerError
+from config.settings import Settings
+from config.subscribers import Subscriber
+from config.topology import work_queue
+from worker import metrics
+from worker.circuit_breaker import CircuitBreaker, CircuitState
+from worker.pause import mark_paused, paused_among
+from worker.processor import Settlement
+from worker.retry import DeadLetter
+
+log = structlog.get_logger("worker")
+
+_CIRCUIT_EVENTS = {
+    CircuitState.OPEN: "circuit_opened",
+    CircuitState.HALF_OPEN: "circuit_half_open",
+    CircuitState.CLOSED: "circuit_closed",
+}
+# How often open circuits are checked for a due probe.
+_CIRCUIT_TICK_SECONDS = 0.2
+
+MessageHandler = Callable[["Lane", Message], None]
+
+
+def _refuse(_lane: Lane, _message: Message) -> None:
+    raise RuntimeError("a consumer started before the worker was serving")
+
+
+@dataclass
+class Lane:
+    """One subscriber's consumption: its breaker, its pause, its current consumer."""
+
+    subscriber: Subscriber
+    breaker: CircuitBreaker
+    paused: bool = False
+    marker_pending: bool = False  # 410 seen, marker being written: polls must not unpause
+    tag: str | None = None
+    prefetch: int = 0
+
+    def wanted_prefetch(self) -> int:
+        """0 = do not consume; 1 = probe; else the subscriber's own in-flight budget."""
+        if self.paused or self.breaker.state is CircuitState.OPEN:
+            return 0
+        if self.breaker.state is CircuitState.HALF_OPEN:
+            return 1
+        return self.subscriber.max_in_flight
+
+    def note_transition(self, state: CircuitState) -> None:
+        """Report a breaker transition on the metrics and in the log."""
+        breaker = self.breaker
+        metrics.CIRCUIT_STATE.labels(self.subscriber.id).set(state)
+        metrics.CIRCUIT_TRANSITIONS.labels(self.subscriber.id, state.label).inc()
+        fields: dict[str, Any] = {"subscriber": self.subscriber.id}
+        if state is CircuitState.OPEN:
+            fields.update(
+                consecutive_failures=breaker.consecutive_failures,
+                cooldown_seconds=breaker.cooldown_seconds,
+            )
+        level = log.warning if state is CircuitState.OPEN else log.info
+        level(_CIRCUIT_EVENTS[state], **fields)
+
+    def set_paused(self, paused: bool, reason: str) -> None:
+        """Pause or resume; a resumed subscriber starts with a closed circuit."""
+        if self.paused == paused:
+            return
+        self.paused = paused
+        metrics.SUBSCRIBER_PAUSED.labels(self.subscriber.id).set(1 if paused else 0)
+        if paused:
+            log.warning(
+                "subscriber_paused",
+                subscriber=self.subscriber.id,
+                reason=reason,
+                resume_with=f"webhook-worker resume {self.subscriber.id}",
+            )
+            return
+        log.info("subscriber_resumed", subscriber=self.subscriber.id, reason=reason)
+        state = self.breaker.reset()
+        if state is not None:
+            self.note_transition(state)
+
+
+class Lanes:
+    """Every subscriber's lane, and the one consumer channel they share while connected."""
+
+    def __init__(self, settings: Settings, *, pause_poll_seconds: float) -> None:
+        self._broker = settings.broker
+        self._pause_poll = pause_poll_seconds
+        self._lanes = {
+            sub.id: Lane(sub, CircuitBreaker(settings.breaker_policy(sub)))
+            for sub in settings.subscribers
+        }
+        self._consumer: AmqpChannel | None = None
+        self._handler: MessageHandler = _refuse
+        # basic.qos applies to the consumers created after it on the channel, so a
+        # qos + consume pair must not interleave with another lane's.
+        self._consume_lock = asyncio.Lock()
+        for lane in self._lanes.values():
+            metrics.CIRCUIT_STATE.labels(lane.subscriber.id).set(lane.breaker.state)
+            metrics.SUBSCRIBER_PAUSED.labels(lane.subscriber.id).set(0)
+
+    def __iter__(self) -> Iterator[Lane]:
+        return iter(self._lanes.values())
+
+    def __getitem__(self, subscriber_id: str) -> Lane:
+        return self._lanes[subscriber_id]
+
+    @property
+    def subscriber_ids(self) -> list[str]:
+        """The configured subscribers' ids, in configuration order."""
+        return list(self._lanes)
+
+    @property
+    def consuming(self) -> int:
+        """How many lanes have a consumer right now."""
+        return sum(1 for lane in self._lanes.values() if lane.tag is not None)
+
+    async def start_consuming(self, consumer: AmqpChannel, handler: MessageHandler) -> None:
+        """Give every lane the consumer its state asks for on ``consumer``; raises BrokerError."""
+        self._consumer = consumer
+        self._handler = handler
+        for lane in self._lanes.values():
+            await self.sync(lane, strict=True)
+
+    def forget_consumers(self) -> None:
+        """The channel is gone, and its consumer tags with it."""
+        self._consumer = None
+        for lane in self._lanes.values():
+            lane.tag, lane.prefetch = None, 0
+        metrics.CONSUMERS.set(0)
+
+    async def stop_consuming(self, consumer: AmqpChannel) -> None:
+        """Cancel every consumer for good; messages already received are still settled."""
+        self._consumer = None  # no circuit change may start a consumer now
+        async with self._consume_lock:
+            for lane in self._lanes.values():
+                if lane.tag is not None:
+                    with contextlib.suppress(BrokerError):
+                        await consumer.cancel(lane.tag)
+                lane.tag, lane.prefetch = None, 0
+        metrics.CONSUMERS.set(0)
+
+    async def sync(self, lane: Lane, *, strict: bool = False) -> None:
+        """Make ``lane``'s consumer match its state: none, a one-message probe, or full.
+
+        Cancelling leaves the subscriber's events in its queue: no attempt is
+        spent while the circuit is open. Messages already received are settled
+        as usual. Errors are left to the connection watcher unless ``strict``.
+        """
+        async with self._consume_lock:
+            consumer = self._consumer
+            if consumer is None:
+                return
+            wanted = lane.wanted_prefetch()
+            try:
+                if lane.tag is not None and lane.prefetch != wanted:
+                    tag, lane.tag, lane.prefetch = lane.tag, None, 0
+                    await consumer.cancel(tag)
+                if wanted and lane.tag is None:
+                    lane.tag = await consumer.consume(
+                        work_queue(lane.subscriber.id),
+                        partial(self._handler, lane),
+                        prefetch=wanted,
+                    )
+                    lane.prefetch = wanted
+            except BrokerError as exc:
+                if strict:
+                    raise
+                log.warning("consumer_change_failed", subscriber=lane.subscriber.id, error=str(exc))
+            metrics.CONSUMERS.set(self.consuming)
+
+    async def settle(
+        self, lane: Lane, ticket: int, settled: Settlement, event_id: str | None
+    ) -> None:
+        """Act on a settled attempt: pause if the retry decision says so, else feed the breaker."""
+        step = settled.step
+        if isinstance(step, DeadLetter) and step.pauses_subscriber:
+            await self._pause_for_gone(lane, event_id)
+            return
+        state = lane.breaker.record(ticket, settled.result.ok)
+        if state is not None:
+            lane.note_transition(state)
+            await self.sync(lane)
+
+    async def supervise(self) -> None:
+        """Start due probes; resume subscribers whose pause an operator lifted."""
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + self._pause_poll
+        while True:
+            await asyncio.sleep(_CIRCUIT_TICK_SECONDS)
+            for lane in self._lanes.values():
+                if lane.breaker.start_probe() is not None:
+                    lane.note_transition(CircuitState.HALF_OPEN)
+                    await self.sync(lane)
+            if loop.time() >= next_poll:
+                next_poll = loop.time() + self._pause_poll
+                await self._poll_pauses()
+
+    async def _poll_pauses(self) -> None:
+        """Resume the paused subscribers whose marker an operator removed.
+
+        Only paused ones are checked: a missing marker costs the broker a channel
+        error, which must stay rare. Other replicas learn of a pause from their own
+        410, or from the marker when they (re)connect.
+        """
+        paused_lanes = [lane for lane in self._lanes.values() if lane.paused]
+        if not paused_lanes:
+            return
+        try:
+            still = await asyncio.to_thread(
+                paused_among, self._broker, [lane.subscriber.id for lane in paused_lanes]
+            )
+        except BrokerError as exc:
+            log.warning("pause_check_failed", error=str(exc))
+            return
+        for lane in paused_lanes:
+            if lane.subscriber.id not in still and not lane.marker_pending:
+                lane.set_paused(False, "pause marker removed")
+                await self.sync(lane)
+
+    async def _pause_for_gone(self, lane: Lane, event_id: str | None) -> None:
+        """The receiver answered 410 Gone: stop until an operator resumes (on every replica)."""
+        if lane.paused:
+            return
+        lane.set_paused(True, "receiver answered 410 Gone")
+        lane.marker_pending = True
+        await self.sync(lane)
+        try:
+            await asyncio.to_thread(
+                mark_paused,
+                self._broker,
+                lane.subscriber.id,
+                reason="410 Gone",
+                event_id=event_id or "",
+            )
+        except BrokerError as exc:
+            # Without a marker the next poll resumes the subscriber, and the next
+            # 410 pauses it again: one more dead letter, nothing worse.
+            log.error("pause_marker_failed", subscriber=lane.subscriber.id, error=str(exc))
+        finally:
+            lane.marker_pending = False
