@@ -53,7 +53,7 @@ from config.errors import (
 from config.topology import REDELIVER_EXCHANGE, dead_letter_queue, subscriber_of_queue
 from wire import contract
 from wire.envelope import format_timestamp
-from worker.incoming import read_event
+from wire.queued_event import read_event
 
 # basic.qos prefetch_count is an AMQP short; 0 ("unlimited") is capped at 2000
 # credits by quorum queues in 3.10, so it is no way around this bound.
