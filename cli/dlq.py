@@ -31,7 +31,17 @@ from config.errors import BrokerError, ConfigError, PublishError, WebhookError
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
 from config.topology import dead_letter_queue, subscriber_of_queue, work_queue
-from control import dead_letters as dl
+from control.dead_letters.filters import Filters, parse_duration, parse_since
+from control.dead_letters.model import DeadLetter, jsonable
+from control.dead_letters.purge import default_backup_path, purge
+from control.dead_letters.reader import (
+    MAX_WINDOW,
+    ScanReport,
+    dead_letter_depths,
+    find,
+    list_dead_letters,
+)
+from control.dead_letters.replay import replay
 
 PROG = "webhook-dlq"
 
@@ -71,14 +81,14 @@ def _positive_rate(text: str) -> float:
 
 def _duration(text: str) -> Any:
     try:
-        return dl.parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _since(text: str) -> Any:
     try:
-        return dl.parse_since(text)
+        return parse_since(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -249,7 +259,7 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def _when(letter: dl.DeadLetter) -> str:
+def _when(letter: DeadLetter) -> str:
     at = letter.summary()["dead_lettered_at"]
     return at[:19] + "Z" if isinstance(at, str) else "-"
 
@@ -265,7 +275,7 @@ class _Run:
     redactor: _Redactor
     subscribers: list[str]
     explicit: list[str]  # asked for by name: must exist
-    filters: dl.Filters = field(default_factory=dl.Filters)
+    filters: Filters = field(default_factory=Filters)
 
     @property
     def queues(self) -> list[str]:
@@ -279,9 +289,9 @@ def _prepare(args: argparse.Namespace) -> _Run:
     chosen = args.subscriber or configured
     subscribers = list(dict.fromkeys([*chosen, *args.queue]))
     explicit = [s for s in subscribers if s not in configured]
-    filters = dl.Filters()
+    filters = Filters()
     if hasattr(args, "limit"):
-        filters = dl.Filters(
+        filters = Filters(
             event=args.event,
             since=args.since,
             older_than=args.older_than,
@@ -296,7 +306,7 @@ def _check_queues(run: _Run) -> dict[str, int | None]:
             f"no dead-letter queues to read: {run.settings.config_path} has no subscribers "
             "(name one with --queue webhooks.<id>.dlq)"
         )
-    depths = dl.dead_letter_depths(run.settings.broker, run.subscribers)
+    depths = dead_letter_depths(run.settings.broker, run.subscribers)
     missing = [dead_letter_queue(s) for s in run.explicit if depths.get(s) is None]
     if missing:
         raise _NotFound(f"no such dead-letter queue: {', '.join(missing)}")
@@ -307,11 +317,11 @@ class _NotFound(Exception):
     """Nothing to act on where something was named explicitly."""
 
 
-def _warn_incomplete(report: dl.ScanReport) -> None:
+def _warn_incomplete(report: ScanReport) -> None:
     for queue, unread in report.incomplete.items():
         print(
             f"{PROG}: warning: {unread} message(s) of {queue} were not examined "
-            f"(read at most {dl.MAX_WINDOW} unacked at a time, or another client holds them)",
+            f"(read at most {MAX_WINDOW} unacked at a time, or another client holds them)",
             file=sys.stderr,
         )
 
@@ -364,7 +374,7 @@ def _progress(total: int, description: str) -> Iterator[Callable[[], None]]:
         yield lambda: progress.advance(task)
 
 
-def _row(letter: dl.DeadLetter) -> str:
+def _row(letter: DeadLetter) -> str:
     return (
         f"{_cell(letter.event_id)}  {_cell(letter.subscriber)}  {_cell(letter.event_type)}  "
         f"{letter.queue} -> {work_queue(subscriber_of_queue(letter.queue) or '?')}"
@@ -377,8 +387,8 @@ def _row(letter: dl.DeadLetter) -> str:
 def cmd_list(run: _Run, args: argparse.Namespace) -> int:
     """``list``: rows, plus the depth of every DLQ when no filter narrows the view."""
     depths = _check_queues(run)
-    report = dl.ScanReport()
-    letters = dl.list_dead_letters(
+    report = ScanReport()
+    letters = list_dead_letters(
         run.settings.broker, run.subscribers, run.filters, args.limit, report=report
     )
     unfiltered = run.filters.is_empty() and not args.subscriber and not args.queue
@@ -426,7 +436,7 @@ def cmd_list(run: _Run, args: argparse.Namespace) -> int:
 def cmd_show(run: _Run, args: argparse.Namespace) -> int:
     """``show``: every dead letter with this event id, headers and pretty payload."""
     _check_queues(run)
-    letters = dl.find(run.settings.broker, run.subscribers, args.event_id)
+    letters = find(run.settings.broker, run.subscribers, args.event_id)
     if not letters:
         raise _NotFound(
             f"no dead letter with event id {args.event_id!r} in {', '.join(run.queues)}"
@@ -448,7 +458,7 @@ def _with_payload(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _show_text(letter: dl.DeadLetter, redactor: _Redactor) -> str:
+def _show_text(letter: DeadLetter, redactor: _Redactor) -> str:
     summary = redactor.data(letter.summary())
     lines = [
         f"event id:          {_cell(summary['event_id'])}",
@@ -462,10 +472,10 @@ def _show_text(letter: dl.DeadLetter, redactor: _Redactor) -> str:
         f"dead-lettered at:  {_cell(summary['dead_lettered_at'])}",
         "properties:",
     ]
-    for key, value in redactor.data(dl.jsonable(letter.properties)).items():
+    for key, value in redactor.data(jsonable(letter.properties)).items():
         lines.append(f"  {_printable(key)}: {_cell(value)}")
     lines.append("headers:")
-    headers = redactor.data(dl.jsonable(letter.headers))
+    headers = redactor.data(jsonable(letter.headers))
     for key in sorted(headers):
         value = headers[key]
         shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
@@ -491,7 +501,7 @@ def cmd_replay(run: _Run, args: argparse.Namespace, outcome: dict[str, Any]) -> 
     """``replay``: confirm, then move; ``outcome`` collects the audit line's fields."""
     _check_queues(run)
     broker = run.settings.broker
-    preview = dl.list_dead_letters(broker, run.subscribers, run.filters, args.limit)
+    preview = list_dead_letters(broker, run.subscribers, run.filters, args.limit)
     outcome["counts"] = {"matched": len(preview), "replayed": 0}
     if not preview:
         print("no dead letters match; nothing to replay")
@@ -512,14 +522,14 @@ def cmd_replay(run: _Run, args: argparse.Namespace, outcome: dict[str, Any]) -> 
     moved = 0
     with _progress(len(preview), "replaying") as advance:
 
-        def on_moved(letter: dl.DeadLetter) -> None:
+        def on_moved(letter: DeadLetter) -> None:
             nonlocal moved
             moved += 1
             outcome["counts"]["replayed"] = moved
             print(f"moved {_row(letter)}", flush=True)
             advance()
 
-        result = dl.replay(
+        result = replay(
             broker,
             run.subscribers,
             run.filters,
@@ -542,7 +552,7 @@ def cmd_purge(run: _Run, args: argparse.Namespace, outcome: dict[str, Any]) -> i
     """``purge``: say how many, confirm, back up, then delete."""
     _check_queues(run)
     broker = run.settings.broker
-    preview = dl.list_dead_letters(broker, run.subscribers, run.filters, args.limit)
+    preview = list_dead_letters(broker, run.subscribers, run.filters, args.limit)
     outcome["counts"] = {"matched": len(preview), "purged": 0}
     if not preview:
         print("no dead letters match; nothing to purge")
@@ -561,7 +571,7 @@ def cmd_purge(run: _Run, args: argparse.Namespace, outcome: dict[str, Any]) -> i
         print(f"dry run: {_count(len(preview))} would be purged; nothing was deleted")
         outcome["outcome"] = "dry_run"
         return 0
-    backup = None if args.no_backup else (args.backup_file or dl.default_backup_path())
+    backup = None if args.no_backup else (args.backup_file or default_backup_path())
     note = f" (backup: {backup})" if backup else " WITHOUT a backup"
     if not _confirm(f"Delete {_count(len(preview))}{note}?", args.yes):
         print("aborted; nothing was deleted")
@@ -572,13 +582,13 @@ def cmd_purge(run: _Run, args: argparse.Namespace, outcome: dict[str, Any]) -> i
     purged = 0
     with _progress(len(preview), "purging") as advance:
 
-        def on_purged(_letter: dl.DeadLetter) -> None:
+        def on_purged(_letter: DeadLetter) -> None:
             nonlocal purged
             purged += 1
             outcome["counts"]["purged"] = purged
             advance()
 
-        result = dl.purge(
+        result = purge(
             broker,
             run.subscribers,
             run.filters,
