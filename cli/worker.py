@@ -84,9 +84,9 @@ def check_config(settings: Settings) -> int:
 
 async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str) -> int:
     from wire.envelope import build_envelope, new_event_id
+    from wire.queued_event import QueuedEvent
     from wire.samples import sample_data
     from worker.delivery import Deliverer
-    from worker.incoming import QueuedEvent
 
     subscriber = settings.subscriber(subscriber_id)
     if subscriber is None:

@@ -16,6 +16,10 @@ class ConfigError(WebhookError):
     """The settings or the subscriber file are invalid; the message says where and why."""
 
 
+class NotFoundError(WebhookError):
+    """Something named explicitly (a queue, an event id) does not exist; nothing was done."""
+
+
 class PayloadError(WebhookError):
     """An event cannot be carried on the wire (not a JSON object, NaN, bad order payload...)."""
 

@@ -8,6 +8,7 @@ later by a producer reach receivers untouched.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import uuid
@@ -66,6 +67,15 @@ def validate_event_id(event_id: object) -> str:
 def new_event_id() -> str:
     """A fresh, unique event id such as ``evt_3f0c...`` (32 hex digits)."""
     return f"evt_{uuid.uuid4().hex}"
+
+
+def fallback_event_id(canonical_body: bytes) -> str:
+    """The event id of a message that arrived without one, such as ``evt_9b1e...``.
+
+    Derived from the canonical body, so retries and replays of such an event
+    share one id receivers can deduplicate on.
+    """
+    return "evt_" + hashlib.sha256(canonical_body).hexdigest()[:32]
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -165,7 +165,7 @@ def decode_canonical(raw: bytes) -> tuple[object, bytes]:
 
     Raises what decode_body or encode_body would.  Callers that must report a
     decode error before their own checks and an encode error after them (as
-    ``worker.incoming.read_event`` does) use ``decode_if_canonical`` instead.
+    ``wire.queued_event.read_event`` does) use ``decode_if_canonical`` instead.
     """
     value = decode_if_canonical(raw)
     if value is not None:

@@ -15,9 +15,9 @@ from typing import Literal
 from config.errors import DeliveryTransportError, ForbiddenAddressError
 from config.subscribers import Subscriber
 from wire import contract
+from wire.queued_event import QueuedEvent
 from wire.signature import sign
 from worker.http_client import HttpClient, Target
-from worker.incoming import QueuedEvent
 
 Outcome = Literal["success", "http_error", "timeout", "connection_error", "forbidden_address"]
 

@@ -23,9 +23,9 @@ from config.subscribers import RetryPolicy, Subscriber
 from config.topology import DEAD_LETTER_EXCHANGE, delay_exchange
 from wire import contract
 from wire.envelope import format_timestamp
+from wire.queued_event import QueuedEvent, read_event
 from worker import metrics
 from worker.delivery import Deliverer, DeliveryResult
-from worker.incoming import QueuedEvent, read_event
 from worker.retry import DeadLetter, Retry, next_attempt
 
 log = structlog.get_logger("worker")

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from config.errors import PoisonMessageError
 from config.subscribers import Subscriber
 from wire import contract
+from wire.queued_event import QueuedEvent, read_event
 from worker.delivery import Deliverer
-from worker.incoming import QueuedEvent, read_event
 
 SUBSCRIBER = Subscriber.model_validate(
     {"id": "p", "url": "https://p.example/h", "secret": "s", "events": ["#"]}

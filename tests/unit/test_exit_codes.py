@@ -55,7 +55,7 @@ def test_run_command_keeps_tracebacks_of_bugs() -> None:
         run_command("tool", bug)
 
 
-@pytest.mark.parametrize("main", [publish.main, worker.main])
+@pytest.mark.parametrize("main", [publish.main, worker.main, dlq.main])
 def test_every_tool_documents_the_same_codes(
     main: object, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,4 +1,4 @@
-"""The orjson fast path of wire.json_body and of worker.incoming.read_event.
+"""The orjson fast path of wire.json_body and of wire.queued_event.read_event.
 
 The fast path must be invisible: for every input ``decode_canonical(raw)``
 returns exactly ``(decode_body(raw), canonicalize(raw))`` (same types, same
@@ -24,6 +24,7 @@ from config.errors import PayloadError, PoisonMessageError
 from tests.support.wire_vectors import PRODUCER_WIRE
 from tests.unit.test_jsonbody_node import fast_values, keys, serialisations, values
 from wire import contract
+from wire import queued_event as incoming
 from wire.envelope import build_envelope
 from wire.json_body import (
     canonicalize,
@@ -32,9 +33,8 @@ from wire.json_body import (
     decode_if_canonical,
     encode_body,
 )
+from wire.queued_event import QueuedEvent, read_event
 from wire.samples import sample_data
-from worker import incoming
-from worker.incoming import QueuedEvent, read_event
 
 # Deterministic (no example database, fixed seed); ~15 s for the module.
 FAST_SETTINGS = settings(

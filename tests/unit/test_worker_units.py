@@ -12,10 +12,10 @@ from standardwebhooks import Webhook
 from config.errors import PoisonMessageError
 from config.subscribers import RetryPolicy, Subscriber
 from wire import contract
+from wire.queued_event import MAX_BODY_BYTES, read_event
 from wire.signature import verify
 from worker.address_policy import is_public_address
 from worker.delivery import Deliverer, DeliveryResult
-from worker.incoming import MAX_BODY_BYTES, read_event
 from worker.retry import DeadLetter, Retry, next_attempt
 
 BODY = b'{"event":"order.created","data":{"id":"1"},"timestamp":"2026-01-31T10:30:01.234Z"}'

@@ -1,12 +1,13 @@
-"""Turning a queued AMQP message into an event the worker can deliver.
+"""Turning a queued AMQP message into the event it carries (see :mod:`wire.contract`).
 
-Anything the worker cannot understand raises :class:`PoisonMessageError` with a
-short reason; the caller moves such a message to the dead-letter queue.
+The worker delivers what :func:`read_event` returns; the dead-letter tools use it
+to show the event id receivers saw.  Anything that is not a deliverable event
+raises :class:`PoisonMessageError` with a short reason; the worker moves such a
+message to the dead-letter queue.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 from config.errors import PayloadError, PoisonMessageError
 from wire import contract
+from wire.envelope import fallback_event_id
 from wire.json_body import decode_body, decode_if_canonical, encode_body
 
 # Far above any order event; express.json() receivers refuse >100 kB by default.
@@ -120,9 +122,7 @@ def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEven
         if problem:
             raise PoisonMessageError(f"message_id {problem}")
     else:
-        # A stable id from the content, so retries and replays of an event that
-        # arrived without one still share an id receivers can deduplicate on.
-        event_id = "evt_" + hashlib.sha256(canonical).hexdigest()[:32]
+        event_id = fallback_event_id(canonical)
     first = header(properties, contract.FIRST_ATTEMPT_AT)
     return QueuedEvent(
         event_id=event_id,

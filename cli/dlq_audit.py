@@ -1,0 +1,75 @@
+"""The one audit line of a ``webhook-dlq`` replay or purge: who, where, what, how many.
+
+It records a command-line run (the operator at the terminal, the options as
+given, whether they confirmed), so it lives with the tool; the library calls in
+:mod:`control.dead_letters` write none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+from cli.arguments import UsageError
+from config.topology import dead_letter_queue
+from control.dead_letters.filters import Filters
+from control.redaction import Redactor
+
+audit = structlog.get_logger("webhook-dlq")
+
+
+@contextmanager
+def audit_line(
+    args: argparse.Namespace, filters: Filters, queues: list[str], redactor: Redactor
+) -> Iterator[dict[str, Any]]:
+    """Write the audit line when the block ends, however it ends.
+
+    The block fills the dict it is given: ``counts``, ``outcome`` and any other
+    fields for the line.  An exception sets ``outcome`` (``refused`` for a refused
+    confirmation, else ``error``) unless the block already had, and ``error``.
+    """
+    outcome: dict[str, Any] = {}
+    try:
+        yield outcome
+    except BaseException as exc:
+        outcome.setdefault("outcome", "refused" if isinstance(exc, UsageError) else "error")
+        outcome["error"] = redactor.text(str(exc) or type(exc).__name__)
+        raise
+    finally:
+        audit.info(
+            "dlq_replayed" if args.command == "replay" else "dlq_purged",
+            user=_user(),
+            host=socket.gethostname(),
+            filters=_filters_for_audit(filters, args),
+            queues=queues,
+            counts=outcome.get("counts", {}),
+            dry_run=bool(args.dry_run),
+            outcome=outcome.get("outcome", "error"),
+            **{k: v for k, v in outcome.items() if k not in ("counts", "outcome")},
+            **({"rate": args.rate} if args.command == "replay" and args.rate else {}),
+        )
+
+
+def _filters_for_audit(filters: Filters, args: argparse.Namespace) -> dict[str, Any]:
+    described = filters.describe()
+    if args.subscriber:
+        described["subscribers"] = list(args.subscriber)
+    if args.queue:
+        described["queues"] = [dead_letter_queue(s) for s in args.queue]
+    if args.limit is not None:
+        described["limit"] = args.limit
+    return described
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container uid without a passwd entry
+        return os.environ.get("USER") or "unknown"

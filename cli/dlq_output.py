@@ -1,0 +1,199 @@
+"""What ``webhook-dlq`` prints: the ``list`` table and JSON, ``show`` blocks, progress lines.
+
+Payloads and headers are untrusted and land on a terminal: control and
+bidirectional-override characters are escaped, and every value from a message
+passes through the :class:`~control.redaction.Redactor` first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import unicodedata
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from typing import Any
+
+from cli.terminal import format_table
+from config.topology import dead_letter_queue, subscriber_of_queue, work_queue
+from control.dead_letters.model import DeadLetter, jsonable
+from control.dead_letters.reader import MAX_WINDOW
+from control.redaction import Redactor
+
+_LAST_ERROR_CHARS = 40
+# Bidirectional overrides can make a terminal show text other than what it is.
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """Escape control characters: payloads are untrusted and land on a terminal."""
+    out = []
+    for char in text:
+        if (newlines and char == "\n") or (
+            unicodedata.category(char) != "Cc" and char not in _BIDI_CONTROLS
+        ):
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def json_text(document: Any) -> str:
+    """JSON for stdout: readable Unicode, but no raw control or bidi characters."""
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    # json.dumps escapes C0 controls but not C1 ones; raw newlines are indentation.
+    return "".join(
+        f"\\u{ord(c):04x}"
+        if c != "\n" and (unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS)
+        else c
+        for c in text
+    )
+
+
+def cell(value: Any) -> str:
+    """One value as a table cell or line field: ``-`` when missing, escaped otherwise."""
+    return "-" if value is None or value == "" else printable(str(value))
+
+
+def _short(text: str | None, width: int = _LAST_ERROR_CHARS) -> str | None:
+    if text is None:
+        return None
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _when(letter: DeadLetter) -> str:
+    at = letter.summary()["dead_lettered_at"]
+    return at[:19] + "Z" if isinstance(at, str) else "-"
+
+
+def count_phrase(n: int) -> str:
+    """``1 dead letter``, ``2 dead letters``."""
+    return f"{n} dead letter{'' if n == 1 else 's'}"
+
+
+def move_line(letter: DeadLetter) -> str:
+    """A replayed letter: event id, subscriber, event, and from which queue to which."""
+    return (
+        f"{cell(letter.event_id)}  {cell(letter.subscriber)}  {cell(letter.event_type)}  "
+        f"{letter.queue} -> {work_queue(subscriber_of_queue(letter.queue) or '?')}"
+    )
+
+
+def delete_line(letter: DeadLetter) -> str:
+    """A purged letter: event id, event, queue."""
+    return f"{cell(letter.event_id)}  {cell(letter.event_type)}  {letter.queue}"
+
+
+def incomplete_warning(queue: str, unread: int) -> str:
+    """Why part of ``queue`` was not looked at."""
+    return (
+        f"{unread} message(s) of {queue} were not examined "
+        f"(read at most {MAX_WINDOW} unacked at a time, or another client holds them)"
+    )
+
+
+# ------------------------------------------------------------------ list
+
+
+def list_json(
+    letters: Sequence[DeadLetter],
+    counts: Mapping[str, int | None] | None,
+    incomplete: Mapping[str, int],
+    redactor: Redactor,
+) -> str:
+    """``list --format json``: the rows, the DLQ depths (None when filtered), what was unread."""
+    document = {
+        "dead_letters": [redactor.data(letter.summary()) for letter in letters],
+        "counts": counts,
+        "incomplete": incomplete,
+    }
+    return json_text(document)
+
+
+def list_table(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
+    """``list``: one row per dead letter."""
+    rows = [("EVENT ID", "SUBSCRIBER", "EVENT", "ATTEMPTS", "STATUS", "LAST ERROR", "DEAD AT")]
+    for letter in letters:
+        rows.append(
+            (
+                cell(letter.event_id),
+                cell(letter.subscriber),
+                cell(letter.event_type),
+                cell(letter.attempts),
+                cell(letter.last_status),
+                cell(_short(redactor.text(letter.last_error or ""))),
+                _when(letter),
+            )
+        )
+    return format_table(rows)
+
+
+def depth_table(depths: Mapping[str, int | None]) -> str:
+    """``list`` without filters: how many dead letters each subscriber's DLQ holds."""
+    rows = [("SUBSCRIBER", "DEAD LETTERS", "QUEUE")]
+    for subscriber, depth in depths.items():
+        shown = "-" if depth is None else str(depth)
+        queue = dead_letter_queue(subscriber) + (" (not declared)" if depth is None else "")
+        rows.append((subscriber, shown, queue))
+    return format_table(rows)
+
+
+# ------------------------------------------------------------------ show
+
+
+def show_json(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
+    """``show --format json``: every record, with the body also parsed as ``payload``."""
+    return json_text([redactor.data(_with_payload(letter.to_json())) for letter in letters])
+
+
+def show_text(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
+    """``show``: one block per letter, headers and the pretty-printed payload."""
+    return "\n\n".join(_show_block(letter, redactor) for letter in letters)
+
+
+def _with_payload(record: dict[str, Any]) -> dict[str, Any]:
+    body = record.get("body")
+    if isinstance(body, str):
+        with suppress(ValueError):
+            record["payload"] = json.loads(body)
+    return record
+
+
+def _show_block(letter: DeadLetter, redactor: Redactor) -> str:
+    summary = redactor.data(letter.summary())
+    lines = [
+        f"event id:          {cell(summary['event_id'])}",
+        f"event:             {cell(summary['event_type'])}",
+        f"subscriber:        {cell(summary['subscriber'])}",
+        f"queue:             {letter.queue}",
+        f"attempts:          {cell(summary['attempts'])}",
+        f"last status:       {cell(summary['last_status'])}",
+        f"last error:        {cell(summary['last_error'])}",
+        f"reason:            {cell(summary['reason'])}",
+        f"dead-lettered at:  {cell(summary['dead_lettered_at'])}",
+        "properties:",
+    ]
+    for key, value in redactor.data(jsonable(letter.properties)).items():
+        lines.append(f"  {printable(key)}: {cell(value)}")
+    lines.append("headers:")
+    headers = redactor.data(jsonable(letter.headers))
+    for key in sorted(headers):
+        value = headers[key]
+        shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+        lines.append(f"  {printable(key)}: {cell(shown)}")
+    lines.append(f"payload ({len(letter.body)} bytes):")
+    lines.append(printable(redactor.text(_pretty(letter.body, redactor)), newlines=True))
+    return "\n".join(lines)
+
+
+def _pretty(body: bytes, redactor: Redactor) -> str:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "(not UTF-8; base64) " + base64.b64encode(body).decode("ascii")
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return json.dumps(redactor.data(document), ensure_ascii=False, indent=2)

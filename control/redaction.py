@@ -1,0 +1,48 @@
+"""Masking subscriber secrets in anything shown to an operator, payloads included.
+
+Every configured secret is replaced wherever it appears, and values under
+secret-looking keys (``password``, ``token``, ``authorization``...) are hidden
+whatever they hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from config.settings import Settings
+
+MASK = "***"
+SENSITIVE_KEYS = ("secret", "password", "passwd", "token", "authorization", "api-key", "apikey")
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Masks every configured subscriber secret, and values of secret-looking keys."""
+
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Redactor:
+        """A redactor for the secrets of every subscriber in ``settings``."""
+        values = {s.secret.get_secret_value() for s in settings.subscribers}
+        # Longest first, so a secret containing another is masked whole.
+        return cls(tuple(sorted((v for v in values if v), key=len, reverse=True)))
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret masked."""
+        for secret in self.secrets:
+            value = value.replace(secret, MASK)
+        return value
+
+    def data(self, value: Any, key: str = "") -> Any:
+        """A JSON-like value with secrets masked in its strings and sensitive keys hidden."""
+        if key and any(word in key.lower() for word in SENSITIVE_KEYS):
+            return MASK
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.data(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.data(v) for v in value]
+        return value
