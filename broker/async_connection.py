@@ -20,6 +20,7 @@ import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
+from broker.confirms import ConfirmTracker
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, NackedError, UnroutableError
 
@@ -49,6 +50,22 @@ OnMessage = Callable[[Message], None]
 
 # See AmqpChannel.flush_acks.
 _SETTLED_COMPACT_AT = 10_000
+
+# A publish waiting for its confirm: (future, exchange, routing key, message id).
+# A plain tuple because one is made per retry or dead letter published.
+_Confirmable = tuple[asyncio.Future[None], str, str, str | None]
+
+
+def _identity(publish: _Confirmable) -> object:
+    return publish[1:]
+
+
+def _unroutable(publish: _Confirmable) -> UnroutableError:
+    return UnroutableError(f"no queue bound on {publish[1]!r} for {publish[2]!r}")
+
+
+def _nacked(publish: _Confirmable) -> NackedError:
+    return NackedError(f"broker refused the message for {publish[1]!r}")
 
 
 class _CoalescingWriter:
@@ -186,10 +203,9 @@ class AmqpChannel:
         self._channel = channel
         self._loop = loop
         self.closed: asyncio.Future[BaseException] = loop.create_future()
-        # Confirm bookkeeping: publish sequence number -> (future, identity).
-        self._pending: dict[int, tuple[asyncio.Future[None], tuple[str, str, str | None]]] = {}
-        self._returned: set[int] = set()
-        self._sequence = 0
+        self._confirms: ConfirmTracker[_Confirmable] = ConfirmTracker(
+            _identity, unroutable=_unroutable, nacked=_nacked
+        )
         self._confirming = False
         self._prefetch: int | None = None  # the basic.qos now in force on this channel
         # Ack batching (see settle): delivery tags in the order they arrived and
@@ -216,12 +232,11 @@ class AmqpChannel:
     def _on_close(self, _channel: Any, reason: BaseException) -> None:
         if not self.closed.done():
             self.closed.set_result(reason)
-        for future, _ in self._pending.values():
+        for future, *_ in self._confirms.channel_lost():
             if not future.done():
                 future.set_exception(
                     BrokerUnavailableError(f"channel closed before the confirm: {reason!r}")
                 )
-        self._pending.clear()
 
     async def _rpc(self, start: Callable[[Callable[[Any], None]], Any]) -> Any:
         done: asyncio.Future[Any] = self._loop.create_future()
@@ -366,13 +381,12 @@ class AmqpChannel:
             raise RuntimeError("enable_confirms() first")
         if not self.is_open:
             raise BrokerUnavailableError("channel is closed")
-        self._sequence += 1
         future: asyncio.Future[None] = self._loop.create_future()
-        self._pending[self._sequence] = (future, (exchange, routing_key, properties.message_id))
+        tag = self._confirms.track((future, exchange, routing_key, properties.message_id))
         try:
             self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         except pika.exceptions.AMQPError as exc:
-            self._pending.pop(self._sequence, None)
+            self._confirms.forget(tag)
             raise BrokerUnavailableError(f"publish failed: {exc!r}") from None
         await future
 
@@ -383,35 +397,23 @@ class AmqpChannel:
         properties: pika.BasicProperties,
         _body: bytes,
     ) -> None:
-        # basic.return carries no sequence number but always precedes the confirm
-        # of its message: mark the oldest matching unconfirmed publish.
-        identity = (method.exchange, method.routing_key, properties.message_id)
-        for sequence, (_, pending) in sorted(self._pending.items()):
-            if pending == identity and sequence not in self._returned:
-                self._returned.add(sequence)
-                return
+        self._confirms.returned((method.exchange, method.routing_key, properties.message_id))
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
-        tag = method.delivery_tag
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        sequences = [s for s in self._pending if s <= tag] if method.multiple else [tag]
-        for sequence in sequences:
-            entry = self._pending.pop(sequence, None)
-            if entry is None:
-                continue
-            future, (exchange, routing_key, _) = entry
+        settled = self._confirms.settle(
+            method.delivery_tag,
+            multiple=bool(method.multiple),
+            acked=isinstance(method, pika.spec.Basic.Ack),
+        )
+        for publish, error in settled:
+            future = publish[0]
             if future.done():
-                continue
-            if sequence in self._returned:
-                self._returned.discard(sequence)
-                future.set_exception(
-                    UnroutableError(f"no queue bound on {exchange!r} for {routing_key!r}")
-                )
-            elif acked:
+                continue  # its publisher gave up waiting (cancelled)
+            if error is None:
                 future.set_result(None)
             else:
-                future.set_exception(NackedError(f"broker refused the message for {exchange!r}"))
+                future.set_exception(error)
 
     async def close(self) -> None:
         """Close the channel."""

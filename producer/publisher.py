@@ -1,58 +1,41 @@
 """Publish webhook events to RabbitMQ with publisher confirms.
 
 A :class:`Publisher` owns one blocking pika connection; use one per thread.
+Batches are run by :mod:`producer.batch` on a :mod:`producer.channel`, events
+are built by :mod:`producer.outgoing`, reconnects are paced by
+:mod:`producer.backoff`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
 import pika
 import pika.exceptions
 import structlog
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from broker.declarer import apply_topology
 from broker.url import BrokerUrl
-from config.errors import (
-    BrokerUnavailableError,
-    NackedError,
-    PayloadError,
-    PublishError,
-    UnroutableError,
-)
+from config.errors import BrokerUnavailableError
 from config.topology import EVENTS_EXCHANGE, Topology, build_topology
-from wire import contract
-from wire.envelope import build_envelope, new_event_id, validate_event_id
+from producer.backoff import Backoff, Transient
+from producer.batch import DEFAULT_WINDOW, BatchRun, Event
+from producer.channel import LINK_ERRORS, ConfirmChannel
+from producer.outgoing import closed_by_broker_error, nacked_error, prepare, unroutable_error
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 log = structlog.get_logger("producer")
 
-T = TypeVar("T")
-
-# Events of one publish_many on the wire at once, waiting for their confirms.
-DEFAULT_WINDOW = 512
-# Events of a list written to the socket together.
-_BURST = 32
+__all__ = ["DEFAULT_WINDOW", "Publisher"]
 
 # AMQP reply codes that retrying cannot fix.
 _ACCESS_REFUSED = 403
-_NOT_FOUND = 404
 _NOT_ALLOWED = 530  # e.g. the vhost does not exist
 
 _LOGIN_ERRORS = (
@@ -60,14 +43,6 @@ _LOGIN_ERRORS = (
     pika.exceptions.ProbableAccessDeniedError,
     pika.exceptions.AuthenticationError,
 )
-
-
-class _Transient(Exception):
-    """A connection-level failure worth reconnecting for; never leaves this module."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Publisher:
@@ -95,17 +70,21 @@ class Publisher:
             raise ValueError("connect_attempts must be at least 1")
         self.broker = broker
         self.declare = declare
-        self._connect_attempts = connect_attempts
-        self._max_retry_seconds = max_retry_seconds
-        self._backoff_initial = backoff_initial_seconds
-        self._backoff_max = backoff_max_seconds
         self._connect_timeout = connect_timeout_seconds
         self._heartbeat = heartbeat
         self._connection_name = connection_name
         self._connection: Any = None
         self._channel: Any = None
-        self._batch_channel: _ConfirmChannel | None = None
+        self._batch_channel: ConfirmChannel | None = None
         self._log = log.bind(broker=broker.redacted)
+        self._backoff = Backoff(
+            attempts=connect_attempts,
+            max_seconds=max_retry_seconds,
+            initial_seconds=backoff_initial_seconds,
+            max_wait_seconds=backoff_max_seconds,
+            where=broker.redacted,
+            log=self._log,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> Publisher:
@@ -137,7 +116,7 @@ class Publisher:
 
     def connect(self) -> None:
         """Open the connection now (with retries) instead of on the first publish."""
-        self._with_retries(self._ensure_channel)
+        self._backoff.run(self._ensure_channel)
 
     def close(self) -> None:
         """Close the connection; a later publish opens a new one. Safe to call twice."""
@@ -154,7 +133,8 @@ class Publisher:
         bound for ``event_type``), NackedError (the broker refused it) or
         BrokerUnavailableError (no connection after the retries).
         """
-        event_id, body, properties = _prepare(event_type, data, event_id)
+        outgoing = prepare(event_type, data, event_id)
+        event_id = outgoing.event_id
         # "event" is structlog's own key (the log message), hence event_type.
         event_log = self._log.bind(event_id=event_id, event_type=event_type)
 
@@ -162,32 +142,36 @@ class Publisher:
             channel = self._ensure_channel()
             try:
                 channel.basic_publish(
-                    EVENTS_EXCHANGE, event_type, body, properties=properties, mandatory=True
+                    EVENTS_EXCHANGE,
+                    event_type,
+                    outgoing.body,
+                    properties=outgoing.properties,
+                    mandatory=True,
                 )
             except pika.exceptions.UnroutableError:
                 event_log.warning("event_unroutable")
-                raise _unroutable(event_type) from None
+                raise unroutable_error(event_type) from None
             except pika.exceptions.NackError:
                 event_log.warning("event_nacked")
-                raise _nacked(event_id, event_type) from None
+                raise nacked_error(event_id, event_type) from None
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self._channel = None
-                raise _closed_by_broker(exc, event_type) from None
-            except _connection_errors() as exc:
+                raise closed_by_broker_error(exc, event_type) from None
+            except LINK_ERRORS as exc:
                 # The broker may have stored the message before the link broke;
                 # publishing again under the same event id keeps delivery
                 # at-least-once, and receivers can drop the repeat by X-Webhook-Id.
                 self._drop_connection()
-                raise _Transient(self._describe(exc)) from None
+                raise Transient(self._describe(exc)) from None
 
         started = time.monotonic()
-        self._with_retries(attempt)
+        self._backoff.run(attempt)
         event_log.info("event_published", seconds=round(time.monotonic() - started, 4))
         return event_id
 
     def publish_many(
         self,
-        events: Iterable[tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]],
+        events: Iterable[Event],
         *,
         window: int = DEFAULT_WINDOW,
     ) -> list[str]:
@@ -210,61 +194,33 @@ class Publisher:
         if window < 1:
             raise ValueError("window must be at least 1")
         started = time.monotonic()
-        run = _BatchRun(self, window)
-        # Events already in a list are all ready: write them in bursts. Items of a
-        # generator may come slowly, so each is sent before asking for the next.
-        burst = _BURST if isinstance(events, Sequence) else 1
-        try:
-            for count, item in enumerate(events, 1):
-                event_type, data = item[0], item[1]
-                given_id = item[2] if len(item) > 2 else None
-                try:
-                    outgoing = _Outgoing(event_type, *_prepare(event_type, data, given_id))
-                except PayloadError as exc:
-                    run.fail(len(run.ids), exc)
-                    break
-                run.send(outgoing, flush=count % burst == 0)
-                if run.failure is not None:
-                    break
-            run.finish()
-        finally:
-            run.close()
+        ids = BatchRun(self, window, self._log).run(events)
         self._log.info(
-            "events_published", count=len(run.ids), seconds=round(time.monotonic() - started, 4)
+            "events_published", count=len(ids), seconds=round(time.monotonic() - started, 4)
         )
-        return run.ids
+        return ids
+
+    # --- what a batch run uses (producer.batch.ChannelSource) ---------------
+
+    @property
+    def connect_attempts(self) -> int:
+        """Connection attempts per operation; also the lost connections a batch rides out."""
+        return self._backoff.attempts
+
+    def open_confirm_channel(self) -> ConfirmChannel:
+        """The pipelined-confirm channel, (re)connecting with the retry policy.
+
+        Raises BrokerUnavailableError when the retries are used up.
+        """
+        return self._backoff.run(self._ensure_batch_channel)
+
+    def connection_lost(self, exc: BaseException) -> str:
+        """Drop the connection ``exc`` came from; return why it broke, passwords masked."""
+        reason = self._describe(exc)
+        self._drop_connection()
+        return reason
 
     # --- connection handling ------------------------------------------------
-
-    def _with_retries(self, operation: Callable[[], T]) -> T:
-        retrying = Retrying(
-            stop=stop_after_attempt(self._connect_attempts)
-            | stop_after_delay(self._max_retry_seconds),
-            wait=wait_exponential(multiplier=self._backoff_initial, max=self._backoff_max),
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        started = time.monotonic()
-        try:
-            return retrying(operation)
-        except _Transient as exc:
-            attempts = retrying.statistics.get("attempt_number", self._connect_attempts)
-            self._log.warning("broker_unavailable", attempts=attempts, reason=exc.reason)
-            raise BrokerUnavailableError(
-                f"RabbitMQ at {self.broker.redacted} is unavailable: gave up after "
-                f"{attempts} attempt(s) in {time.monotonic() - started:.1f} s; "
-                f"last error: {exc.reason}"
-            ) from None
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        self._log.warning(
-            "broker_connection_failed",
-            attempt=state.attempt_number,
-            retry_in_seconds=round(state.upcoming_sleep, 3),
-            reason=error.reason if isinstance(error, _Transient) else repr(error),
-        )
 
     def _ensure_channel(self) -> Any:
         if self._connection is not None and self._connection.is_open:
@@ -273,21 +229,21 @@ class Publisher:
             try:
                 self._channel = self._open_channel(self._connection)
                 return self._channel
-            except _connection_errors() as exc:
+            except LINK_ERRORS as exc:
                 self._drop_connection()
-                raise _Transient(self._describe(exc)) from None
+                raise Transient(self._describe(exc)) from None
         self._drop_connection()
         self._connection = self._open_connection()
         try:
             self._channel = self._open_channel(self._connection)
             if self.declare is not None:
                 apply_topology(self._channel, self.declare)
-        except _connection_errors() as exc:
+        except LINK_ERRORS as exc:
             self._drop_connection()
-            raise _Transient(self._describe(exc)) from None
+            raise Transient(self._describe(exc)) from None
         except BrokerUnavailableError as exc:  # apply_topology's wrapper of a lost link
             self._drop_connection()
-            raise _Transient(self._scrub(str(exc))) from None
+            raise Transient(self._scrub(str(exc))) from None
         except BaseException:
             self._drop_connection()
             raise
@@ -316,9 +272,9 @@ class Publisher:
                     f"RabbitMQ at {self.broker.redacted} refused the connection: "
                     f"{exc.reply_code} {self._scrub(exc.reply_text)}"
                 ) from None
-            raise _Transient(self._describe(exc)) from None
+            raise Transient(self._describe(exc)) from None
         except pika.exceptions.AMQPError as exc:
-            raise _Transient(self._describe(exc)) from None
+            raise Transient(self._describe(exc)) from None
 
     @staticmethod
     def _open_channel(connection: Any) -> Any:
@@ -326,16 +282,17 @@ class Publisher:
         channel.confirm_delivery()
         return channel
 
-    def _ensure_batch_channel(self) -> _ConfirmChannel:
+    def _ensure_batch_channel(self) -> ConfirmChannel:
         """The pipelined-confirm channel on the current connection (opened on demand)."""
         self._ensure_channel()
+        # A channel the broker closed mid-batch is not open: a new one replaces it.
         if self._batch_channel is not None and self._batch_channel.is_open:
             return self._batch_channel
         try:
-            self._batch_channel = _ConfirmChannel(self._connection)
-        except _connection_errors() as exc:
+            self._batch_channel = ConfirmChannel(self._connection)
+        except LINK_ERRORS as exc:
             self._drop_connection()
-            raise _Transient(self._describe(exc)) from None
+            raise Transient(self._describe(exc)) from None
         return self._batch_channel
 
     def _drop_connection(self) -> None:
@@ -358,270 +315,3 @@ class Publisher:
             if password and len(password) >= 4:
                 text = text.replace(password, "***")
         return text
-
-
-def _prepare(
-    event_type: str, data: dict[str, Any], event_id: str | None
-) -> tuple[str, bytes, pika.BasicProperties]:
-    """Validate one event; return its id, body and AMQP properties."""
-    event_id = new_event_id() if event_id is None else validate_event_id(event_id)
-    now = datetime.now(UTC)
-    body = build_envelope(event_type, data, now=now)
-    properties = pika.BasicProperties(
-        content_type=contract.CONTENT_TYPE,
-        delivery_mode=contract.PERSISTENT,
-        message_id=event_id,
-        type=event_type,
-        timestamp=int(now.timestamp()),
-    )
-    return event_id, body, properties
-
-
-def _unroutable(event_type: str) -> UnroutableError:
-    return UnroutableError(
-        f"no subscriber queue is bound for {event_type!r} on exchange "
-        f"{EVENTS_EXCHANGE!r}: check the subscribers' event patterns "
-        "(and that the topology has been declared)"
-    )
-
-
-def _nacked(event_id: str, event_type: str) -> NackedError:
-    return NackedError(
-        f"RabbitMQ refused event {event_id} ({event_type!r}); a subscriber "
-        "queue may be full or unavailable"
-    )
-
-
-def _closed_by_broker(exc: pika.exceptions.ChannelClosedByBroker, event_type: str) -> PublishError:
-    if exc.reply_code == _NOT_FOUND:
-        return UnroutableError(
-            f"exchange {EVENTS_EXCHANGE!r} does not exist, so no subscriber queue "
-            f"is bound for {event_type!r}: declare the topology first "
-            "(start the worker, or set WEBHOOK_CONFIG for the producer)"
-        )
-    return PublishError(
-        f"RabbitMQ closed the channel while publishing {event_type!r}: "
-        f"{exc.reply_code} {exc.reply_text}"
-    )
-
-
-@dataclass(frozen=True)
-class _Outgoing:
-    event_type: str
-    event_id: str
-    body: bytes
-    properties: pika.BasicProperties
-
-
-class _ConfirmChannel:
-    """A confirm-mode channel whose publishes do not wait for their confirm.
-
-    pika's ``BlockingChannel.basic_publish`` waits for each confirm in turn (one
-    broker round trip, including the quorum queue's commit, per message).  Here
-    the channel underneath the blocking wrapper is put in confirm mode with our
-    own callbacks, and the blocking connection's I/O loop is driven only until
-    enough confirms have arrived.  That uses two pika internals (``_impl`` and
-    ``_flush_output``), present and unchanged in pika 1.x.
-    """
-
-    def __init__(self, connection: Any) -> None:
-        self._blocking = connection.channel()
-        self._impl = self._blocking._impl
-        self._transport = getattr(connection._impl, "_transport", None)
-        self._sequence = 0
-        # sequence -> (batch index, routing key, message id), oldest first.
-        self.pending: dict[int, tuple[int, str, str | None]] = {}
-        self._returned: set[int] = set()
-        # Settled since the last take_settled(): (batch index, None or the failure kind).
-        self._settled: list[tuple[int, str | None]] = []
-        selected: list[bool] = []
-        self._impl.add_on_return_callback(self._on_return)
-        self._impl.confirm_delivery(
-            ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True)
-        )
-        self.wait_until(lambda: bool(selected))
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self._impl.is_open)
-
-    def publish(self, index: int, outgoing: _Outgoing) -> None:
-        self._impl.basic_publish(
-            EVENTS_EXCHANGE,
-            outgoing.event_type,
-            outgoing.body,
-            outgoing.properties,
-            mandatory=True,
-        )
-        self._sequence += 1
-        self.pending[self._sequence] = (index, outgoing.event_type, outgoing.event_id)
-
-    def wait_until(self, ready: Callable[[], bool]) -> None:
-        """Send what is buffered and process input until ``ready()`` (or the channel closes).
-
-        Raises ChannelClosedByBroker, or pika's connection errors.
-        """
-        # pika queues every frame (three per message) as its own buffer and sends
-        # each with its own send(); one joined buffer needs one.
-        buffers = getattr(self._transport, "_tx_buffers", None)
-        if buffers is not None and len(buffers) > 1:
-            joined = b"".join(buffers)
-            buffers.clear()
-            buffers.append(joined)
-        self._blocking._flush_output(ready)
-
-    def take_settled(self) -> list[tuple[int, str | None]]:
-        settled, self._settled = self._settled, []
-        return settled
-
-    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
-        # A basic.return has no sequence number but precedes the confirm of its
-        # message: mark the oldest unconfirmed publish with the same identity.
-        identity = (method.routing_key, properties.message_id)
-        for sequence, (_, routing_key, message_id) in self.pending.items():
-            if (routing_key, message_id) == identity and sequence not in self._returned:
-                self._returned.add(sequence)
-                return
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        tag = method.delivery_tag
-        acked = isinstance(method, pika.spec.Basic.Ack)
-        if method.multiple:
-            sequences = []
-            for sequence in self.pending:
-                if sequence > tag:
-                    break
-                sequences.append(sequence)
-        else:
-            sequences = [tag]
-        for sequence in sequences:
-            entry = self.pending.pop(sequence, None)
-            if entry is None:
-                continue
-            if sequence in self._returned:
-                self._returned.discard(sequence)
-                self._settled.append((entry[0], "unroutable"))
-            else:
-                self._settled.append((entry[0], None if acked else "nacked"))
-
-
-class _BatchRun:
-    """The state of one ``publish_many`` call: ids, unconfirmed events, first failure."""
-
-    def __init__(self, publisher: Publisher, window: int) -> None:
-        self.publisher = publisher
-        self.window = window
-        self.ids: list[str] = []
-        self.unconfirmed: dict[int, _Outgoing] = {}
-        self.failure: tuple[int, BaseException] | None = None
-        self.channel: _ConfirmChannel | None = None
-        self._reconnects = 0
-
-    def fail(self, index: int, error: BaseException) -> None:
-        if self.failure is None or index < self.failure[0]:
-            self.failure = (index, error)
-
-    def send(self, outgoing: _Outgoing, *, flush: bool = True) -> None:
-        """Put one event on the wire (``flush=False``: leave it buffered for now)."""
-        index = len(self.ids)
-        self.ids.append(outgoing.event_id)
-        self.unconfirmed[index] = outgoing
-        window = self.window
-
-        def publish(channel: _ConfirmChannel) -> None:
-            channel.publish(index, outgoing)
-            # Keep at most ``window`` events waiting for their confirm.
-            if flush or len(channel.pending) >= window:
-                channel.wait_until(lambda: len(channel.pending) < window)
-
-        # After a reconnect the resend already includes this event.
-        self._io(publish, skip_after_resend=True)
-
-    def finish(self) -> None:
-        """Wait for every outstanding confirm; raise the first failure, if any."""
-        self._io(lambda channel: channel.wait_until(lambda: not channel.pending))
-        if self.failure is not None:
-            index, error = self.failure
-            if isinstance(error, PublishError) and not isinstance(error, BrokerUnavailableError):
-                error.args = (
-                    f"{error.args[0]} (event {index + 1} of the batch; the {index} before it "
-                    "are published)",
-                )
-            raise error
-
-    def close(self) -> None:
-        self.unconfirmed.clear()
-
-    def _collect(self, channel: _ConfirmChannel) -> None:
-        for index, problem in channel.take_settled():
-            outgoing = self.unconfirmed.pop(index, None)
-            if problem is None or outgoing is None:
-                continue
-            self.publisher._log.warning(f"event_{problem}", event_id=outgoing.event_id)
-            if problem == "unroutable":
-                self.fail(index, _unroutable(outgoing.event_type))
-            else:
-                self.fail(index, _nacked(outgoing.event_id, outgoing.event_type))
-
-    def _io(
-        self, operation: Callable[[_ConfirmChannel], None], *, skip_after_resend: bool = False
-    ) -> None:
-        """Run ``operation`` on the batch channel; after a lost link, reconnect and resend."""
-        publisher = self.publisher
-        while True:
-            if self.channel is None:
-                self.channel = publisher._with_retries(publisher._ensure_batch_channel)
-                # A new channel knows nothing of the old one's messages: send every
-                # unconfirmed event again (same ids, so this stays at-least-once).
-                if not self._attempt(self._resend):
-                    continue
-                if skip_after_resend:
-                    return
-            if self._attempt(operation):
-                return
-
-    def _resend(self, channel: _ConfirmChannel) -> None:
-        for index in sorted(self.unconfirmed):
-            channel.publish(index, self.unconfirmed[index])
-
-    def _attempt(self, operation: Callable[[_ConfirmChannel], None]) -> bool:
-        publisher = self.publisher
-        channel = self.channel
-        assert channel is not None
-        try:
-            operation(channel)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            publisher._batch_channel = self.channel = None
-            first = min(self.unconfirmed, default=len(self.ids) - 1)
-            event_type = self.unconfirmed[first].event_type if self.unconfirmed else ""
-            self.unconfirmed.clear()
-            error = _closed_by_broker(exc, event_type)
-            self.fail(first, error)
-            raise error from None
-        except _connection_errors() as exc:
-            reason = publisher._describe(exc)
-            publisher._drop_connection()
-            self.channel = None
-            self._reconnects += 1
-            if self._reconnects > publisher._connect_attempts:
-                raise BrokerUnavailableError(
-                    f"RabbitMQ at {publisher.broker.redacted} kept dropping the connection "
-                    f"during a batch ({self._reconnects} times); last error: {reason}"
-                ) from None
-            publisher._log.warning("broker_connection_lost_mid_batch", reason=reason)
-            return False
-        finally:
-            if self.channel is not None:
-                self._collect(self.channel)
-        return True
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    # Link-level failures (and their aftermath on a stale channel): reconnect.
-    return (
-        pika.exceptions.AMQPConnectionError,
-        pika.exceptions.ChannelWrongStateError,
-        pika.exceptions.ChannelClosedByClient,
-        ConnectionError,
-    )
