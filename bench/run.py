@@ -34,6 +34,7 @@ import pika.exceptions
 
 from bench import procstat
 from bench.common import SENT_FIELD, eventually_delivered
+from broker import pika_internals
 from broker.declarer import declare_topology
 from broker.url import BrokerUrl
 from config.logs import configure_logging
@@ -552,7 +553,7 @@ class Bench:
             channel = connection.channel()
             for sub in subs:
                 for queue in (work_queue(sub.id), dead_letter_queue(sub.id)):
-                    channel._impl.queue_delete(queue)  # no callback: nowait
+                    pika_internals.channel_under(channel).queue_delete(queue)  # nowait
             channel.queue_declare("", exclusive=True)  # a round trip: all deletes done
         except pika.exceptions.AMQPError as exc:
             say(f"  (cleanup incomplete: {exc!r})")

@@ -20,6 +20,7 @@ import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
+from broker import pika_internals
 from broker.confirms import ConfirmTracker
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, NackedError, UnroutableError
@@ -90,11 +91,8 @@ class _CoalescingWriter:
 
     @classmethod
     def install(cls, connection: AsyncioConnection, loop: asyncio.AbstractEventLoop) -> None:
-        transport = getattr(connection, "_transport", None)
-        if type(transport).__name__ != "_AsyncPlaintextTransport":
-            return  # TLS, or a pika whose internals we do not know: keep its own path
-        writer = cls(connection, loop)
-        connection._adapter_emit_data = writer.emit
+        # TLS, or a pika whose internals we do not know: pika keeps its own path.
+        pika_internals.intercept_frames(connection, cls(connection, loop).emit)
 
     def emit(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -105,16 +103,11 @@ class _CoalescingWriter:
     def _flush(self) -> None:
         self._scheduled = False
         chunks, self._chunks = self._chunks, []
-        transport: Any = getattr(self._connection, "_transport", None)
-        if transport is None or not chunks:
-            return  # the connection is gone; pika drops unsent frames then too
+        if not chunks:
+            return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        sock = getattr(transport, "_sock", None)
-        if (
-            sock is not None
-            and transport.get_write_buffer_size() == 0
-            and getattr(transport, "_state", None) == getattr(transport, "_STATE_ACTIVE", 0)
-        ):
+        sock = pika_internals.idle_socket(self._connection)
+        if sock is not None:
             try:
                 sent = sock.send(data)
             except OSError:
@@ -122,7 +115,8 @@ class _CoalescingWriter:
             if sent == len(data):
                 return
             data = data[sent:]
-        transport.write(data)
+        # False: the connection is gone; pika drops unsent frames then too.
+        pika_internals.write_through_pika(self._connection, data)
 
 
 class AmqpConnection:

@@ -8,6 +8,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from broker import pika_internals
 from broker.connection import blocking_connection
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, TopologyError
@@ -27,7 +28,7 @@ def apply_topology(channel: BlockingChannel, topology: Topology) -> None:
     the broker refuses one, they are repeated one at a time on a new channel
     to name the culprit, and TopologyError is raised either way.
     """
-    if not topology.exchanges or not hasattr(channel, "_impl"):
+    if not topology.exchanges:
         _apply_one_by_one(channel, topology)
         return
     try:
@@ -43,9 +44,8 @@ def apply_topology(channel: BlockingChannel, topology: Topology) -> None:
 
 
 def _apply_pipelined(channel: BlockingChannel, topology: Topology) -> None:
-    # pika's channel underneath the blocking wrapper: called without a callback,
-    # these send the no-wait form of each method and return at once.
-    impl = channel._impl
+    # Called without a callback, these send the no-wait form of each method.
+    impl = pika_internals.channel_under(channel)
     for exchange in topology.exchanges:
         impl.exchange_declare(exchange.name, exchange.type, durable=True)
     for queue in topology.queues:

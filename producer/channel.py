@@ -9,6 +9,7 @@ import pika
 import pika.exceptions
 import pika.spec
 
+from broker import pika_internals
 from broker.confirms import ConfirmTracker
 from config.errors import NackedError, PublishError, UnroutableError
 from config.topology import EVENTS_EXCHANGE
@@ -46,24 +47,21 @@ class ConfirmChannel:
     broker round trip, including the quorum queue's commit, per message).  Here
     the channel underneath the blocking wrapper is put in confirm mode with our
     own callbacks, and the blocking connection's I/O loop is driven only until
-    enough confirms have arrived.  That needs pika internals (marked below),
-    present and unchanged in pika 1.x.
+    enough confirms have arrived (through broker.pika_internals).
     """
 
     def __init__(self, connection: Any) -> None:
+        self._connection = connection
         self._blocking = connection.channel()
-        # pika internals: the channel under the blocking wrapper, and the
-        # connection's transport (for its send buffers, see wait_until).
-        self._impl = self._blocking._impl
-        self._transport = getattr(connection._impl, "_transport", None)
+        self._async_channel = pika_internals.channel_under(self._blocking)
         self._confirms: ConfirmTracker[Token] = ConfirmTracker(
             _identity, unroutable=_unroutable, nacked=_nacked
         )
         # Settled since the last take_settled(), each with None or its error.
         self._settled: list[tuple[Token, PublishError | None]] = []
         selected: list[bool] = []
-        self._impl.add_on_return_callback(self._on_return)
-        self._impl.confirm_delivery(
+        self._async_channel.add_on_return_callback(self._on_return)
+        self._async_channel.confirm_delivery(
             ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True)
         )
         self.wait_until(lambda: bool(selected))
@@ -71,7 +69,7 @@ class ConfirmChannel:
     @property
     def is_open(self) -> bool:
         """False once the broker or the link closed the channel."""
-        return bool(self._impl.is_open)
+        return bool(self._async_channel.is_open)
 
     @property
     def in_flight(self) -> int:
@@ -80,7 +78,7 @@ class ConfirmChannel:
 
     def publish(self, index: int, outgoing: Outgoing) -> None:
         """Write one event (``mandatory``) to pika's buffer; its outcome comes from take_settled."""
-        self._impl.basic_publish(
+        self._async_channel.basic_publish(
             EVENTS_EXCHANGE,
             outgoing.event_type,
             outgoing.body,
@@ -94,16 +92,8 @@ class ConfirmChannel:
 
         Raises ChannelClosedByBroker, or pika's connection errors.
         """
-        # pika internals: the transport's queue of frames to send, and the
-        # blocking channel's I/O loop.  pika queues every frame (three per
-        # message) as its own buffer and sends each with its own send(); one
-        # joined buffer needs one.
-        buffers = getattr(self._transport, "_tx_buffers", None)
-        if buffers is not None and len(buffers) > 1:
-            joined = b"".join(buffers)
-            buffers.clear()
-            buffers.append(joined)
-        self._blocking._flush_output(ready)
+        pika_internals.join_send_buffers(self._connection)
+        pika_internals.drive_until(self._blocking, ready)
 
     def take_settled(self) -> list[tuple[Token, PublishError | None]]:
         """The events settled since the last call, each with None (confirmed) or its error."""

@@ -33,6 +33,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from broker import pika_internals
 from broker.url import BrokerUrl
 from config.errors import BrokerError, BrokerUnavailableError
 from config.topology import dead_letter_queue
@@ -85,8 +86,8 @@ def _close_keeping_order(connection: BlockingConnection, channel: BlockingChanne
     underlying channel's close only cancels the consumer and closes; the broker
     then returns all unacked messages together, in their original order.
     """
-    # pika internals: the blocking adapter has no public close without the rejects.
-    impl = channel._impl
+    # The blocking adapter has no public close without the rejects.
+    impl = pika_internals.channel_under(channel)
     if impl.is_open:
         impl.close()
     while not channel.is_closed and connection.is_open:

@@ -1,0 +1,103 @@
+"""Every use of pika's private internals, in one place, checked against the pika installed.
+
+pika's public API makes each publish wait for its confirm, sends each frame
+with its own ``send()``, and has no nowait declare on a blocking channel.  The
+speed documented in docs/performance.md needs a few of its internals; they are
+reached only through the functions here, and :func:`missing_internals` (run by
+tests/unit/test_pika_internals.py) fails loudly if an upgrade of pika moves one.
+pyproject.toml pins pika below 2 for the same reason.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pika
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.base_connection import BaseConnection
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.utils import io_services_utils
+from pika.channel import Channel
+
+SUPPORTED_MAJOR = 1
+_PLAINTEXT_TRANSPORT = io_services_utils._AsyncPlaintextTransport
+
+
+def channel_under(channel: BlockingChannel) -> Channel:
+    """The asynchronous channel under a blocking one: its methods without a callback are nowait."""
+    impl: Channel = channel._impl
+    return impl
+
+
+def drive_until(channel: BlockingChannel, ready: Callable[[], bool]) -> None:
+    """Send what is buffered and process input until ``ready()`` or the channel closes."""
+    channel._flush_output(ready)
+
+
+def join_send_buffers(connection: BlockingConnection) -> None:
+    """Join the frames queued on a blocking connection so they go out with one ``send()``.
+
+    pika queues every frame (three per message) as its own buffer and sends
+    each with its own system call.
+    """
+    transport = getattr(connection._impl, "_transport", None)
+    buffers = getattr(transport, "_tx_buffers", None)
+    if buffers is not None and len(buffers) > 1:
+        joined = b"".join(buffers)
+        buffers.clear()
+        buffers.append(joined)
+
+
+def intercept_frames(connection: AsyncioConnection, emit: Callable[[bytes], None]) -> bool:
+    """Route the frames pika writes through ``emit`` instead of its transport.
+
+    Only on a plaintext transport (TLS keeps pika's own path); False if not installed.
+    """
+    if type(getattr(connection, "_transport", None)) is not _PLAINTEXT_TRANSPORT:
+        return False
+    connection._adapter_emit_data = emit
+    return True
+
+
+def idle_socket(connection: AsyncioConnection) -> socket.socket | None:
+    """The connection's socket if nothing is queued in pika's transport, else None.
+
+    Sending straight to it is then in order; otherwise the caller must use
+    :func:`write_through_pika`, which also handles a full socket buffer.
+    """
+    transport: Any = getattr(connection, "_transport", None)
+    if transport is None:
+        return None
+    sock: socket.socket | None = getattr(transport, "_sock", None)
+    active = getattr(transport, "_state", None) == _PLAINTEXT_TRANSPORT._STATE_ACTIVE
+    if sock is None or not active or transport.get_write_buffer_size() != 0:
+        return None
+    return sock
+
+
+def write_through_pika(connection: AsyncioConnection, data: bytes) -> bool:
+    """Queue ``data`` on pika's transport; False if the connection is gone."""
+    transport: Any = getattr(connection, "_transport", None)
+    if transport is None:
+        return False
+    transport.write(data)
+    return True
+
+
+def missing_internals() -> list[str]:
+    """The internals above that the installed pika no longer has (empty when all is well)."""
+    missing = []
+    if int(pika.__version__.split(".")[0]) != SUPPORTED_MAJOR:
+        missing.append(f"pika {pika.__version__} (written for {SUPPORTED_MAJOR}.x)")
+    for owner, name in (
+        (BlockingChannel, "_flush_output"),
+        (BaseConnection, "_adapter_emit_data"),
+        (_PLAINTEXT_TRANSPORT, "_STATE_ACTIVE"),
+        (_PLAINTEXT_TRANSPORT, "get_write_buffer_size"),
+        (_PLAINTEXT_TRANSPORT, "write"),
+    ):
+        if not hasattr(owner, name):
+            missing.append(f"{owner.__qualname__}.{name}")
+    return missing
