@@ -22,6 +22,7 @@ from pika.channel import Channel
 
 from broker import pika_internals
 from broker.confirms import ConfirmTracker
+from broker.properties import MessageProperties
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, NackedError, UnroutableError
 
@@ -35,7 +36,7 @@ class Message:
     redelivered: bool
     exchange: str
     routing_key: str
-    properties: pika.BasicProperties
+    properties: MessageProperties
     body: bytes
 
     def ack(self) -> bool:
@@ -282,7 +283,7 @@ class AmqpChannel:
                     redelivered=bool(method.redelivered),
                     exchange=method.exchange,
                     routing_key=method.routing_key,
-                    properties=properties,
+                    properties=MessageProperties.from_pika(properties),
                     body=body,
                 )
             )

@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.errors import PayloadError, PoisonMessageError
 from wire import contract
 from wire.envelope import fallback_event_id
 from wire.json_body import decode_body, decode_if_canonical, encode_body
+
+if TYPE_CHECKING:
+    from broker.properties import MessageProperties
 
 # Far above any order event; express.json() receivers refuse >100 kB by default.
 MAX_BODY_BYTES = 1024 * 1024
@@ -51,10 +54,9 @@ class QueuedEvent:
     first_attempt_at: str | None
 
 
-def header(properties: Any, name: str) -> Any:
-    """A message header, or None (pika gives None rather than {} when there are none)."""
-    headers = getattr(properties, "headers", None) or {}
-    value = headers.get(name)
+def header(properties: MessageProperties, name: str) -> Any:
+    """A message header as text where it was sent as UTF-8 bytes, or None."""
+    value = properties.header(name)
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
@@ -63,7 +65,7 @@ def header(properties: Any, name: str) -> Any:
     return value
 
 
-def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEvent:
+def read_event(properties: MessageProperties, body: bytes, *, max_attempts: int) -> QueuedEvent:
     """Validate a queued message and return the event to deliver.
 
     The body is re-encoded in the exact form the product page's verifier
@@ -116,7 +118,7 @@ def read_event(properties: Any, body: bytes, *, max_attempts: int) -> QueuedEven
             canonical = encode_body(envelope)
         except PayloadError as exc:
             raise PoisonMessageError(f"body cannot be re-encoded: {exc}") from None
-    event_id = getattr(properties, "message_id", None)
+    event_id = properties.message_id
     if isinstance(event_id, str) and event_id:
         problem = _header_problem(event_id)
         if problem:

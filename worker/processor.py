@@ -18,6 +18,7 @@ import pika
 import structlog
 
 from broker.async_connection import AmqpChannel, Message
+from broker.properties import MessageProperties
 from config.errors import BrokerError, PoisonMessageError, PublishError
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import DEAD_LETTER_EXCHANGE, delay_exchange
@@ -49,16 +50,18 @@ def _event_label(event_type: str | None) -> str:
     return "invalid"
 
 
-def _moved_properties(properties: Any, headers: dict[str, Any]) -> pika.BasicProperties:
+def _moved_properties(
+    properties: MessageProperties, headers: dict[str, Any]
+) -> pika.BasicProperties:
     """Properties for a copy of a message: same identity, updated headers."""
     return pika.BasicProperties(
-        content_type=getattr(properties, "content_type", None) or contract.CONTENT_TYPE,
+        content_type=properties.content_type or contract.CONTENT_TYPE,
         delivery_mode=contract.PERSISTENT,
-        message_id=getattr(properties, "message_id", None),
-        type=getattr(properties, "type", None),
-        timestamp=getattr(properties, "timestamp", None),
-        app_id=getattr(properties, "app_id", None),
-        correlation_id=getattr(properties, "correlation_id", None),
+        message_id=properties.message_id,
+        type=properties.type,
+        timestamp=properties.timestamp,
+        app_id=properties.app_id,
+        correlation_id=properties.correlation_id,
         headers=headers,
     )
 
@@ -128,7 +131,7 @@ class MessageProcessor:
             log.error(
                 "move_refused_requeueing",
                 subscriber=subscriber.id,
-                event_id=getattr(message.properties, "message_id", None),
+                event_id=message.properties.message_id,
                 error=str(exc),
             )
             await asyncio.sleep(self._requeue_delay)
@@ -140,7 +143,7 @@ class MessageProcessor:
             log.warning(
                 "message_left_unacked",
                 subscriber=subscriber.id,
-                event_id=getattr(message.properties, "message_id", None),
+                event_id=message.properties.message_id,
                 error=str(exc),
             )
             return None
@@ -151,7 +154,7 @@ class MessageProcessor:
             log.exception(
                 "message_processing_crashed",
                 subscriber=subscriber.id,
-                event_id=getattr(message.properties, "message_id", None),
+                event_id=message.properties.message_id,
             )
             await asyncio.sleep(self._requeue_delay)
             message.reject(requeue=True)
@@ -248,7 +251,7 @@ class MessageProcessor:
         self, subscriber: Subscriber, message: Message, event: QueuedEvent, result: DeliveryResult
     ) -> dict[str, Any]:
         now = _now_iso()
-        headers = dict(getattr(message.properties, "headers", None) or {})
+        headers = dict(message.properties.headers)
         headers[contract.SUBSCRIBER] = subscriber.id
         headers[contract.FIRST_ATTEMPT_AT] = event.first_attempt_at or now
         headers[contract.LAST_ATTEMPT_AT] = now
@@ -261,7 +264,7 @@ class MessageProcessor:
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel, reason: str
     ) -> None:
         now = _now_iso()
-        headers = dict(getattr(message.properties, "headers", None) or {})
+        headers = dict(message.properties.headers)
         headers[contract.SUBSCRIBER] = subscriber.id
         headers[contract.DEAD_LETTER_REASON] = f"poison: {reason}"
         headers[contract.DEAD_LETTERED_AT] = now
@@ -277,6 +280,6 @@ class MessageProcessor:
         log.error(
             "poison_message_dead_lettered",
             subscriber=subscriber.id,
-            event_id=getattr(message.properties, "message_id", None),
+            event_id=message.properties.message_id,
             reason=reason,
         )

@@ -268,6 +268,4 @@ class Worker:
         settled = await processor.process(lane.subscriber, message, publisher)
         if settled is None:
             return
-        await self._lanes.settle(
-            lane, ticket, settled, getattr(message.properties, "message_id", None)
-        )
+        await self._lanes.settle(lane, ticket, settled, message.properties.message_id)

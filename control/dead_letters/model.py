@@ -9,27 +9,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from broker.properties import MessageProperties
 from config.errors import PoisonMessageError
 from config.topology import subscriber_of_queue
 from wire import contract
 from wire.envelope import format_timestamp
 from wire.queued_event import read_event
-
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 
 
 @dataclass(frozen=True)
@@ -128,13 +113,8 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def _properties_dict(properties: Any) -> dict[str, Any]:
-    values = {name: getattr(properties, name, None) for name in _PROPERTY_NAMES}
-    return {name: value for name, value in values.items() if value is not None}
-
-
-def _event_id(properties: Any, body: bytes) -> str | None:
-    message_id = _text(getattr(properties, "message_id", None))
+def _event_id(properties: MessageProperties, body: bytes) -> str | None:
+    message_id = _text(properties.message_id)
     if message_id:
         return message_id
     # The worker's own reading (its fallback id included), so the id shown is the
@@ -145,8 +125,8 @@ def _event_id(properties: Any, body: bytes) -> str | None:
         return None
 
 
-def _event_type(properties: Any, body: bytes) -> str | None:
-    declared = _text(getattr(properties, "type", None))
+def _event_type(properties: MessageProperties, body: bytes) -> str | None:
+    declared = _text(properties.type)
     if declared:
         return declared
     try:
@@ -157,13 +137,13 @@ def _event_type(properties: Any, body: bytes) -> str | None:
     return event if isinstance(event, str) else None
 
 
-def decode_dead_letter(queue: str, properties: Any, body: bytes) -> DeadLetter:
+def decode_dead_letter(queue: str, properties: MessageProperties, body: bytes) -> DeadLetter:
     """A :class:`DeadLetter` from a message read from ``queue``.
 
     Messages the broker dead-lettered itself (work-queue delivery limit) carry no
     worker headers; their reason and time come from ``x-death``.
     """
-    headers = dict(getattr(properties, "headers", None) or {})
+    headers = dict(properties.headers)
     deaths = headers.get("x-death")
     last_death = deaths[0] if isinstance(deaths, list) and deaths else {}
     if not isinstance(last_death, dict):
@@ -186,5 +166,5 @@ def decode_dead_letter(queue: str, properties: Any, body: bytes) -> DeadLetter:
         reason=reason,
         headers=headers,
         body=body,
-        properties=_properties_dict(properties),
+        properties=properties.present(),
     )

@@ -34,6 +34,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from broker import pika_internals
+from broker.properties import MessageProperties
 from broker.url import BrokerUrl
 from config.errors import BrokerError, BrokerUnavailableError
 from config.topology import dead_letter_queue
@@ -169,7 +170,7 @@ class QueueReader:
     def __iter__(self) -> Iterator[tuple[int, DeadLetter]]:
         while (delivery := self._next()) is not None:
             tag, properties, body = delivery
-            yield tag, decode_dead_letter(self.queue, properties, body)
+            yield tag, decode_dead_letter(self.queue, MessageProperties.from_pika(properties), body)
 
     @property
     def complete(self) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pika
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,7 +63,7 @@ async def _channel() -> tuple[AmqpChannel, FakeChannel, list[Message]]:
 
 def _deliver(fake: FakeChannel, tag: int) -> None:
     method = SimpleNamespace(delivery_tag=tag, redelivered=False, exchange="x", routing_key="r")
-    fake.deliver(None, method, SimpleNamespace(headers=None), b"{}")
+    fake.deliver(None, method, pika.BasicProperties(), b"{}")
 
 
 async def test_a_run_of_acks_from_the_oldest_becomes_one_multiple_ack() -> None:

@@ -14,6 +14,7 @@ import pika
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.properties import MessageProperties
 from config.errors import PoisonMessageError
 from config.subscribers import Subscriber
 from wire import contract
@@ -47,7 +48,7 @@ envelopes = st.fixed_dictionaries(
 
 def _check(properties: Any, body: bytes) -> QueuedEvent | None:
     try:
-        event = read_event(properties, body, max_attempts=3)
+        event = read_event(MessageProperties.from_pika(properties), body, max_attempts=3)
     except PoisonMessageError as exc:
         assert str(exc)  # always a reason for the operator
         return None

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from broker.properties import MessageProperties
 from config.errors import PayloadError, PoisonMessageError
 from tests.support.wire_vectors import PRODUCER_WIRE
 from tests.unit.test_jsonbody_node import fast_values, keys, serialisations, values
@@ -140,7 +141,7 @@ def test_read_event_sends_a_canonical_body_without_the_slow_path(
     monkeypatch.setattr(incoming, "decode_body", slow)
     monkeypatch.setattr(incoming, "encode_body", slow)
     properties = pika.BasicProperties(message_id="evt_1", headers={contract.ATTEMPT: 1})
-    event = read_event(properties, ORDER_BODY, max_attempts=3)
+    event = read_event(MessageProperties.from_pika(properties), ORDER_BODY, max_attempts=3)
     assert event.body is ORDER_BODY
     assert event.event_type == "order.created"
 
@@ -324,7 +325,7 @@ def test_deep_nesting_matches_the_slow_path(depth: int, layout: str) -> None:
 
 def _read(properties: Any, body: bytes) -> tuple[str, object]:
     try:
-        event = read_event(properties, body, max_attempts=3)
+        event = read_event(MessageProperties.from_pika(properties), body, max_attempts=3)
     except PoisonMessageError as exc:
         return ("poison", str(exc))
     assert type(event.body) is bytes
@@ -415,7 +416,7 @@ def test_read_event_reports_re_encoding_last(
     body: bytes, headers: dict[str, object] | None, reason: str
 ) -> None:
     with pytest.raises(PoisonMessageError, match=reason):
-        read_event(pika.BasicProperties(headers=headers), body, max_attempts=3)
+        read_event(MessageProperties(headers=headers), body, max_attempts=3)
 
 
 def test_read_event_fast_and_slow_give_the_same_event_id_without_message_id() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import time
 
-import pika
 import pytest
 from standardwebhooks import Webhook
 
+from broker.properties import MessageProperties
 from config.errors import PoisonMessageError
 from config.subscribers import RetryPolicy, Subscriber
 from wire import contract
@@ -72,7 +72,11 @@ def test_public_address_policy(address: str, public: bool) -> None:
 
 def test_read_event_defaults_and_canonical_body() -> None:
     pretty = json.dumps(json.loads(BODY), indent=2).encode()
-    event = read_event(pika.BasicProperties(message_id="evt_1"), pretty, max_attempts=3)
+    event = read_event(
+        MessageProperties(message_id="evt_1"),
+        pretty,
+        max_attempts=3,
+    )
     assert event.event_id == "evt_1"
     assert event.event_type == "order.created"
     assert event.attempt == 1
@@ -81,8 +85,12 @@ def test_read_event_defaults_and_canonical_body() -> None:
 
 
 def test_read_event_without_message_id_gets_a_stable_one() -> None:
-    first = read_event(pika.BasicProperties(), BODY, max_attempts=3)
-    again = read_event(pika.BasicProperties(headers={contract.ATTEMPT: 2}), BODY, max_attempts=3)
+    first = read_event(MessageProperties(), BODY, max_attempts=3)
+    again = read_event(
+        MessageProperties(headers={contract.ATTEMPT: 2}),
+        BODY,
+        max_attempts=3,
+    )
     assert first.event_id == again.event_id and first.event_id.startswith("evt_")
     assert again.attempt == 2
 
@@ -106,7 +114,7 @@ def test_poison_messages_are_named(
     body: bytes, headers: dict[str, object] | None, reason: str
 ) -> None:
     with pytest.raises(PoisonMessageError, match=reason):
-        read_event(pika.BasicProperties(headers=headers), body, max_attempts=3)
+        read_event(MessageProperties(headers=headers), body, max_attempts=3)
 
 
 def _subscriber(**extra: object) -> Subscriber:
@@ -122,7 +130,7 @@ def _subscriber(**extra: object) -> Subscriber:
 
 
 def test_headers_follow_the_wire_contract() -> None:
-    event = read_event(pika.BasicProperties(message_id="evt_9"), BODY, max_attempts=3)
+    event = read_event(MessageProperties(message_id="evt_9"), BODY, max_attempts=3)
     now = int(time.time() * 1000)
     headers = Deliverer(allow_private_networks=False).headers_for(_subscriber(), event, now_ms=now)
     assert headers["Content-Type"] == "application/json"
@@ -135,7 +143,11 @@ def test_headers_follow_the_wire_contract() -> None:
 
 
 def test_standard_webhooks_headers_verify_with_the_reference_library() -> None:
-    event = read_event(pika.BasicProperties(message_id="evt_std"), BODY, max_attempts=3)
+    event = read_event(
+        MessageProperties(message_id="evt_std"),
+        BODY,
+        max_attempts=3,
+    )
     headers = Deliverer(allow_private_networks=False).headers_for(
         _subscriber(standard_webhooks=True), event, now_ms=int(time.time() * 1000)
     )
@@ -148,7 +160,7 @@ def test_standard_webhooks_headers_verify_with_the_reference_library() -> None:
 
 def test_standard_webhooks_whsec_secret_is_base64_key_material() -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    event = read_event(pika.BasicProperties(message_id="evt_w"), BODY, max_attempts=3)
+    event = read_event(MessageProperties(message_id="evt_w"), BODY, max_attempts=3)
     headers = Deliverer(allow_private_networks=False).headers_for(
         _subscriber(secret=secret, standard_webhooks=True), event, now_ms=int(time.time() * 1000)
     )
