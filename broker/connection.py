@@ -10,7 +10,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
 from broker.url import BrokerUrl
-from config.errors import BrokerUnavailableError
+from config.errors import BrokerError, BrokerUnavailableError
 
 
 @contextlib.contextmanager
@@ -19,8 +19,9 @@ def blocking_connection(
 ) -> Iterator[BlockingConnection]:
     """A short-lived blocking connection for one job (declaring, checking markers).
 
-    pika errors, on connect or inside the block, become BrokerUnavailableError
-    naming ``operation``; the connection is always closed.
+    pika errors become the project's: a refused method is BrokerError, anything
+    else (on connect or inside the block) BrokerUnavailableError, both naming
+    ``operation``; the connection is always closed.
     """
     try:
         connection = pika.BlockingConnection(broker.parameters(connection_name=name))
@@ -30,7 +31,10 @@ def blocking_connection(
         ) from None
     try:
         yield connection
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        raise BrokerError(f"{operation}: RabbitMQ refused: {exc.reply_text}") from None
     except pika.exceptions.AMQPError as exc:
+        # Anything unacked returns to its queue when the connection goes.
         raise BrokerUnavailableError(f"{operation} failed: {exc!r}") from None
     finally:
         if connection.is_open:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pika
 
+
 @dataclass(frozen=True, slots=True)
 class MessageProperties:
     """The AMQP basic properties of one message; None where the message has none."""

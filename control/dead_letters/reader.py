@@ -34,9 +34,9 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from broker import pika_internals
+from broker.connection import blocking_connection
 from broker.properties import MessageProperties
 from broker.url import BrokerUrl
-from config.errors import BrokerError, BrokerUnavailableError
 from config.topology import dead_letter_queue
 from control.dead_letters.filters import Filters
 from control.dead_letters.model import DeadLetter, decode_dead_letter
@@ -52,30 +52,9 @@ IDLE_SECONDS = 2.0
 RETURN_WAIT_SECONDS = 5.0
 
 
-def _connect(broker: BrokerUrl) -> BlockingConnection:
-    try:
-        return pika.BlockingConnection(broker.parameters(connection_name="webhook-dlq"))
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerUnavailableError(
-            f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
-        ) from None
-
-
-@contextlib.contextmanager
-def broker_connection(broker: BrokerUrl) -> Iterator[BlockingConnection]:
-    """A connection for one operation; pika errors inside become the project's BrokerErrors."""
-    connection = _connect(broker)
-    try:
-        yield connection
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        raise BrokerError(f"RabbitMQ refused: {exc.reply_text}") from None
-    except pika.exceptions.AMQPError as exc:
-        # Anything unacked returns to its queue when the connection goes.
-        raise BrokerUnavailableError(f"lost the broker connection: {exc!r}") from None
-    finally:
-        if connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.close()
+def broker_connection(broker: BrokerUrl) -> contextlib.AbstractContextManager[BlockingConnection]:
+    """A connection for one dead-letter operation; pika errors become BrokerErrors."""
+    return blocking_connection(broker, name="webhook-dlq", operation="dead-letter operation")
 
 
 def _close_keeping_order(connection: BlockingConnection, channel: BlockingChannel) -> None:
