@@ -119,6 +119,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _missing_table(error: exc.SQLAlchemyError) -> bool:
+    original = getattr(error, "orig", None)
+    # PostgreSQL's undefined_table; SQLite only says so in words.
+    return getattr(original, "sqlstate", None) == "42P01" or "no such table" in str(original)
+
+
 class Database:
     """An engine plus the one way to use it: a transaction that speaks our errors."""
 
@@ -141,6 +147,11 @@ class Database:
     def wrap(self, error: exc.SQLAlchemyError) -> StoreError:
         """The project error for a SQLAlchemy error, its message free of secrets."""
         reason = self._reason(error)
+        if _missing_table(error):
+            return StoreError(
+                f"database {self.url.redacted} has no store schema (or an old one): run the "
+                f"migrations (control.store.migrator.migrate): {reason}"
+            )
         if isinstance(error, exc.IntegrityError):
             return ConflictError(f"the write conflicts with stored data: {reason}")
         if isinstance(error, _UNREACHABLE):
