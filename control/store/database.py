@@ -83,7 +83,7 @@ class DatabaseUrl:
     @property
     def password(self) -> str | None:
         """The password, only to scrub it from driver messages."""
-        return self._url.password if isinstance(self._url.password, str) else None
+        return self._url.password
 
     def __str__(self) -> str:
         return self.redacted
