@@ -86,3 +86,23 @@ class ConnectionClosedError(DeliveryTransportError):
 
 class InvalidResponseError(DeliveryTransportError):
     """The server's answer is not valid HTTP/1.x."""
+
+
+class StoreError(WebhookError):
+    """The endpoint store failed: a database error, or a secret it cannot decrypt."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached or does not answer (the API answers 503)."""
+
+
+class NotFoundError(StoreError):
+    """No such account or endpoint, or the endpoint belongs to another account (404)."""
+
+
+class ConflictError(StoreError):
+    """A write clashes with what is stored, e.g. a duplicate id (409)."""
+
+
+class InvalidInputError(StoreError):
+    """Endpoint input breaks the subscriber rules; the message names each field (422)."""

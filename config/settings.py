@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
 
 from broker.url import DEFAULT_URL, BrokerUrl
 from config.errors import ConfigError
@@ -51,6 +51,11 @@ class Settings(BaseModel):
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
     shutdown_grace_seconds: float = Field(30.0, ge=0, le=3600, alias="SHUTDOWN_GRACE_SECONDS")
+    # The endpoint store (control.store). A URL may carry a password, so it is kept
+    # as a secret like the key; unset means the store's SQLite default.
+    database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
+    secrets_key: SecretStr | None = Field(None, alias="SECRETS_KEY")
+    secrets_key_file: Path | None = Field(None, alias="SECRETS_KEY_FILE")
 
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -77,16 +78,54 @@ class CircuitBreakerPolicy(_Model):
         return CircuitBreakerPolicy.model_validate(self.model_dump() | own)
 
 
+def _check_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; receivers authenticate by signature")
+    if parts.fragment:
+        raise ValueError("must not have a #fragment")
+    return value
+
+
+def _check_events(value: tuple[str, ...]) -> tuple[str, ...]:
+    for pattern in value:
+        words = pattern.split(".")
+        if not pattern or not all(TOPIC_WORD.match(w) for w in words):
+            raise ValueError(
+                f"{pattern!r} is not a topic pattern: use dot-separated words, "
+                "'*' for one word, '#' for any number (e.g. 'order.*')"
+            )
+    if len(set(value)) != len(value):
+        raise ValueError("lists a pattern twice")
+    return value
+
+
+# The rules of a subscriber's fields, as types: the file's Subscriber and the
+# endpoint store's input models (control.store.models) share them.
+WebhookUrl = Annotated[str, AfterValidator(_check_url)]
+TopicPatterns = Annotated[tuple[str, ...], Field(min_length=1), AfterValidator(_check_events)]
+TimeoutSeconds = Annotated[float, Field(gt=0, le=300)]
+MaxInFlight = Annotated[int, Field(ge=1, le=1000)]
+
+
 class Subscriber(_Model):
     """One receiving endpoint."""
 
     id: Annotated[str, Field(description="unique, [a-z0-9-]")]
-    url: str
+    url: WebhookUrl
     secret: SecretStr
-    events: tuple[str, ...] = Field(min_length=1)
-    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
-    max_in_flight: int = Field(default=16, ge=1, le=1000)
+    events: TopicPatterns
+    timeout_seconds: TimeoutSeconds = 10.0
+    connect_timeout_seconds: TimeoutSeconds = 5.0
+    max_in_flight: MaxInFlight = 16
     standard_webhooks: bool = False
     # Only the keys given here override the file-wide ``circuit_breaker``.
     circuit_breaker: CircuitBreakerOverride | None = None
@@ -100,43 +139,11 @@ class Subscriber(_Model):
             )
         return value
 
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            raise ValueError(f"not a valid URL ({exc})") from None
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("must start with http:// or https://")
-        if not parts.hostname:
-            raise ValueError("has no host")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials; receivers authenticate by signature")
-        if parts.fragment:
-            raise ValueError("must not have a #fragment")
-        return value
-
     @field_validator("secret")
     @classmethod
     def _check_secret(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
-        return value
-
-    @field_validator("events")
-    @classmethod
-    def _check_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in value:
-            words = pattern.split(".")
-            if not pattern or not all(TOPIC_WORD.match(w) for w in words):
-                raise ValueError(
-                    f"{pattern!r} is not a topic pattern: use dot-separated words, "
-                    "'*' for one word, '#' for any number (e.g. 'order.*')"
-                )
-        if len(set(value)) != len(value):
-            raise ValueError("lists a pattern twice")
         return value
 
     @property
@@ -294,12 +301,12 @@ def parse_subscriber_file(
             if isinstance(ctx_error, _FieldProblem):
                 loc, message = ctx_error.loc, ctx_error.message
             else:
-                loc, message = tuple(error["loc"]), _plain(error)
+                loc, message = tuple(error["loc"]), plain_message(error)
             messages.append(f"{source}: {_describe(raw, loc)}: {message}")
         raise ConfigError("\n".join(messages)) from None
 
 
-def _plain(error: Any) -> str:
+def plain_message(error: Any) -> str:
     """Pydantic's message without its 'Value error, ' prefix, and no secret input echoed."""
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":

@@ -25,6 +25,12 @@ Fixtures:
   skipped (failed under CI) when the binaries are missing.  It stays up for the
   session: a test that ``stop()``s it must ``start()`` it again (or use ``restart()``).
 * ``unique_name`` (function): a short name unique to this test run.
+* ``postgres_url`` (session): URL of a PostgreSQL database whose role may create
+  databases (the store tests make one per test).  From ``POSTGRES_URL``, else a
+  testcontainers ``PostgresContainer`` (image ``$POSTGRES_TEST_IMAGE``, default
+  ``postgres:15-alpine``) when a Docker engine answers, else a throwaway
+  ``devtools.postgres_node.LocalPostgres`` cluster (the ``postgresql`` apt
+  package's binaries; no service).  Skipped when none is available, failed under CI.
 
 Options and markers: tests under ``tests/integration`` get the ``integration``
 marker automatically; ``slow`` tests are skipped unless ``--long`` is given.
@@ -50,6 +56,7 @@ from typing import Any
 
 import pytest
 
+from devtools.postgres_node import POSTGRES, LocalPostgres, postgres_available
 from devtools.rabbitmq_node import (
     MANAGEMENT_PLUGIN,
     PROMETHEUS_PLUGIN,
@@ -61,12 +68,18 @@ from devtools.rabbitmq_node import (
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 DEFAULT_TEST_IMAGE = "rabbitmq:3.10-management"
+DEFAULT_POSTGRES_IMAGE = "postgres:15-alpine"
 NODE_PLUGINS = (MANAGEMENT_PLUGIN, PROMETHEUS_PLUGIN)
 
 HOW_TO_FIX = (
     "Install the broker so tests can start a throwaway node "
     "(`apt-get install -y rabbitmq-server`; no service needs to run), "
     "or set RABBITMQ_URL=amqp://user:pass@host:5672/%2F to use an existing broker."
+)
+POSTGRES_HOW_TO_FIX = (
+    "Install the PostgreSQL 15 server so tests can start a throwaway cluster "
+    "(`apt-get install -y postgresql`; no service needs to run), or set "
+    "POSTGRES_URL=postgresql://user:pass@host:5432/db (a role that may CREATE DATABASE)."
 )
 
 
@@ -119,11 +132,11 @@ class Broker:
         )
 
 
-def _unavailable(message: str) -> None:
+def _unavailable(message: str, how_to_fix: str = HOW_TO_FIX) -> None:
     """Skip locally, fail loudly under CI (a silently skipped integration suite is a lie)."""
     if os.environ.get("CI"):
-        pytest.fail(f"{message}\n{HOW_TO_FIX}", pytrace=False)
-    pytest.skip(f"{message} ({HOW_TO_FIX})")
+        pytest.fail(f"{message}\n{how_to_fix}", pytrace=False)
+    pytest.skip(f"{message} ({how_to_fix})")
 
 
 def _management_reachable(base_url: str, user: str, password: str) -> bool:
@@ -272,6 +285,61 @@ def rabbitmq_node() -> Iterator[LocalRabbitMQ]:
         yield node
     finally:
         node.close()
+
+
+# ----------------------------------------------------------- PostgreSQL selection
+
+
+def _start_postgres_container() -> tuple[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # testcontainers emits DeprecationWarnings
+        from testcontainers.postgres import PostgresContainer
+
+        image = os.environ.get("POSTGRES_TEST_IMAGE", DEFAULT_POSTGRES_IMAGE)
+        container = PostgresContainer(image, driver=None)
+        container.start()
+    return container.get_connection_url(), container.stop
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL database on a server where the tests may create databases."""
+    tried: list[str] = []
+    url = os.environ.get("POSTGRES_URL")
+    cleanup: Any = None
+    if not url:
+        tried.append("POSTGRES_URL is not set")
+        if _docker_answers():
+            try:
+                url, cleanup = _start_postgres_container()
+            except Exception as exc:
+                tried.append(f"testcontainers failed: {type(exc).__name__}: {exc}")
+        else:
+            tried.append("no Docker engine answered (testcontainers)")
+    if not url:
+        if postgres_available():
+            node = LocalPostgres()
+            try:
+                node.start()
+            except BaseException:
+                node.close()
+                raise
+            url, cleanup = node.url, node.close
+        else:
+            tried.append(f"{POSTGRES} not found (local throwaway cluster)")
+    if not url:
+        _unavailable(
+            "No PostgreSQL for the store tests: " + "; ".join(tried) + ".", POSTGRES_HOW_TO_FIX
+        )
+        return  # unreachable: _unavailable raises
+    try:
+        yield url
+    finally:
+        if cleanup is not None:
+            try:
+                cleanup()
+            except Exception as exc:  # never mask the test session's result
+                print(f"warning: PostgreSQL cleanup failed: {exc!r}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------ per test

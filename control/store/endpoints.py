@@ -1,0 +1,285 @@
+"""The endpoint repository: each account's endpoints, and everything for the workers.
+
+Every method is one transaction.  Every write first takes the next value of the
+version counter (see ``tables.VersionCounterRow``): on PostgreSQL that row lock
+makes writes commit in version order, and on SQLite a write as the first
+statement takes the write lock up front, so a transaction never has to upgrade
+a read lock (which SQLite can only refuse).  An account sees only its own
+endpoints: another account's id is "not found", exactly like an unknown one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import SecretStr
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from config.errors import InvalidInputError, NotFoundError, StoreError
+from config.settings import Settings
+from config.subscribers import SUBSCRIBER_ID
+from control.store.cipher import SecretCipher
+from control.store.database import Database, DatabaseUrl
+from control.store.key import load_secrets_key
+from control.store.migrator import migrate as migrate_schema
+from control.store.models import (
+    ACCOUNT_ID,
+    MAX_OVERLAP_SECONDS,
+    OPTION_FIELDS,
+    PAUSED_REASON_MAX,
+    Changes,
+    Endpoint,
+    EndpointInput,
+    EndpointPatch,
+    Snapshot,
+)
+from control.store.records import column_value, endpoint_of, with_secrets
+from control.store.tables import AccountRow, EndpointDeletionRow, EndpointRow, VersionCounterRow
+from control.store.tokens import new_endpoint_id, new_signing_secret
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class EndpointStore:
+    """Accounts' webhook endpoints in SQLite or PostgreSQL, secrets encrypted."""
+
+    def __init__(self, database: Database, cipher: SecretCipher, *, clock: Clock = utc_now):
+        self._db = database
+        self._cipher = cipher
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        database_url: str | None = None,
+        *,
+        secrets_key: SecretStr | None = None,
+        secrets_key_file: Path | None = None,
+        migrate: bool = False,
+        clock: Clock = utc_now,
+    ) -> EndpointStore:
+        """Connect (lazily) and load the key; ``migrate`` also brings the schema up to date."""
+        url = DatabaseUrl.parse(database_url)
+        cipher = SecretCipher(load_secrets_key(url, secrets_key, secrets_key_file))
+        database = Database(url)
+        if migrate:
+            migrate_schema(database)
+        return cls(database, cipher, clock=clock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, migrate: bool = False) -> EndpointStore:
+        """The store that DATABASE_URL, SECRETS_KEY and SECRETS_KEY_FILE describe."""
+        url = settings.database_url.get_secret_value() if settings.database_url else None
+        return cls.open(
+            url,
+            secrets_key=settings.secrets_key,
+            secrets_key_file=settings.secrets_key_file,
+            migrate=migrate,
+        )
+
+    def __repr__(self) -> str:
+        return f"EndpointStore({self._db.url.redacted!r})"
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self._db.dispose()
+
+    # ------------------------------------------------------------- accounts' API
+
+    def create_endpoint(self, account: str, data: EndpointInput) -> tuple[Endpoint, SecretStr]:
+        """Store a new endpoint (and its account, if new); its secret is shown only now."""
+        if not ACCOUNT_ID.match(account):
+            raise InvalidInputError(
+                "account: must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'"
+            )
+        now = self._clock()
+        endpoint_id, secret = new_endpoint_id(), new_signing_secret()
+        with self._db.transaction() as session:
+            version = _next_version(session)
+            if session.get(AccountRow, account) is None:
+                session.add(AccountRow(id=account, created_at=now))
+                session.flush()  # the account row before its endpoint (foreign key)
+            row = EndpointRow(
+                id=endpoint_id,
+                account_id=account,
+                url=data.url,
+                description=data.description,
+                events=list(data.events),
+                secret_ciphertext=self._cipher.encrypt(secret, endpoint_id=endpoint_id),
+                enabled=data.enabled,
+                paused=False,
+                all_accounts=data.all_accounts,
+                version=version,
+                created_at=now,
+                updated_at=now,
+                **{name: column_value(name, getattr(data, name)) for name in OPTION_FIELDS},
+            )
+            session.add(row)
+        return endpoint_of(row, now), SecretStr(secret)
+
+    def list_endpoints(self, account: str) -> tuple[Endpoint, ...]:
+        """The account's endpoints, oldest first (none for an unknown account)."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            rows = session.scalars(
+                select(EndpointRow)
+                .where(EndpointRow.account_id == account)
+                .order_by(EndpointRow.created_at, EndpointRow.id)
+            ).all()
+        return tuple(endpoint_of(row, now) for row in rows)
+
+    def get_endpoint(self, account: str, endpoint_id: str) -> Endpoint:
+        """One of the account's endpoints; NotFoundError otherwise."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            row = _owned(session, account, endpoint_id)
+        return endpoint_of(row, now)
+
+    def update_endpoint(self, account: str, endpoint_id: str, patch: EndpointPatch) -> Endpoint:
+        """Apply ``patch``; an empty patch changes nothing, not even the version."""
+        changes = patch.changes()
+        now = self._clock()
+        with self._db.transaction() as session:
+            if not changes:
+                return endpoint_of(_owned(session, account, endpoint_id), now)
+            version = _next_version(session)
+            row = _owned(session, account, endpoint_id)
+            for name, value in changes.items():
+                setattr(row, name, column_value(name, value))
+            row.version, row.updated_at = version, now
+        return endpoint_of(row, now)
+
+    def delete_endpoint(self, account: str, endpoint_id: str) -> None:
+        """Delete the endpoint, leaving a tombstone for the workers' changed_since."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            version = _next_version(session)
+            row = _owned(session, account, endpoint_id)
+            session.delete(row)
+            session.add(
+                EndpointDeletionRow(
+                    endpoint_id=row.id, account_id=row.account_id, version=version, deleted_at=now
+                )
+            )
+
+    def rotate_secret(
+        self, account: str, endpoint_id: str, overlap_seconds: float
+    ) -> tuple[Endpoint, SecretStr]:
+        """A new secret; the current one stays valid for ``overlap_seconds`` (0: not at all).
+
+        A rotation during another's overlap ends that overlap: there is at most
+        one previous secret.
+        """
+        if not 0 <= overlap_seconds <= MAX_OVERLAP_SECONDS:
+            raise InvalidInputError(
+                f"overlap_seconds: must be between 0 and {MAX_OVERLAP_SECONDS} (7 days)"
+            )
+        now = self._clock()
+        secret = new_signing_secret()
+        with self._db.transaction() as session:
+            version = _next_version(session)
+            row = _owned(session, account, endpoint_id)
+            # Fails (naming the endpoint) under a wrong key before anything is replaced.
+            self._cipher.decrypt(row.secret_ciphertext, endpoint_id=row.id)
+            if overlap_seconds > 0:
+                row.previous_secret_ciphertext = row.secret_ciphertext
+                row.previous_secret_expires_at = now + timedelta(seconds=overlap_seconds)
+            else:
+                row.previous_secret_ciphertext = row.previous_secret_expires_at = None
+            row.secret_ciphertext = self._cipher.encrypt(secret, endpoint_id=row.id)
+            row.version, row.updated_at = version, now
+        return endpoint_of(row, now), SecretStr(secret)
+
+    def set_paused(
+        self, account: str, endpoint_id: str, paused: bool, reason: str | None = None
+    ) -> Endpoint:
+        """Pause (with an optional reason) or resume delivery to the endpoint."""
+        if reason is not None and len(reason) > PAUSED_REASON_MAX:
+            raise InvalidInputError(f"reason: at most {PAUSED_REASON_MAX} characters")
+        now = self._clock()
+        with self._db.transaction() as session:
+            version = _next_version(session)
+            row = _owned(session, account, endpoint_id)
+            if paused:
+                # Pausing again only updates the reason; paused_at tells since when.
+                row.paused_at = row.paused_at if row.paused else now
+                row.paused, row.paused_reason = True, reason
+            else:
+                row.paused, row.paused_reason, row.paused_at = False, None, None
+            row.version, row.updated_at = version, now
+        return endpoint_of(row, now)
+
+    # ------------------------------------------------------------------ workers
+
+    def load_all(self) -> Snapshot:
+        """Every endpoint with its current and still-valid previous secret."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            # The counter first: whatever committed up to it is then visible below.
+            version = _current_version(session)
+            rows = session.scalars(select(EndpointRow).order_by(EndpointRow.version)).all()
+        endpoints = tuple(with_secrets(row, now, self._cipher) for row in rows)
+        return Snapshot(version=version, endpoints=endpoints)
+
+    def changed_since(self, version: int) -> Changes:
+        """Endpoints written and ids deleted after ``version`` (a Snapshot's or Changes')."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            current = _current_version(session)
+            if version > current:
+                raise StoreError(
+                    f"version {version} is ahead of the store's {current}: the database was "
+                    "replaced or restored; reload everything with load_all()"
+                )
+            rows = session.scalars(
+                select(EndpointRow)
+                .where(EndpointRow.version > version)
+                .order_by(EndpointRow.version)
+            ).all()
+            deleted = session.scalars(
+                select(EndpointDeletionRow.endpoint_id)
+                .where(EndpointDeletionRow.version > version)
+                .order_by(EndpointDeletionRow.version)
+            ).all()
+        return Changes(
+            version=current,
+            endpoints=tuple(with_secrets(r, now, self._cipher) for r in rows),
+            deleted=tuple(deleted),
+        )
+
+
+def _next_version(session: Session) -> int:
+    bumped = session.execute(
+        update(VersionCounterRow)
+        .where(VersionCounterRow.id == 1)
+        .values(value=VersionCounterRow.value + 1)
+        .returning(VersionCounterRow.value)
+        .execution_options(synchronize_session=False)
+    )
+    return int(bumped.scalar_one())
+
+
+def _current_version(session: Session) -> int:
+    return int(session.scalars(select(VersionCounterRow.value)).one())
+
+
+def _owned(session: Session, account: str, endpoint_id: str) -> EndpointRow:
+    """The endpoint if it belongs to ``account``; the same NotFoundError either way."""
+    row = None
+    if ACCOUNT_ID.match(account) and SUBSCRIBER_ID.match(endpoint_id):
+        row = session.scalars(
+            select(EndpointRow).where(
+                EndpointRow.id == endpoint_id, EndpointRow.account_id == account
+            )
+        ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"account {account!r} has no endpoint {endpoint_id!r}")
+    return row

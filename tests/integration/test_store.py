@@ -1,0 +1,182 @@
+"""The endpoint store on real databases: SQLite and PostgreSQL, migrated from empty.
+
+PostgreSQL comes from the session's ``postgres_url`` fixture (tests/conftest.py);
+each test gets a database of its own on it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pydantic import SecretStr
+from sqlalchemy import Engine, inspect
+
+from config.errors import NotFoundError, StoreError
+from control.store.database import DatabaseUrl
+from control.store.endpoints import EndpointStore
+from control.store.key import SecretsKey
+from control.store.migrator import current_revision, head_revision, migrate
+from control.store.models import EndpointPatch
+from control.store.tables import Base
+from devtools.postgres_node import create_database, drop_database
+from tests.support.store import sample_input
+
+TABLES = {"accounts", "endpoints", "endpoint_deletions", "version_counter", "alembic_version"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"store_{secrets.token_hex(6)}"
+    url = create_database(server, name)
+    try:
+        yield url
+    finally:
+        drop_database(server, name)
+
+
+@pytest.fixture
+def key() -> SecretStr:
+    return SecretStr(SecretsKey.generate().as_text())
+
+
+@pytest.fixture
+def store(database_url: str, key: SecretStr) -> Iterator[EndpointStore]:
+    store = EndpointStore.open(database_url, secrets_key=key, migrate=True)
+    yield store
+    store.close()
+
+
+def _engine(database_url: str) -> Engine:
+    return DatabaseUrl.parse(database_url).create_engine()
+
+
+def test_migrations_create_from_empty_the_schema_the_models_describe(database_url: str) -> None:
+    assert current_revision(database_url) is None
+    migrate(database_url)
+    assert current_revision(database_url) == head_revision()
+    engine = _engine(database_url)
+    try:
+        assert set(inspect(engine).get_table_names()) == TABLES
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert differences == []
+    finally:
+        engine.dispose()
+
+
+def test_migrating_twice_is_a_no_op(database_url: str, key: SecretStr) -> None:
+    migrate(database_url)
+    store = EndpointStore.open(database_url, secrets_key=key)
+    endpoint, secret = store.create_endpoint("acct", sample_input())
+    before = store.load_all()
+    migrate(database_url)
+    store.close()
+    assert current_revision(database_url) == head_revision()
+    again = EndpointStore.open(database_url, secrets_key=key, migrate=True)
+    assert again.load_all() == before
+    assert again.get_endpoint("acct", endpoint.id) == endpoint
+    assert before.endpoints[0].secret == secret
+    again.close()
+
+
+def test_crud_round_trip(store: EndpointStore) -> None:
+    created, secret = store.create_endpoint(
+        "679d3f8a2e1b4c5d6e7f8a9b",
+        sample_input(all_accounts=True, standard_webhooks=True, circuit_breaker={"enabled": False}),
+    )
+    account = created.account_id
+    assert store.get_endpoint(account, created.id) == created
+    assert created.circuit_breaker is not None and created.circuit_breaker.enabled is False
+    second, _ = store.create_endpoint(account, sample_input(url="https://crm.example/in"))
+    assert [e.id for e in store.list_endpoints(account)] == [created.id, second.id]
+
+    patch = EndpointPatch.parse({"description": "renamed", "max_in_flight": 2})
+    updated = store.update_endpoint(account, created.id, patch)
+    assert (updated.description, updated.max_in_flight) == ("renamed", 2)
+    paused = store.set_paused(account, created.id, True, "maintenance")
+    rotated, new_secret = store.rotate_secret(account, created.id, 60)
+    assert rotated.paused and rotated.paused_reason == "maintenance"
+    assert rotated.version > paused.version > updated.version > second.version
+
+    loaded = {e.endpoint.id: e for e in store.load_all().endpoints}
+    assert loaded[created.id].secret == new_secret
+    assert loaded[created.id].previous_secret == secret
+    assert loaded[created.id].endpoint == store.get_endpoint(account, created.id)
+
+    store.delete_endpoint(account, created.id)
+    assert [e.id for e in store.list_endpoints(account)] == [second.id]
+    with pytest.raises(NotFoundError):
+        store.get_endpoint(account, created.id)
+
+
+def test_an_account_cannot_reach_another_accounts_endpoint(store: EndpointStore) -> None:
+    theirs, _ = store.create_endpoint("account-b", sample_input())
+    mine, _ = store.create_endpoint("account-a", sample_input())
+    attempts = [
+        lambda: store.get_endpoint("account-a", theirs.id),
+        lambda: store.update_endpoint("account-a", theirs.id, EndpointPatch(enabled=False)),
+        lambda: store.delete_endpoint("account-a", theirs.id),
+        lambda: store.rotate_secret("account-a", theirs.id, 0),
+        lambda: store.set_paused("account-a", theirs.id, True),
+    ]
+    for attempt in attempts:
+        with pytest.raises(NotFoundError) as caught:
+            attempt()
+        # Indistinguishable from an id that exists nowhere.
+        assert "account-b" not in str(caught.value)
+    assert store.list_endpoints("account-a") == (mine,)
+    assert store.get_endpoint("account-b", theirs.id) == theirs  # untouched
+
+
+def test_changed_since_reports_writes_and_deletions_in_order(store: EndpointStore) -> None:
+    first, _ = store.create_endpoint("acct", sample_input())
+    mark = store.load_all().version
+    second, _ = store.create_endpoint("acct", sample_input())
+    store.set_paused("acct", first.id, True)
+    store.delete_endpoint("acct", second.id)
+    changes = store.changed_since(mark)
+    assert [e.endpoint.id for e in changes.endpoints] == [first.id]
+    assert changes.endpoints[0].endpoint.paused
+    assert changes.deleted == (second.id,)
+    assert store.changed_since(changes.version).endpoints == ()
+
+
+def test_concurrent_writers_get_distinct_versions(store: EndpointStore) -> None:
+    errors: list[BaseException] = []
+
+    def write(account: str) -> None:
+        try:
+            for _ in range(5):
+                store.create_endpoint(account, sample_input())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(f"acct-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    snapshot = store.load_all()
+    assert sorted(e.endpoint.version for e in snapshot.endpoints) == list(range(1, 21))
+    assert snapshot.version == 20
+
+
+def test_unmigrated_database_is_a_store_error_saying_to_migrate(
+    database_url: str, key: SecretStr
+) -> None:
+    store = EndpointStore.open(database_url, secrets_key=key)
+    with pytest.raises(StoreError, match="run the migrations"):
+        store.list_endpoints("acct")
+    store.close()
