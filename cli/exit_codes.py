@@ -14,8 +14,10 @@ from cli.arguments import UsageError
 from config.errors import (
     BrokerError,
     ConfigError,
+    InvalidInputError,
     PayloadError,
     PublishError,
+    StoreUnavailableError,
     WebhookError,
 )
 
@@ -27,28 +29,28 @@ class ExitCode(IntEnum):
     FAILED = 1  # ran, but did not get there: not found, aborted, test FAIL, not all moved
     USAGE = 2  # bad arguments, unreadable or invalid input data
     CONFIG = 3  # bad settings or subscriber file
-    BROKER_UNAVAILABLE = 4  # RabbitMQ unreachable, or the topology conflicts
+    UNAVAILABLE = 4  # RabbitMQ or the database unreachable, or the topology conflicts
     REFUSED = 5  # the broker refused a message: unroutable or nacked
     INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 EXIT_CODES_HELP = (
     "exit codes: 0 ok, 1 failed (not found, aborted, test failed, not all moved), "
-    "2 bad arguments or data, 3 bad configuration, 4 RabbitMQ unavailable, "
+    "2 bad arguments or data, 3 bad configuration, 4 RabbitMQ or database unavailable, "
     "5 refused by RabbitMQ (unroutable or nacked), 130 interrupted."
 )
 
 
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit code an error ends a tool with (the most specific class wins)."""
-    if isinstance(error, UsageError | PayloadError):
+    if isinstance(error, UsageError | PayloadError | InvalidInputError):
         return ExitCode.USAGE
     if isinstance(error, ConfigError):
         return ExitCode.CONFIG
     if isinstance(error, PublishError):
         return ExitCode.REFUSED
-    if isinstance(error, BrokerError):
-        return ExitCode.BROKER_UNAVAILABLE
+    if isinstance(error, BrokerError | StoreUnavailableError):
+        return ExitCode.UNAVAILABLE
     if isinstance(error, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
     return ExitCode.FAILED

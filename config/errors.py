@@ -17,7 +17,8 @@ class ConfigError(WebhookError):
 
 
 class NotFoundError(WebhookError):
-    """Something named explicitly (a queue, an event id) does not exist; nothing was done."""
+    """Something named explicitly does not exist (a queue, an event id, an account's
+    endpoint: another account's endpoint is reported the same way); nothing was done."""
 
 
 class PayloadError(WebhookError):
@@ -94,10 +95,6 @@ class StoreError(WebhookError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached or does not answer (the API answers 503)."""
-
-
-class NotFoundError(StoreError):
-    """No such account or endpoint, or the endpoint belongs to another account (404)."""
 
 
 class ConflictError(StoreError):
