@@ -27,6 +27,11 @@ EVENTS_EXCHANGE = "webhooks.events"
 REDELIVER_EXCHANGE = "webhooks.redeliver"
 DEAD_LETTER_EXCHANGE = "webhooks.dead"
 
+# The control plane announces endpoint changes here (fanout); each worker binds a
+# queue of its own, so a change reaches every replica at once.  Notices only
+# hasten what the workers' periodic reconciliation with the store does anyway.
+CONTROL_EXCHANGE = "webhooks.control"
+
 # A worker that crashes on a message over and over must not loop forever: after
 # this many deliveries the broker dead-letters it to the subscriber's DLQ.
 WORK_QUEUE_DELIVERY_LIMIT = 20
