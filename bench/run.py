@@ -47,6 +47,8 @@ from wire.samples import sample_data
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_ENV = "BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret
 EVENT = "order.created"
+# Every bench endpoint belongs to this merchant (routing is per account).
+ACCOUNT = "bench-merchant"
 
 
 # ------------------------------------------------------------------ options
@@ -381,6 +383,7 @@ security:
 
 ENTRY = """\
   - id: {id}
+    account: {account}
     url: {url}
     secret: ${{{env}}}
     events: ["order.*"]
@@ -460,6 +463,7 @@ class Bench:
             Subscriber.model_validate(
                 {
                     "id": f"{prefix}-{i}",
+                    "account": ACCOUNT,
                     "url": f"{self.receiver.url}/{prefix}-{i}",
                     "secret": self.secret,
                     "events": ["order.*"],
@@ -576,7 +580,7 @@ class Bench:
         while sent < count:
             self._left()
             size = min(chunk, count - sent)
-            ids.extend(publisher.publish_many([(EVENT, _data()) for _ in range(size)]))
+            ids.extend(publisher.publish_many([(ACCOUNT, EVENT, _data()) for _ in range(size)]))
             sent += size
         return time.monotonic() - started
 
@@ -585,11 +589,11 @@ class Bench:
         started = time.monotonic()
         give_up = started + 120
 
-        def events() -> Iterator[tuple[str, dict[str, Any]]]:
+        def events() -> Iterator[tuple[str, str, dict[str, Any]]]:
             for _ in range(count):
                 if time.monotonic() > give_up:
                     return
-                yield EVENT, _data()
+                yield ACCOUNT, EVENT, _data()
 
         done = len(publisher.publish_many(events()))
         return done / (time.monotonic() - started)
@@ -606,14 +610,14 @@ class Bench:
         started = time.perf_counter()
         give_up = started + seconds * 3 + 10  # bounded in time as well as in count
 
-        def paced() -> Iterator[tuple[str, dict[str, Any]]]:
+        def paced() -> Iterator[tuple[str, str, dict[str, Any]]]:
             for index in range(count):
                 wait = started + index / rate - time.perf_counter()
                 if wait > 0:
                     time.sleep(wait)
                 if time.perf_counter() > give_up:
                     return
-                yield EVENT, _data()
+                yield ACCOUNT, EVENT, _data()
 
         ids.extend(publisher.publish_many(paced()))
         return time.perf_counter() - started
@@ -627,7 +631,7 @@ class Bench:
                 break
             data = _data()
             t0 = time.perf_counter()
-            publisher.publish(EVENT, data)
+            publisher.publish(EVENT, data, account=ACCOUNT)
             calls.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         self.results.producer.append(

@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("event", metavar="EVENT", help="event type, e.g. order.created")
+    parser.add_argument(
+        "--account",
+        required=True,
+        metavar="ACCOUNT",
+        help="the merchant's account id; only that account's endpoints receive the event",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--data", metavar="FILE", help="JSON file with the event's data object ('-' for stdin)"
@@ -159,7 +165,9 @@ def _publish_all(
     else:
         for index in range(args.count):
             data = first if index == 0 else next_data()
-            event_id = publisher.publish(args.event, data, event_id=args.event_id)
+            event_id = publisher.publish(
+                args.event, data, account=args.account, event_id=args.event_id
+            )
             print(event_id, flush=True)
         return
     elapsed = time.monotonic() - started
@@ -189,7 +197,9 @@ def _publish_with_progress(
     ) as progress:
         task = progress.add_task(f"publishing {args.event}", total=args.count)
         for index in range(args.count):
-            publisher.publish(args.event, first if index == 0 else next_data())
+            publisher.publish(
+                args.event, first if index == 0 else next_data(), account=args.account
+            )
             progress.advance(task)
 
 

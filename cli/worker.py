@@ -92,7 +92,7 @@ async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str
     if subscriber is None:
         raise _unknown_subscriber(settings, subscriber_id)
     body = build_envelope(event_type, sample_data(event_type))
-    event = QueuedEvent(new_event_id(), event_type, 1, body, None, None)
+    event = QueuedEvent(new_event_id(), event_type, 1, body, None, None, account=subscriber.account)
     async with Deliverer(allow_private_networks=settings.security.allow_private_networks) as d:
         result = await d.deliver(subscriber, event, test=True)
     print(f"subscriber: {subscriber.id}")

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from config.errors import ConfigError
+from wire.envelope import ACCOUNT_ID
 
 SUBSCRIBER_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # A topic pattern is dot-separated words; a word is `*`, `#` or a literal.
@@ -120,6 +121,10 @@ class Subscriber(_Model):
     """One receiving endpoint."""
 
     id: Annotated[str, Field(description="unique, [a-z0-9-]")]
+    # The merchant whose events this endpoint receives; only ``all_accounts: true``
+    # (an internal sink, said explicitly) receives every account's events instead.
+    account: str | None = None
+    all_accounts: bool = False
     url: WebhookUrl
     secret: SecretStr
     events: TopicPatterns
@@ -129,6 +134,31 @@ class Subscriber(_Model):
     standard_webhooks: bool = False
     # Only the keys given here override the file-wide ``circuit_breaker``.
     circuit_breaker: CircuitBreakerOverride | None = None
+
+    @field_validator("account")
+    @classmethod
+    def _check_account(cls, value: str | None) -> str | None:
+        if value is not None and not ACCOUNT_ID.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-' (the merchant's id)")
+        return value
+
+    @model_validator(mode="after")
+    def _scoped(self) -> Subscriber:
+        # An endpoint without an account would have to see everyone's events:
+        # that must be asked for in so many words, never be a default.
+        if self.all_accounts and self.account is not None:
+            raise _FieldProblem(("account",), "give either account or all_accounts: true, not both")
+        if not self.all_accounts and self.account is None:
+            raise _FieldProblem(
+                ("account",),
+                "is required: the merchant's account id (or all_accounts: true for an "
+                "internal endpoint that receives every account's events)",
+            )
+        return self
+
+    def receives_account(self, account: str) -> bool:
+        """Whether an event of ``account`` may be delivered here."""
+        return self.all_accounts or account == self.account
 
     @field_validator("id")
     @classmethod
@@ -299,7 +329,8 @@ def parse_subscriber_file(
         for error in exc.errors():
             ctx_error = (error.get("ctx") or {}).get("error")
             if isinstance(ctx_error, _FieldProblem):
-                loc, message = ctx_error.loc, ctx_error.message
+                # Relative to the model that raised it (the file, or one subscriber).
+                loc, message = (*error["loc"], *ctx_error.loc), ctx_error.message
             else:
                 loc, message = tuple(error["loc"]), plain_message(error)
             messages.append(f"{source}: {_describe(raw, loc)}: {message}")

@@ -4,9 +4,11 @@ Every exchange and queue name is built here and nowhere else.
 
 Layout (see README, "Design: topology"):
 
-* ``webhooks.events`` (topic): producers publish here, routing key = event type.
+* ``webhooks.events`` (topic): producers publish here, routing key =
+  ``<account>.<event type>``.
 * ``webhooks.<id>.work`` (quorum): one per subscriber, bound to ``webhooks.events``
-  with the subscriber's patterns and to ``webhooks.redeliver`` with its id.
+  with its patterns behind its account (``<account>.order.*``; ``*.order.*`` only
+  for an explicit all-accounts endpoint) and to ``webhooks.redeliver`` with its id.
 * ``webhooks.<id>.dlq`` (quorum): one per subscriber, bound to ``webhooks.dead``
   with its id.
 * ``webhooks.delay.<ms>ms`` (fanout exchange + quorum queue): one per retry delay,
@@ -35,6 +37,21 @@ CONTROL_EXCHANGE = "webhooks.control"
 # A worker that crashes on a message over and over must not loop forever: after
 # this many deliveries the broker dead-letters it to the subscriber's DLQ.
 WORK_QUEUE_DELIVERY_LIMIT = 20
+
+
+def event_routing_key(account: str, event_type: str) -> str:
+    """The routing key of an event on ``webhooks.events``: ``<account>.<event type>``."""
+    return f"{account}.{event_type}"
+
+
+def event_binding_keys(subscriber: Subscriber) -> tuple[str, ...]:
+    """The binding keys of a subscriber's work queue: its patterns, scoped to its account.
+
+    The broker then never routes another account's event to it; only an
+    explicit ``all_accounts`` endpoint matches any first word.
+    """
+    scope = "*" if subscriber.all_accounts else subscriber.account
+    return tuple(f"{scope}.{pattern}" for pattern in subscriber.events)
 
 
 def work_queue(subscriber_id: str) -> str:
@@ -116,6 +133,7 @@ def build_topology(subscribers: Iterable[Subscriber], retry: RetryPolicy) -> Top
     """The full topology for these subscribers and retry delays (pure data, no I/O)."""
     exchanges = [
         Exchange(EVENTS_EXCHANGE, "topic"),
+        Exchange(CONTROL_EXCHANGE, "fanout"),
         Exchange(REDELIVER_EXCHANGE, "direct"),
         Exchange(DEAD_LETTER_EXCHANGE, "direct"),
     ]
@@ -160,7 +178,7 @@ def build_topology(subscribers: Iterable[Subscriber], retry: RetryPolicy) -> Top
             )
         )
         queues.append(Queue(dlq, _quorum()))
-        bindings.extend(Binding(EVENTS_EXCHANGE, work, pattern) for pattern in sub.events)
+        bindings.extend(Binding(EVENTS_EXCHANGE, work, key) for key in event_binding_keys(sub))
         bindings.append(Binding(REDELIVER_EXCHANGE, work, sub.id))
         bindings.append(Binding(DEAD_LETTER_EXCHANGE, dlq, sub.id))
 

@@ -30,9 +30,13 @@ from devtools.rabbitmq_node import PROMETHEUS_PLUGIN, LocalRabbitMQ, free_ports
 from producer import Publisher
 from wire.samples import SAMPLE_EVENTS, sample_data
 
+# The demo merchant; its endpoint only ever receives this account's events.
+DEMO_ACCOUNT = "demo-merchant"
+
 SUBSCRIBERS = """\
 subscribers:
   - id: demo-shop
+    account: {account}
     url: http://127.0.0.1:{port}/webhook
     secret: ${{DEMO_SHOP_SECRET}}
     events: ["order.*"]
@@ -90,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         secret = secrets.token_urlsafe(24)
         workdir = Path(tempfile.mkdtemp(prefix="webhooks-local-"))
         config_file = workdir / "subscribers.yaml"
-        config_file.write_text(SUBSCRIBERS.format(port=receiver_port), encoding="utf-8")
+        config_file.write_text(
+            SUBSCRIBERS.format(port=receiver_port, account=DEMO_ACCOUNT), encoding="utf-8"
+        )
         env = {
             **os.environ,
             "RABBITMQ_URL": url,
@@ -125,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"worker ready; metrics at http://127.0.0.1:{metrics_port}/metrics")
 
         with Publisher(BrokerUrl.parse(url)) as publisher:
-            ids = [publisher.publish(e, sample_data(e)) for e in SAMPLE_EVENTS]
+            ids = [
+                publisher.publish(e, sample_data(e), account=DEMO_ACCOUNT) for e in SAMPLE_EVENTS
+            ]
         _say(f"published {len(ids)} sample events: {', '.join(ids)}")
 
         deadline = time.monotonic() + args.timeout

@@ -24,7 +24,8 @@ DEFAULT_WINDOW = 512
 # Events of a list written to the socket together.
 _BURST = 32
 
-Event = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]
+# (account, event type, data) or (account, event type, data, event id).
+Event = tuple[str, str, dict[str, Any]] | tuple[str, str, dict[str, Any], str]
 
 
 class ChannelSource(Protocol):
@@ -75,10 +76,10 @@ class BatchRun:
         burst = _BURST if isinstance(events, Sequence) else 1
         try:
             for count, item in enumerate(events, 1):
-                event_type, data = item[0], item[1]
-                given_id = item[2] if len(item) > 2 else None
+                account, event_type, data = item[0], item[1], item[2]
+                given_id = item[3] if len(item) > 3 else None
                 try:
-                    outgoing = prepare(event_type, data, given_id)
+                    outgoing = prepare(account, event_type, data, given_id)
                 except PayloadError as exc:
                     self._fail(len(self.ids), exc)
                     break

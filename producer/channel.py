@@ -29,11 +29,11 @@ Token = tuple[int, Outgoing]
 
 def _identity(token: Token) -> object:
     # What a basic.return tells of its message: the routing key and message id.
-    return (token[1].event_type, token[1].event_id)
+    return (token[1].routing_key, token[1].event_id)
 
 
 def _unroutable(token: Token) -> UnroutableError:
-    return unroutable_error(token[1].event_type)
+    return unroutable_error(token[1].routing_key)
 
 
 def _nacked(token: Token) -> NackedError:
@@ -80,7 +80,7 @@ class ConfirmChannel:
         """Write one event (``mandatory``) to pika's buffer; its outcome comes from take_settled."""
         self._async_channel.basic_publish(
             EVENTS_EXCHANGE,
-            outgoing.event_type,
+            outgoing.routing_key,
             outgoing.body,
             outgoing.properties,
             mandatory=True,

@@ -10,9 +10,9 @@ import pika
 import pika.exceptions
 
 from config.errors import NackedError, PublishError, UnroutableError
-from config.topology import EVENTS_EXCHANGE
+from config.topology import EVENTS_EXCHANGE, event_routing_key
 from wire import contract
-from wire.envelope import build_envelope, new_event_id, validate_event_id
+from wire.envelope import build_envelope, new_event_id, validate_account, validate_event_id
 
 # The reply code of a channel closed for publishing to an exchange that is not there.
 _NOT_FOUND = 404
@@ -22,14 +22,21 @@ _NOT_FOUND = 404
 class Outgoing:
     """One validated event: its envelope and AMQP properties, published to ``webhooks.events``."""
 
+    account: str
     event_type: str
     event_id: str
     body: bytes
     properties: pika.BasicProperties
 
+    @property
+    def routing_key(self) -> str:
+        """``<account>.<event type>``: only that account's endpoints are bound to it."""
+        return event_routing_key(self.account, self.event_type)
 
-def prepare(event_type: str, data: dict[str, Any], event_id: str | None) -> Outgoing:
+
+def prepare(account: str, event_type: str, data: dict[str, Any], event_id: str | None) -> Outgoing:
     """Validate one event and build its envelope; raises PayloadError."""
+    account = validate_account(account)
     event_id = new_event_id() if event_id is None else validate_event_id(event_id)
     now = datetime.now(UTC)
     body = build_envelope(event_type, data, now=now)
@@ -39,16 +46,20 @@ def prepare(event_type: str, data: dict[str, Any], event_id: str | None) -> Outg
         message_id=event_id,
         type=event_type,
         timestamp=int(now.timestamp()),
+        # The account travels beside the body, never in it: receivers see exactly
+        # the page's envelope.
+        headers={contract.ACCOUNT: account},
     )
-    return Outgoing(event_type, event_id, body, properties)
+    return Outgoing(account, event_type, event_id, body, properties)
 
 
-def unroutable_error(event_type: str) -> UnroutableError:
-    """The broker returned an event of ``event_type``: no queue is bound for it."""
+def unroutable_error(routing_key: str) -> UnroutableError:
+    """The broker returned an event with ``routing_key``: no queue is bound for it."""
+    account, _, event_type = routing_key.partition(".")
     return UnroutableError(
-        f"no subscriber queue is bound for {event_type!r} on exchange "
-        f"{EVENTS_EXCHANGE!r}: check the subscribers' event patterns "
-        "(and that the topology has been declared)"
+        f"no endpoint of account {account!r} receives {event_type!r} (routing key "
+        f"{routing_key!r} on exchange {EVENTS_EXCHANGE!r}): check the account's endpoints "
+        "and their event patterns (and that the topology has been declared)"
     )
 
 

@@ -126,31 +126,39 @@ class Publisher:
 
     # --- publishing ---------------------------------------------------------
 
-    def publish(self, event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> str:
-        """Publish one event and wait for the broker's confirm; return its event id.
+    def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        account: str,
+        event_id: str | None = None,
+    ) -> str:
+        """Publish one event of ``account`` and wait for the broker's confirm; return its id.
 
-        Raises PayloadError (invalid event or data), UnroutableError (no queue is
-        bound for ``event_type``), NackedError (the broker refused it) or
-        BrokerUnavailableError (no connection after the retries).
+        Only that account's endpoints (and explicit all-accounts ones) receive it.
+        Raises PayloadError (invalid account, event or data), UnroutableError (no
+        endpoint of the account takes ``event_type``), NackedError (the broker
+        refused it) or BrokerUnavailableError (no connection after the retries).
         """
-        outgoing = prepare(event_type, data, event_id)
+        outgoing = prepare(account, event_type, data, event_id)
         event_id = outgoing.event_id
         # "event" is structlog's own key (the log message), hence event_type.
-        event_log = self._log.bind(event_id=event_id, event_type=event_type)
+        event_log = self._log.bind(event_id=event_id, event_type=event_type, account=account)
 
         def attempt() -> None:
             channel = self._ensure_channel()
             try:
                 channel.basic_publish(
                     EVENTS_EXCHANGE,
-                    event_type,
+                    outgoing.routing_key,
                     outgoing.body,
                     properties=outgoing.properties,
                     mandatory=True,
                 )
             except pika.exceptions.UnroutableError:
                 event_log.warning("event_unroutable")
-                raise unroutable_error(event_type) from None
+                raise unroutable_error(outgoing.routing_key) from None
             except pika.exceptions.NackError:
                 event_log.warning("event_nacked")
                 raise nacked_error(event_id, event_type) from None
@@ -175,7 +183,8 @@ class Publisher:
         *,
         window: int = DEFAULT_WINDOW,
     ) -> list[str]:
-        """Publish ``(event_type, data)`` or ``(event_type, data, event_id)`` items in order.
+        """Publish ``(account, event_type, data)`` or ``(account, event_type, data, event_id)``
+        items in order.
 
         Returns the event ids once the broker has confirmed every event. Confirms
         are pipelined: up to ``window`` events are on the wire at once instead of

@@ -38,9 +38,9 @@ import pika
 import structlog
 
 from broker.url import BrokerUrl
-from config.errors import BrokerUnavailableError, NackedError, UnroutableError
+from config.errors import BrokerUnavailableError, NackedError, PayloadError, UnroutableError
 from producer.publisher import Publisher
-from wire.envelope import build_envelope, new_event_id, validate_event_id
+from wire.envelope import build_envelope, new_event_id, validate_account, validate_event_id
 
 log = structlog.get_logger("producer")
 
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS spool (
     event_type TEXT NOT NULL,
     data TEXT NOT NULL,
     spooled_at TEXT NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    account TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS rejected (
     seq INTEGER PRIMARY KEY,
@@ -60,9 +61,19 @@ CREATE TABLE IF NOT EXISTS rejected (
     data TEXT NOT NULL,
     spooled_at TEXT NOT NULL,
     rejected_at TEXT NOT NULL,
-    error TEXT NOT NULL
+    error TEXT NOT NULL,
+    account TEXT NOT NULL DEFAULT ''
 );
 """
+
+
+def _add_account_column(db: sqlite3.Connection) -> None:
+    # Spool files written before events carried their account: their rows get ''
+    # and are set aside as rejected (an invalid account) when flushed, never lost.
+    for table in ("spool", "rejected"):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "account" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN account TEXT NOT NULL DEFAULT ''")
 
 
 @dataclass(frozen=True, repr=False)
@@ -102,6 +113,7 @@ class SpoolingPublisher:
         # a power cut, not only a crash of this process.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        _add_account_column(self._db)
         self._log = log.bind(spool=str(self.path))
 
     def __enter__(self) -> Self:
@@ -128,28 +140,36 @@ class SpoolingPublisher:
     def rejected(self) -> list[dict[str, Any]]:
         """Spooled events the broker refused to route, with the reason, oldest first."""
         rows = self._db.execute(
-            "SELECT event_id, event_type, data, spooled_at, rejected_at, error "
+            "SELECT event_id, account, event_type, data, spooled_at, rejected_at, error "
             "FROM rejected ORDER BY seq"
         ).fetchall()
-        keys = ("event_id", "event_type", "data", "spooled_at", "rejected_at", "error")
+        keys = ("event_id", "account", "event_type", "data", "spooled_at", "rejected_at", "error")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
-    def publish(self, event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> str:
+    def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        account: str,
+        event_id: str | None = None,
+    ) -> str:
         """Publish now, or spool if the broker is unavailable; return the event id.
 
         Raises PayloadError for an invalid event (nothing is spooled) and
-        UnroutableError when no queue is bound for ``event_type``. Spooled
-        events are flushed first, so this event never overtakes them.
+        UnroutableError when no endpoint of ``account`` takes ``event_type``.
+        Spooled events are flushed first, so this event never overtakes them.
         """
         event_id = new_event_id() if event_id is None else validate_event_id(event_id)
+        validate_account(account)
         build_envelope(event_type, data)  # validate now: a spooled event must be publishable
         if self.pending() and self.flush() is None:
-            self._spool(event_id, event_type, data, "earlier events still spooled")
+            self._spool(event_id, account, event_type, data, "earlier events still spooled")
             return event_id
         try:
-            return self.publisher.publish(event_type, data, event_id=event_id)
+            return self.publisher.publish(event_type, data, account=account, event_id=event_id)
         except (BrokerUnavailableError, NackedError) as exc:
-            self._spool(event_id, event_type, data, str(exc))
+            self._spool(event_id, account, event_type, data, str(exc))
             return event_id
 
     def flush(self) -> int | None:
@@ -160,15 +180,18 @@ class SpoolingPublisher:
         published = 0
         while True:
             row = self._db.execute(
-                "SELECT seq, event_id, event_type, data, spooled_at FROM spool ORDER BY seq LIMIT 1"
+                "SELECT seq, event_id, account, event_type, data, spooled_at "
+                "FROM spool ORDER BY seq LIMIT 1"
             ).fetchone()
             if row is None:
                 if published:
                     self._log.info("spool_flushed", published=published)
                 return published
-            seq, event_id, event_type, data, spooled_at = row
+            seq, event_id, account, event_type, data, spooled_at = row
             try:
-                self.publisher.publish(event_type, json.loads(data), event_id=event_id)
+                self.publisher.publish(
+                    event_type, json.loads(data), account=account, event_id=event_id
+                )
             except (BrokerUnavailableError, NackedError) as exc:
                 self._log.warning(
                     "spool_flush_paused",
@@ -177,18 +200,22 @@ class SpoolingPublisher:
                     error=str(exc),
                 )
                 return None
-            except UnroutableError as exc:
-                self._reject(seq, event_id, event_type, data, spooled_at, str(exc))
+            except (UnroutableError, PayloadError) as exc:
+                row_values = (seq, event_id, account, event_type, data, spooled_at)
+                self._reject(row_values, str(exc))
                 continue
             self._db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
             published += 1
 
-    def _spool(self, event_id: str, event_type: str, data: dict[str, Any], reason: str) -> None:
+    def _spool(
+        self, event_id: str, account: str, event_type: str, data: dict[str, Any], reason: str
+    ) -> None:
         # ASCII JSON: lone surrogates survive the round trip through SQLite's UTF-8.
         self._db.execute(
-            "INSERT OR IGNORE INTO spool (event_id, event_type, data, spooled_at, reason) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (event_id, event_type, json.dumps(data), _now(), reason[:500]),
+            "INSERT OR IGNORE INTO spool "
+            "(event_id, account, event_type, data, spooled_at, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (event_id, account, event_type, json.dumps(data), _now(), reason[:500]),
         )
         self._log.warning(
             "event_spooled",
@@ -198,14 +225,15 @@ class SpoolingPublisher:
             reason=reason[:200],
         )
 
-    def _reject(
-        self, seq: int, event_id: str, event_type: str, data: str, spooled_at: str, error: str
-    ) -> None:
+    def _reject(self, row: tuple[int, str, str, str, str, str], error: str) -> None:
+        seq, event_id, account, event_type, data, spooled_at = row
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (seq, event_id, event_type, data, spooled_at, _now(), error[:500]),
+                "INSERT INTO rejected "
+                "(seq, event_id, event_type, data, spooled_at, rejected_at, error, account) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, event_id, event_type, data, spooled_at, _now(), error[:500], account),
             )
             self._db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
         self._log.error(

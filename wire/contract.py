@@ -4,7 +4,9 @@ A queued event is an AMQP message whose body is the exact webhook body
 (``{"event", "data", "timestamp"}`` as UTF-8 JSON) and whose properties are:
 
 * ``message_id``: the stable event id (sent as ``X-Webhook-Id`` on every attempt);
-* ``type``: the event type (also the routing key on ``webhooks.events``);
+* ``type``: the event type; the routing key on ``webhooks.events`` is
+  ``<account>.<event type>``;
+* header ``x-webhook-account``: the account (merchant) the event belongs to;
 * ``content_type``: ``application/json``; ``delivery_mode``: 2 (persistent);
 * ``timestamp``: publish time, whole seconds (AMQP's own field).
 
@@ -16,6 +18,10 @@ from __future__ import annotations
 
 CONTENT_TYPE = "application/json"
 PERSISTENT = 2
+
+# Set by the producer: the merchant the event belongs to (also the first word of
+# the routing key). The worker never delivers an event to another account's endpoint.
+ACCOUNT = "x-webhook-account"
 
 # Set by the worker on retry and dead-letter copies.
 ATTEMPT = "x-webhook-attempt"  # the attempt the message is waiting for (1-based)

@@ -35,6 +35,10 @@ MAX_SHORTSTR_BYTES = 255
 # those are binding wildcards, and an event type is a routing key, not a pattern.
 EVENT_TYPE = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*(?:\.[a-z0-9]+(?:[_-][a-z0-9]+)*)*$")
 
+# A merchant's account id is one topic word: it leads every routing key
+# (``<account>.<event type>``), so it can hold no '.', '*' or '#'.
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
 # The event id travels as the X-Webhook-Id HTTP header: visible ASCII only.
 EVENT_ID = re.compile(r"^[\x21-\x7e]+$")
 
@@ -51,6 +55,16 @@ def validate_event_type(event_type: object) -> str:
             "such as 'order.created' (no '*' or '#')"
         )
     return event_type
+
+
+def validate_account(account: object) -> str:
+    """Return ``account`` if it is a valid account id (letters, digits, '_', '-'; 1-64)."""
+    if not isinstance(account, str) or not ACCOUNT_ID.match(account):
+        raise PayloadError(
+            f"account {account!r} is invalid: use 1-64 letters, digits, '_' or '-' "
+            "(the platform's merchant id)"
+        )
+    return account
 
 
 def validate_event_id(event_id: object) -> str:

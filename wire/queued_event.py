@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import PayloadError, PoisonMessageError
 from wire import contract
-from wire.envelope import fallback_event_id
+from wire.envelope import ACCOUNT_ID, fallback_event_id
 from wire.json_body import decode_body, decode_if_canonical, encode_body
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ class QueuedEvent:
     body: bytes
     occurred_at: datetime | None
     first_attempt_at: str | None
+    # The merchant the event belongs to (header x-webhook-account), None when the
+    # message has no valid one: the worker then refuses to deliver it anywhere.
+    account: str | None = None
 
 
 def header(properties: MessageProperties, name: str) -> Any:
@@ -126,6 +129,7 @@ def read_event(properties: MessageProperties, body: bytes, *, max_attempts: int)
     else:
         event_id = fallback_event_id(canonical)
     first = header(properties, contract.FIRST_ATTEMPT_AT)
+    account = header(properties, contract.ACCOUNT)
     return QueuedEvent(
         event_id=event_id,
         event_type=event_type,
@@ -133,4 +137,5 @@ def read_event(properties: MessageProperties, body: bytes, *, max_attempts: int)
         body=canonical,
         occurred_at=occurred_at,
         first_attempt_at=first if isinstance(first, str) else None,
+        account=account if isinstance(account, str) and ACCOUNT_ID.match(account) else None,
     )

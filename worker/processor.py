@@ -170,7 +170,17 @@ class MessageProcessor:
                 message.properties, message.body, max_attempts=self._retry.max_attempts
             )
         except PoisonMessageError as exc:
-            await self._dead_letter_poison(subscriber, message, publisher, str(exc))
+            await self._dead_letter_unread(subscriber, message, publisher, f"poison: {exc}")
+            return None
+        if event.account is None:
+            reason = f"poison: no valid {contract.ACCOUNT} header (the merchant's account id)"
+            await self._dead_letter_unread(subscriber, message, publisher, reason)
+            return None
+        if not subscriber.receives_account(event.account):
+            # Only a wrong binding (or a hand-made publish) gets here: the event
+            # never reaches this endpoint, and operators see why in its DLQ.
+            reason = f"wrong_account: event of account {event.account!r}"
+            await self._dead_letter_unread(subscriber, message, publisher, reason)
             return None
 
         result = await self._deliverer.deliver(subscriber, event)
@@ -183,6 +193,7 @@ class MessageProcessor:
             log.info(
                 "delivery_succeeded",
                 subscriber=subscriber.id,
+                account=event.account,
                 event_type=event.event_type,
                 event_id=event.event_id,
                 attempt=event.attempt,
@@ -201,6 +212,7 @@ class MessageProcessor:
 
         bound = log.bind(
             subscriber=subscriber.id,
+            account=event.account,
             event_type=event.event_type,
             event_id=event.event_id,
             attempt=event.attempt,
@@ -260,13 +272,14 @@ class MessageProcessor:
         headers[contract.ATTEMPTS] = event.attempt
         return headers
 
-    async def _dead_letter_poison(
+    async def _dead_letter_unread(
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel, reason: str
     ) -> None:
+        """Dead-letter a message no attempt was made for (``poison: ...``, ``wrong_account``)."""
         now = _now_iso()
         headers = dict(message.properties.headers)
         headers[contract.SUBSCRIBER] = subscriber.id
-        headers[contract.DEAD_LETTER_REASON] = f"poison: {reason}"
+        headers[contract.DEAD_LETTER_REASON] = reason
         headers[contract.DEAD_LETTERED_AT] = now
         headers.setdefault(contract.ATTEMPTS, 0)
         await publisher.publish(
@@ -276,9 +289,10 @@ class MessageProcessor:
             _moved_properties(message.properties, headers),
         )
         message.ack()
-        metrics.DEAD_LETTERED.labels(subscriber.id, "poison").inc()
+        kind = reason.split(":", 1)[0]  # "poison" or "wrong_account": a bounded label
+        metrics.DEAD_LETTERED.labels(subscriber.id, kind).inc()
         log.error(
-            "poison_message_dead_lettered",
+            "poison_message_dead_lettered" if kind == "poison" else "wrong_account_refused",
             subscriber=subscriber.id,
             event_id=message.properties.message_id,
             reason=reason,

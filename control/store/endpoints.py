@@ -26,7 +26,6 @@ from control.store.database import Database, DatabaseUrl
 from control.store.key import load_secrets_key
 from control.store.migrator import migrate as migrate_schema
 from control.store.models import (
-    ACCOUNT_ID,
     MAX_OVERLAP_SECONDS,
     OPTION_FIELDS,
     PAUSED_REASON_MAX,
@@ -39,6 +38,7 @@ from control.store.models import (
 from control.store.records import column_value, endpoint_of, with_secrets
 from control.store.tables import AccountRow, EndpointDeletionRow, EndpointRow, VersionCounterRow
 from control.store.tokens import new_endpoint_id, new_signing_secret
+from wire.envelope import ACCOUNT_ID
 
 Clock = Callable[[], datetime]
 

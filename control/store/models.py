@@ -8,7 +8,6 @@ and as ``SecretStr``, so no repr, log line or error shows them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Self
@@ -26,8 +25,6 @@ from config.subscribers import (
     plain_message,
 )
 
-# An account id is one RabbitMQ topic word (it is spliced into routing keys).
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DESCRIPTION_MAX = 1000
 PAUSED_REASON_MAX = 500
 # A rotation's overlap is for receivers to switch keys, not a second permanent secret.
@@ -144,6 +141,8 @@ class EndpointWithSecrets(_Frozen):
         }
         return Subscriber(
             id=endpoint.id,
+            account=None if endpoint.all_accounts else endpoint.account_id,
+            all_accounts=endpoint.all_accounts,
             url=endpoint.url,
             secret=self.secret,
             events=endpoint.events,

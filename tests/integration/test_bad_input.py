@@ -32,6 +32,7 @@ from producer import Publisher
 from tests.support.amqp import channel, depth, drain, publish_raw
 from tests.support.receiver import Receiver
 from tests.support.worker_harness import (
+    ACCOUNT,
     make_settings,
     publish_orders,
     running_worker,
@@ -62,7 +63,10 @@ NO_BREAKER = {"enabled": False}
 
 
 def _props(message_id: str, **headers: Any) -> pika.BasicProperties:
-    return pika.BasicProperties(delivery_mode=2, message_id=message_id, headers=headers or None)
+    # Every message carries its account, as a producer's would: the poison reasons
+    # tested here are about the body and the other headers.
+    headers = {contract.ACCOUNT: ACCOUNT, **headers}
+    return pika.BasicProperties(delivery_mode=2, message_id=message_id, headers=headers)
 
 
 # (name, body, headers, expected reason fragment); the name is the message id.
@@ -439,6 +443,7 @@ subscribers:
   - id: shop
     url: https://shop.example/hook
     secret: s3cret
+    account: acme
     events: ["order.*"]
 """
 
@@ -447,7 +452,8 @@ FILE_MISTAKES: list[tuple[str, str]] = [
     ("- just\n- a list\n", "the top level must be a mapping"),
     ("subscribers:\n  - id: shop\n    id: again\n", "duplicate key 'id'"),
     (
-        _SUB + "  - id: shop\n    url: https://b.example/\n    secret: s\n    events: [a]\n",
+        _SUB + "  - id: shop\n    url: https://b.example/\n    secret: s\n"
+        "    account: acme\n    events: [a]\n",
         "subscribers[1] (id 'shop').id: duplicate id 'shop'",
     ),
     (_SUB + "    colour: blue\n", "subscribers[0] (id 'shop').colour: unknown key"),
@@ -569,9 +575,10 @@ def test_producer_refuses_bad_event_types_and_unroutable_ones(vhost_url: str) ->
     with Publisher(BrokerUrl.parse(vhost_url)) as publisher:
         for bad in ("", "Order.Created", "order.*", "a" * 300, "order created"):
             with pytest.raises(PayloadError):
-                publisher.publish(bad, {"id": "1"})
-        with pytest.raises(UnroutableError, match="no subscriber queue is bound"):
-            publisher.publish("invoice.paid", {"id": "1"})
+                publisher.publish(bad, {"id": "1"}, account=ACCOUNT)
+        unroutable = r"no endpoint of account 'acme' receives 'invoice\.paid'"
+        with pytest.raises(UnroutableError, match=unroutable):
+            publisher.publish("invoice.paid", {"id": "1"}, account=ACCOUNT)
     # Nothing half-published: the subscriber's queue is empty.
     assert depth(vhost_url, work_queue("shop")) == 0
     with pytest.raises(pika.exceptions.UnroutableError):

@@ -33,6 +33,7 @@ from config.topology import dead_letter_queue, work_queue
 from devtools.rabbitmq_node import LocalRabbitMQ
 from producer import Publisher
 from tests.support.amqp import depth, drain
+from tests.support.worker_harness import ACCOUNT
 from tests.support.worker_process import WorkerProcess
 
 SECRET = "chaos-secret-0123456789abcdef"
@@ -55,6 +56,7 @@ ENTRY = """\
   - id: {id}
     url: {url}
     secret: ${{TEST_SECRET}}
+    account: acme
     events: ["{pattern}"]
     timeout_seconds: {timeout}
     connect_timeout_seconds: 1
@@ -145,7 +147,9 @@ class Producer(threading.Thread):
             for index, (event_type, event_id) in enumerate(self.ids):
                 while not self._stop_flag.is_set():
                     try:
-                        publisher.publish(event_type, {"n": index}, event_id=event_id)
+                        publisher.publish(
+                            event_type, {"n": index}, event_id=event_id, account=ACCOUNT
+                        )
                         break
                     except (BrokerUnavailableError, PublishError):
                         self.retries += 1

@@ -199,7 +199,7 @@ async def test_a_worker_starting_later_honours_the_pause_and_the_cli_resumes(
     config = tmp_path / "subs.yaml"
     config.write_text(
         "subscribers:\n  - id: later\n    url: " + receiver.url + "\n    secret: s3cret\n"
-        "    events: ['order.*']\nsecurity: {allow_private_networks: true}\n"
+        "    account: acme\n    events: ['order.*']\nsecurity: {allow_private_networks: true}\n"
     )
     monkeypatch.setenv("RABBITMQ_URL", vhost_url)
     monkeypatch.setenv("WEBHOOK_CONFIG", str(config))

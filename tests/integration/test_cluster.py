@@ -27,6 +27,7 @@ from devtools.rabbitmq_node import rabbitmq_available
 from producer import Publisher
 from tests.support.amqp import depth, drain
 from tests.support.receiver import Received, Receiver
+from tests.support.worker_harness import ACCOUNT
 from tests.support.worker_process import WorkerProcess, write_subscriber_file
 
 SECRET = "cluster-secret-0123456789"
@@ -49,7 +50,7 @@ def _publish(url: str, count: int, published: list[str]) -> None:
             event_id = f"evt_cluster_{i}"
             while True:
                 try:
-                    publisher.publish("order.note", {"n": i}, event_id=event_id)
+                    publisher.publish("order.note", {"n": i}, event_id=event_id, account=ACCOUNT)
                     break
                 except BrokerUnavailableError:
                     time.sleep(0.5)

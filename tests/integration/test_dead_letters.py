@@ -19,7 +19,13 @@ from aiohttp import web
 from broker.declarer import declare_topology
 from broker.url import BrokerUrl
 from cli.dlq import main
-from config.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, dead_letter_queue, work_queue
+from config.topology import (
+    DEAD_LETTER_EXCHANGE,
+    EVENTS_EXCHANGE,
+    dead_letter_queue,
+    event_routing_key,
+    work_queue,
+)
 from control.dead_letters.filters import Filters
 from control.dead_letters.model import DeadLetter
 from control.dead_letters.reader import (
@@ -31,7 +37,7 @@ from control.dead_letters.reader import (
 from control.dead_letters.replay import replay
 from tests.support.amqp import channel, depth, drain, publish_raw
 from tests.support.receiver import Received, Receiver
-from tests.support.worker_harness import SECRET, make_settings, running_worker, subscriber
+from tests.support.worker_harness import ACCOUNT, SECRET, make_settings, running_worker, subscriber
 from wire import contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,10 +48,12 @@ subscribers:
   - id: shop
     url: http://127.0.0.1:9/webhook
     secret: {SECRET}
+    account: acme
     events: ["order.*"]
   - id: crm
     url: http://127.0.0.1:9/hooks
     secret: crm-secret-value-0987
+    account: acme
     events: ["order.*"]
 retry:
   delays_seconds: [0.2, 0.2]
@@ -617,13 +625,14 @@ async def test_worker_dead_letters_then_replay_delivers_attempt_one(
                 publish_raw,
                 vhost_url,
                 EVENTS_EXCHANGE,
-                "order.created",
+                event_routing_key(ACCOUNT, "order.created"),
                 _body("order.created", "o-e2e"),
                 pika.BasicProperties(
                     content_type=contract.CONTENT_TYPE,
                     delivery_mode=2,
                     message_id="evt_e2e",
                     type="order.created",
+                    headers={contract.ACCOUNT: ACCOUNT},
                 ),
             )
             deadline = asyncio.get_running_loop().time() + 15

@@ -20,7 +20,7 @@ from config.topology import work_queue
 from producer import Publisher
 from tests.support.amqp import channel
 from tests.support.receiver import Received, Receiver
-from tests.support.worker_harness import make_settings, running_worker, subscriber
+from tests.support.worker_harness import ACCOUNT, make_settings, running_worker, subscriber
 from wire.samples import sample_data
 
 EVENTS = 60  # per round; each goes to all ten subscribers
@@ -37,7 +37,7 @@ def _publish(url: str, count: int, round_no: int) -> None:
     base = sample_data("order.created")
     with Publisher(BrokerUrl.parse(url)) as publisher:
         for i in range(count):
-            publisher.publish("order.created", {**base, "id": f"r{round_no}-{i}"})
+            publisher.publish("order.created", {**base, "id": f"r{round_no}-{i}"}, account=ACCOUNT)
 
 
 def _purge(url: str, queue: str) -> None:

@@ -44,7 +44,7 @@ from devtools.rabbitmq_node import (
 from producer import Publisher
 from tests.support.amqp import depth
 from tests.support.receiver import Received, Receiver
-from tests.support.worker_harness import SECRET, make_settings, running_worker, subscriber
+from tests.support.worker_harness import ACCOUNT, SECRET, make_settings, running_worker, subscriber
 from tests.unit.test_deploy_files import ALERT_RULES, PROMETHEUS_CONFIG, dashboard_expressions
 from wire.samples import sample_data
 from worker import metrics
@@ -228,6 +228,7 @@ def _publish(url: str, canary: str, count: int) -> list[str]:
                     "customerName": f"Customer {canary}",
                     "shippingAddress": f"Street {canary}",
                 },
+                account=ACCOUNT,
             )
             for n in range(count)
         ]

@@ -30,6 +30,7 @@ from config.topology import (
 from devtools.rabbitmq_node import LocalRabbitMQ, queue_depth
 from producer import Publisher
 from tests.support.amqp import channel, drain
+from tests.support.worker_harness import ACCOUNT
 from wire import contract
 from wire.samples import sample_data
 
@@ -40,6 +41,7 @@ PASSWORD = "pw-Never-Print-Me"
 def subscriber(sub_id: str, *events: str) -> Subscriber:
     return Subscriber(
         id=sub_id,
+        account=ACCOUNT,
         url=f"https://{sub_id}.example/webhook",
         secret=SecretStr(f"secret-{sub_id}"),
         events=events,
@@ -76,11 +78,15 @@ def test_events_land_in_exactly_the_matching_queues(
 ) -> None:
     declare_topology(broker, [SHOP, CRM, AUDIT], RETRY)
     published = {
-        "order.created": publisher.publish("order.created", sample_data("order.created")),
-        "order.updated": publisher.publish("order.updated", sample_data("order.updated")),
-        "message.received": publisher.publish("message.received", {"text": "hi"}),
-        "message": publisher.publish("message", {}),
-        "invoice.paid.late": publisher.publish("invoice.paid.late", {"amount": 1}),
+        "order.created": publisher.publish(
+            "order.created", sample_data("order.created"), account=ACCOUNT
+        ),
+        "order.updated": publisher.publish(
+            "order.updated", sample_data("order.updated"), account=ACCOUNT
+        ),
+        "message.received": publisher.publish("message.received", {"text": "hi"}, account=ACCOUNT),
+        "message": publisher.publish("message", {}, account=ACCOUNT),
+        "invoice.paid.late": publisher.publish("invoice.paid.late", {"amount": 1}, account=ACCOUNT),
     }
     assert len(set(published.values())) == 5
 
@@ -106,7 +112,7 @@ def test_message_properties_and_body(
     declare_topology(broker, [SHOP], RETRY)
     data = sample_data("order.created")
     before = int(time.time())
-    event_id = publisher.publish("order.created", data)
+    event_id = publisher.publish("order.created", data, account=ACCOUNT)
     after = int(time.time())
 
     with channel(vhost_url) as ch:
@@ -137,9 +143,9 @@ def test_given_event_id_is_the_message_id(
     vhost_url: str, broker: BrokerUrl, publisher: Publisher
 ) -> None:
     declare_topology(broker, [AUDIT], RETRY)
-    assert publisher.publish("order.updated", sample_data("order.updated"), event_id="ord-7") == (
-        "ord-7"
-    )
+    assert publisher.publish(
+        "order.updated", sample_data("order.updated"), event_id="ord-7", account=ACCOUNT
+    ) == ("ord-7")
     (got,) = drain(vhost_url, work_queue("audit"))
     assert got.properties.message_id == "ord-7"
 
@@ -161,18 +167,20 @@ def test_unroutable_event_raises_and_publisher_stays_usable(
     vhost_url: str, broker: BrokerUrl, publisher: Publisher
 ) -> None:
     declare_topology(broker, [SHOP], RETRY)
-    with pytest.raises(UnroutableError, match=r"no subscriber queue is bound for 'message\.sent'"):
-        publisher.publish("message.sent", {"text": "nobody listens"})
-    publisher.publish("order.created", sample_data("order.created"))
+    with pytest.raises(
+        UnroutableError, match=r"no endpoint of account 'acme' receives 'message\.sent'"
+    ):
+        publisher.publish("message.sent", {"text": "nobody listens"}, account=ACCOUNT)
+    publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
     assert queue_depth(vhost_url, work_queue("shop")) == 1
 
 
 def test_missing_exchange_is_unroutable(broker: BrokerUrl, publisher: Publisher) -> None:
     with pytest.raises(UnroutableError, match="does not exist"):
-        publisher.publish("order.created", sample_data("order.created"))
+        publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
     # The channel the broker closed is replaced on the next publish.
     declare_topology(broker, [SHOP], RETRY)
-    publisher.publish("order.created", sample_data("order.created"))
+    publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
 
 
 def test_invalid_payload_publishes_nothing(
@@ -182,11 +190,11 @@ def test_invalid_payload_publishes_nothing(
     data = sample_data("order.created")
     data["items"][0]["quantity"] = 0
     with pytest.raises(PayloadError, match=r"data\.items\[0\]\.quantity"):
-        publisher.publish("order.created", data)
+        publisher.publish("order.created", data, account=ACCOUNT)
     with pytest.raises(PayloadError, match=r"(?i)nan"):
-        publisher.publish("metric.sampled", {"value": float("nan")})
+        publisher.publish("metric.sampled", {"value": float("nan")}, account=ACCOUNT)
     with pytest.raises(PayloadError, match="event type"):
-        publisher.publish("order.*", {})
+        publisher.publish("order.*", {}, account=ACCOUNT)
     assert queue_depth(vhost_url, work_queue("audit")) == 0
 
 
@@ -202,7 +210,7 @@ def test_broker_down_gives_clear_error_within_bounds() -> None:
     )
     started = time.monotonic()
     with pytest.raises(BrokerUnavailableError) as caught:
-        publisher.publish("order.created", sample_data("order.created"))
+        publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
     assert time.monotonic() - started < 5
     text = str(caught.value)
     assert f"amqp://app:***@127.0.0.1:{port}/%2F" in text
@@ -228,13 +236,13 @@ def test_wrong_password_fails_at_once(vhost_url: str) -> None:
 def test_reconnects_after_losing_the_connection(vhost_url: str, broker: BrokerUrl) -> None:
     topology = build_topology([SHOP], RETRY)
     with Publisher(broker, declare=topology) as publisher:
-        publisher.publish("order.created", sample_data("order.created"))
+        publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
         # Pull the link out from under it, as a broker restart or a heartbeat
         # timeout would; the next publish must reconnect (and re-declare).
         publisher._connection.close()
-        publisher.publish("order.created", sample_data("order.created"))
+        publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
         publisher._channel.close()
-        publisher.publish("order.created", sample_data("order.created"))
+        publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
     assert queue_depth(vhost_url, work_queue("shop")) == 3
 
 
@@ -253,12 +261,12 @@ def test_publish_rides_out_a_broker_restart(rabbitmq_node: LocalRabbitMQ) -> Non
             backoff_max_seconds=0.5,
         )
         with publisher:
-            publisher.publish("order.created", sample_data("order.created"))
+            publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
             rabbitmq_node.stop()
             starter = threading.Thread(target=rabbitmq_node.start, daemon=True)
             starter.start()
             # Retries with backoff while the node boots; no error reaches us.
-            publisher.publish("order.created", sample_data("order.created"))
+            publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
         starter.join(timeout=120)
         assert queue_depth(url, work_queue("shop")) == 2
     finally:
@@ -276,15 +284,15 @@ def test_redeclaring_is_harmless_and_adds_new_subscribers(
     vhost_url: str, broker: BrokerUrl, publisher: Publisher
 ) -> None:
     declare_topology(broker, [SHOP], RETRY)
-    publisher.publish("order.created", sample_data("order.created"))
+    publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
     declare_topology(broker, [SHOP], RETRY)
     declare_topology(broker, [SHOP], RETRY)
     assert queue_depth(vhost_url, work_queue("shop")) == 1  # nothing purged or duplicated
 
     declare_topology(broker, [SHOP, CRM], RETRY)
     assert queue_depth(vhost_url, work_queue("crm")) == 0
-    publisher.publish("order.created", sample_data("order.created"))
-    publisher.publish("message.received", {"text": "hello"})
+    publisher.publish("order.created", sample_data("order.created"), account=ACCOUNT)
+    publisher.publish("message.received", {"text": "hello"}, account=ACCOUNT)
     assert queue_depth(vhost_url, work_queue("shop")) == 2
     assert queue_depth(vhost_url, work_queue("crm")) == 2
 
@@ -299,7 +307,7 @@ def test_from_settings_declares_the_topology(vhost_url: str, tmp_path: Path) -> 
     config_file = subscriber_file(tmp_path)
     settings = load_settings(cli_env(vhost_url, config_file))
     with Publisher.from_settings(settings) as publisher:
-        publisher.publish("order.cancelled", sample_data("order.cancelled"))
+        publisher.publish("order.cancelled", sample_data("order.cancelled"), account=ACCOUNT)
     assert queue_depth(vhost_url, work_queue("shop")) == 1
     assert queue_depth(vhost_url, dead_letter_queue("shop")) == 0
 
@@ -314,7 +322,7 @@ def subscriber_file(tmp_path: Path) -> Path:
         "  - id: shop\n"
         "    url: https://shop.example/webhook\n"
         "    secret: ${SHOP_SECRET}\n"
-        '    events: ["order.*"]\n'
+        '    account: acme\n    events: ["order.*"]\n'
         "retry:\n"
         "  delays_seconds: [1, 2]\n",
         encoding="utf-8",
@@ -344,7 +352,7 @@ def one_error_line(err: str) -> str:
 
 
 def test_cli_sample(cli: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--sample", "order.created"]) == 0
+    assert main(["--account", ACCOUNT, "--sample", "order.created"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     (event_id,) = out.splitlines()
@@ -356,7 +364,7 @@ def test_cli_sample(cli: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_count_prints_one_id_per_event(cli: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["order.updated", "--sample", "--count", "3"]) == 0
+    assert main(["--account", ACCOUNT, "order.updated", "--sample", "--count", "3"]) == 0
     out, _ = capsys.readouterr()
     ids = out.splitlines()
     assert len(set(ids)) == 3
@@ -371,7 +379,7 @@ def test_cli_progress_bar_on_a_terminal(
     import sys
 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert main(["order.created", "--sample", "--count", "4"]) == 0
+    assert main(["--account", ACCOUNT, "order.created", "--sample", "--count", "4"]) == 0
     out, _ = capsys.readouterr()
     assert "published 4 order.created events" in out
     assert queue_depth(cli, work_queue("shop")) == 4
@@ -383,7 +391,20 @@ def test_cli_data_file(cli: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
     data["note"] = "extra keys pass through"
     path = tmp_path / "order.json"
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    assert main(["order.created", "--data", str(path), "--event-id", "evt-from-cli"]) == 0
+    assert (
+        main(
+            [
+                "--account",
+                ACCOUNT,
+                "order.created",
+                "--data",
+                str(path),
+                "--event-id",
+                "evt-from-cli",
+            ]
+        )
+        == 0
+    )
     out, _ = capsys.readouterr()
     assert out.splitlines() == ["evt-from-cli"]
     (got,) = drain(cli, work_queue("shop"))
@@ -397,7 +418,7 @@ def test_cli_data_from_stdin(
 ) -> None:
     raw = json.dumps(sample_data("order.cancelled")).encode()
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
-    assert main(["order.cancelled", "--data", "-"]) == 0
+    assert main(["--account", ACCOUNT, "order.cancelled", "--data", "-"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
     assert queue_depth(cli, work_queue("shop")) == 1
 
@@ -420,7 +441,7 @@ def test_cli_bad_json(
 ) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content, encoding="utf-8")
-    assert main(["message.received", "--data", str(path)]) == 2
+    assert main(["--account", ACCOUNT, "message.received", "--data", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     line = one_error_line(err)
@@ -439,11 +460,11 @@ def test_cli_failures_are_one_line(
         (["order.created", "--sample", "--event-id", "has space"], 2, "event id"),
         (["message.received", "--sample"], 2, "no sample for event 'message.received'"),
         (["Order.Created", "--sample"], 2, "no sample"),
-        (["message.received", "--data", "-"], 5, "no subscriber queue is bound"),
+        (["message.received", "--data", "-"], 5, "no endpoint of account 'acme' receives"),
     ]
     monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "hi"}'))
     for argv, code, expected in cases:
-        assert main(argv) == code, argv
+        assert main(["--account", ACCOUNT, *argv]) == code, argv
         out, err = capsys.readouterr()
         assert out == ""
         assert expected in one_error_line(err), argv
@@ -452,7 +473,7 @@ def test_cli_failures_are_one_line(
     bad = tmp_path / "bad.yaml"
     bad.write_text("subscribers:\n  - id: shop\n    colour: red\n", encoding="utf-8")
     monkeypatch.setenv("WEBHOOK_CONFIG", str(bad))
-    assert main(["order.created", "--sample"]) == 3
+    assert main(["--account", ACCOUNT, "order.created", "--sample"]) == 3
     line = one_error_line(capsys.readouterr().err)
     assert "bad.yaml" in line
     assert "(id 'shop').colour: unknown key" in line
@@ -463,7 +484,7 @@ def test_cli_broker_down(
 ) -> None:
     monkeypatch.setenv("RABBITMQ_URL", f"amqp://app:{PASSWORD}@127.0.0.1:{closed_port()}/%2F")
     started = time.monotonic()
-    assert main(["order.created", "--sample"]) == 4
+    assert main(["--account", ACCOUNT, "order.created", "--sample"]) == 4
     assert time.monotonic() - started < 15
     out, err = capsys.readouterr()
     assert out == ""

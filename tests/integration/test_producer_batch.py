@@ -17,11 +17,13 @@ from config.topology import work_queue
 from devtools.rabbitmq_node import queue_depth
 from producer import Publisher
 from tests.support.amqp import drain
+from tests.support.worker_harness import ACCOUNT
 from wire.samples import sample_data
 
 RETRY = RetryPolicy(delays_seconds=(1.0, 2.0))
 SHOP = Subscriber(
     id="shop",
+    account=ACCOUNT,
     url="https://shop.example/webhook",
     secret=SecretStr("secret-shop"),
     events=("order.*",),

@@ -21,7 +21,7 @@ from devtools.rabbitmq_node import LocalRabbitMQ
 from producer import Publisher
 from producer.spool import SpoolingPublisher, with_blocked_timeout
 from tests.support.amqp import drain
-from tests.support.worker_harness import make_settings, subscriber
+from tests.support.worker_harness import ACCOUNT, make_settings, subscriber
 
 
 @pytest.fixture
@@ -56,10 +56,15 @@ def test_stopped_broker_raises_without_spool_and_spools_in_order_with_one(
     rabbitmq_node.stop()
     try:
         with pytest.raises(BrokerUnavailableError, match="is unavailable"):
-            _quick(broker).publish("order.note", {"n": -1})  # the caller still has it
+            _quick(broker).publish(
+                "order.note", {"n": -1}, account=ACCOUNT
+            )  # the caller still has it
 
         spool = SpoolingPublisher(_quick(broker), tmp_path / "spool.db")
-        ids = [spool.publish("order.note", {"n": i}, event_id=f"evt_sp_{i}") for i in range(10)]
+        ids = [
+            spool.publish("order.note", {"n": i}, event_id=f"evt_sp_{i}", account=ACCOUNT)
+            for i in range(10)
+        ]
         assert spool.pending() == 10
         spool.close()  # the producer process goes away; the spool file stays
     finally:
@@ -67,7 +72,7 @@ def test_stopped_broker_raises_without_spool_and_spools_in_order_with_one(
 
     spool = SpoolingPublisher(_quick(broker), tmp_path / "spool.db")
     assert spool.pending() == 10
-    ids.append(spool.publish("order.note", {"n": 10}, event_id="evt_sp_10"))
+    ids.append(spool.publish("order.note", {"n": 10}, event_id="evt_sp_10", account=ACCOUNT))
     assert spool.pending() == 0
     spool.close()
     queued = drain(node_vhost, work_queue("spooled"))
@@ -83,10 +88,10 @@ def test_memory_alarm_blocks_publishing_and_the_spool_takes_over(
     try:
         started = time.monotonic()
         with pytest.raises(BrokerUnavailableError):
-            _quick(broker).publish("order.note", {"n": -1})
+            _quick(broker).publish("order.note", {"n": -1}, account=ACCOUNT)
         spool = SpoolingPublisher(_quick(broker), tmp_path / "spool.db")
-        first = spool.publish("order.note", {"n": 0}, event_id="evt_blocked_0")
-        second = spool.publish("order.note", {"n": 1}, event_id="evt_blocked_1")
+        first = spool.publish("order.note", {"n": 0}, event_id="evt_blocked_0", account=ACCOUNT)
+        second = spool.publish("order.note", {"n": 1}, event_id="evt_blocked_1", account=ACCOUNT)
         assert spool.pending() == 2
         assert time.monotonic() - started < 30
     finally:

@@ -17,12 +17,13 @@ from aiohttp import web
 
 from broker.declarer import declare_topology
 from broker.url import BrokerUrl
-from config.topology import EVENTS_EXCHANGE, dead_letter_queue, work_queue
+from config.topology import EVENTS_EXCHANGE, dead_letter_queue, event_routing_key, work_queue
 from producer import Publisher
 from tests.support.amqp import depth, drain, publish_raw
 from tests.support.node_bridge import find_node_or_skip
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import (
+    ACCOUNT,
     SECRET,
     make_settings,
     running_worker,
@@ -76,7 +77,7 @@ def _order(order_id: str, event_type: str = "order.created") -> dict[str, object
 
 def _publish(url: str, events: list[tuple[str, dict[str, object]]]) -> list[str]:
     with Publisher(BrokerUrl.parse(url)) as publisher:
-        return [publisher.publish(event_type, data) for event_type, data in events]
+        return [publisher.publish(event_type, data, account=ACCOUNT) for event_type, data in events]
 
 
 async def test_page_samples_and_tricky_payloads_verify_in_node(
@@ -310,10 +311,12 @@ async def test_unroutable_retry_target_leaves_message_unacked(vhost_url: str) ->
                     publish_raw,
                     vhost_url,
                     EVENTS_EXCHANGE,
-                    "order.created",
+                    event_routing_key(ACCOUNT, "order.created"),
                     b'{"event":"order.created","data":{"id":"a"},'
                     b'"timestamp":"2026-01-01T00:00:00.000Z"}',
-                    pika.BasicProperties(delivery_mode=2, message_id="evt_keep"),
+                    pika.BasicProperties(
+                        delivery_mode=2, message_id="evt_keep", headers={contract.ACCOUNT: ACCOUNT}
+                    ),
                 )
                 # Refused move -> requeued -> delivered again, same event id.
                 await receiver.wait_for(lambda rs: len(rs) >= 2, timeout=10)

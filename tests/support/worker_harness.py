@@ -19,11 +19,14 @@ from wire.samples import sample_data
 from worker.service import Worker
 
 SECRET = "whsec-test-secret-0123456789"
+# The merchant every test endpoint belongs to unless a test says otherwise.
+ACCOUNT = "acme"
 
 
 def subscriber(sub_id: str, url: str, **extra: Any) -> Subscriber:
     fields: dict[str, Any] = {
         "id": sub_id,
+        "account": ACCOUNT,
         "url": url,
         "secret": SECRET,
         "events": ("order.*",),
@@ -75,12 +78,13 @@ async def running_worker(
         await asyncio.wait_for(task, timeout=60)
 
 
-def publish_orders(url: str, count: int, prefix: str = "o") -> list[str]:
-    """Publish ``count`` page-sample order.created events with ids ``<prefix>0..``."""
+def publish_orders(url: str, count: int, prefix: str = "o", *, account: str = ACCOUNT) -> list[str]:
+    """Publish ``count`` page-sample order.created events of ``account``, ids ``<prefix>0..``."""
     base = sample_data("order.created")
     with Publisher(BrokerUrl.parse(url)) as publisher:
         return [
-            publisher.publish("order.created", {**base, "id": f"{prefix}{i}"}) for i in range(count)
+            publisher.publish("order.created", {**base, "id": f"{prefix}{i}"}, account=account)
+            for i in range(count)
         ]
 
 

@@ -26,6 +26,7 @@ ENTRY = """\
   - id: {id}
     url: {url}
     secret: ${{TEST_SECRET}}
+    account: acme
     events: ["order.*"]
     timeout_seconds: 5
     max_in_flight: {in_flight}

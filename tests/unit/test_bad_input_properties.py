@@ -22,7 +22,7 @@ from wire.queued_event import QueuedEvent, read_event
 from worker.delivery import Deliverer
 
 SUBSCRIBER = Subscriber.model_validate(
-    {"id": "p", "url": "https://p.example/h", "secret": "s", "events": ["#"]}
+    {"id": "p", "account": "acme", "url": "https://p.example/h", "secret": "s", "events": ["#"]}
 )
 
 header_values = st.one_of(

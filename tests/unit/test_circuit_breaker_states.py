@@ -130,6 +130,7 @@ subscribers:
   - id: shop
     url: https://shop.example/hook
     secret: s3cret
+    account: acme
     events: ["order.*"]
 """
 

@@ -20,12 +20,14 @@ subscribers:
   - id: my-shop
     url: https://shop.example/webhook
     secret: ${MY_SHOP_SECRET}
+    account: acme
     events: ["order.*"]
     timeout_seconds: 10
     max_in_flight: 16
   - id: crm
     url: http://crm.internal:8080/hooks/chatsvia?token=abc
     secret: literal-secret
+    account: acme
     events: ["order.created", "message.#"]
 retry:
   delays_seconds: [1, 2.5]
@@ -124,6 +126,7 @@ def _shop(**override: str) -> str:
     """A file whose second subscriber ("my-shop") has ``override`` applied."""
     fields = {
         "id": "my-shop",
+        "account": "acme",
         "url": "https://shop.example/webhook",
         "secret": "${MY_SHOP_SECRET}",
         "events": '["order.*"]',
@@ -134,6 +137,7 @@ def _shop(**override: str) -> str:
         "  - id: first",
         "    url: https://a.example/",
         "    secret: s",
+        "    account: acme",
         "    events: [x.y]",
     ]
     present = [(key, value) for key, value in fields.items() if value != "<absent>"]

@@ -21,7 +21,7 @@ def _config(tmp_path: Path, url: str, *, private: bool = True) -> Path:
     path.write_text(
         "subscribers:\n"
         f"  - id: shop-a\n    url: {url}\n    secret: ${{SHOP_SECRET}}\n"
-        '    events: ["order.*"]\n'
+        '    account: acme\n    events: ["order.*"]\n'
         "retry:\n  delays_seconds: [1, 2]\n"
         f"security:\n  allow_private_networks: {'true' if private else 'false'}\n",
         encoding="utf-8",

@@ -121,6 +121,7 @@ def _subscriber(**extra: object) -> Subscriber:
     return Subscriber.model_validate(
         {
             "id": "s",
+            "account": "acme",
             "url": "https://shop.example/hook",
             "secret": "s3cret-value",
             "events": ["order.*"],
