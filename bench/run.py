@@ -476,7 +476,9 @@ class Bench:
     def _config(self, subs: Sequence[Subscriber]) -> Path:
         path = self.workdir / f"subscribers-{subs[0].id.rsplit('-', 1)[0]}.yaml"
         entries = "".join(
-            ENTRY.format(id=s.id, url=s.url, env=SECRET_ENV, in_flight=s.max_in_flight)
+            ENTRY.format(
+                id=s.id, account=ACCOUNT, url=s.url, env=SECRET_ENV, in_flight=s.max_in_flight
+            )
             for s in subs
         )
         path.write_text(

@@ -24,6 +24,8 @@ class DeadLetter:
     queue: str
     event_id: str | None
     subscriber: str | None
+    # The merchant the event belongs to (header x-webhook-account), if it says.
+    account: str | None
     event_type: str | None
     attempts: int | None
     last_status: int | None
@@ -39,6 +41,7 @@ class DeadLetter:
         return {
             "event_id": self.event_id,
             "subscriber": self.subscriber,
+            "account": self.account,
             "event_type": self.event_type,
             "attempts": self.attempts,
             "last_status": self.last_status,
@@ -158,6 +161,7 @@ def decode_dead_letter(queue: str, properties: MessageProperties, body: bytes) -
         queue=queue,
         event_id=_event_id(properties, body),
         subscriber=_text(headers.get(contract.SUBSCRIBER)) or subscriber_of_queue(queue),
+        account=_text(headers.get(contract.ACCOUNT)),
         event_type=_event_type(properties, body),
         attempts=_int(headers.get(contract.ATTEMPTS)),
         last_status=_int(headers.get(contract.LAST_STATUS)),

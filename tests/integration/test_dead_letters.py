@@ -277,6 +277,7 @@ def test_list_table_json_counts_and_filters(topology: str, run_cli: Run) -> None
     assert row == {
         "event_id": "evt_old",
         "subscriber": "shop",
+        "account": None,
         "event_type": "order.created",
         "attempts": 3,
         "last_status": 503,

@@ -118,7 +118,9 @@ def test_message_properties_and_body(
     with channel(vhost_url) as ch:
         method, props, body = ch.basic_get(work_queue("shop"), auto_ack=True)
     assert method is not None
-    assert method.routing_key == "order.created"
+    assert method.routing_key == f"{ACCOUNT}.order.created"
+    assert props.headers[contract.ACCOUNT] == ACCOUNT  # beside the body, never in it
+    assert ACCOUNT not in body.decode()
     assert method.exchange == EVENTS_EXCHANGE
     assert props.content_type == contract.CONTENT_TYPE == "application/json"
     assert props.delivery_mode == contract.PERSISTENT == 2
@@ -126,8 +128,11 @@ def test_message_properties_and_body(
     assert re.fullmatch(r"evt_[0-9a-f]{32}", event_id)
     assert props.type == "order.created"
     assert before <= props.timestamp <= after
-    # Attempt 1 carries none of the worker's headers (the quorum queue adds its own).
-    assert not [h for h in props.headers or {} if h.startswith("x-webhook-")]
+    # Attempt 1 carries none of the worker's headers (the quorum queue adds its own);
+    # the producer's only header is the account.
+    assert not [
+        h for h in props.headers or {} if h.startswith("x-webhook-") and h != contract.ACCOUNT
+    ]
 
     envelope = json.loads(body)
     assert list(envelope) == ["event", "data", "timestamp"]
@@ -153,7 +158,7 @@ def test_given_event_id_is_the_message_id(
 def test_publish_many(vhost_url: str, broker: BrokerUrl, publisher: Publisher) -> None:
     declare_topology(broker, [SHOP], RETRY)
     ids = publisher.publish_many(
-        [("order.created", sample_data("order.created")) for _ in range(10)]
+        [(ACCOUNT, "order.created", sample_data("order.created")) for _ in range(10)]
     )
     assert len(set(ids)) == 10
     got = drain(vhost_url, work_queue("shop"))
@@ -504,7 +509,17 @@ def test_python_dash_m_producer_runs_the_cli(cli: str) -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "producer", "order.created", "--sample", "--count", "2"],
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "order.created",
+            "--sample",
+            "--count",
+            "2",
+            "--account",
+            ACCOUNT,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

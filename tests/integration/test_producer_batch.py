@@ -42,9 +42,9 @@ def publisher(broker: BrokerUrl) -> Iterator[Publisher]:
         yield pub
 
 
-def orders(count: int) -> Iterator[tuple[str, dict[str, Any]]]:
+def orders(count: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for _ in range(count):
-        yield "order.created", sample_data("order.created")
+        yield ACCOUNT, "order.created", sample_data("order.created")
 
 
 def test_more_events_than_the_window_keep_their_order(vhost_url: str, publisher: Publisher) -> None:
@@ -64,7 +64,9 @@ def test_a_list_is_written_in_bursts_and_keeps_its_order(
 
 
 def test_given_event_ids_are_used(vhost_url: str, publisher: Publisher) -> None:
-    events = [("order.created", sample_data("order.created"), f"ord-{i}") for i in range(5)]
+    events = [
+        (ACCOUNT, "order.created", sample_data("order.created"), f"ord-{i}") for i in range(5)
+    ]
     assert publisher.publish_many(events) == [f"ord-{i}" for i in range(5)]
     got = drain(vhost_url, work_queue("shop"))
     assert [g.properties.message_id for g in got] == [f"ord-{i}" for i in range(5)]
@@ -74,9 +76,9 @@ def test_an_unroutable_event_stops_the_batch_after_the_ones_before_it(
     vhost_url: str, publisher: Publisher
 ) -> None:
     events = [
-        ("order.created", sample_data("order.created"), "first"),
-        ("message.sent", {"text": "nobody listens"}, "second"),
-        ("order.created", sample_data("order.created"), "third"),
+        (ACCOUNT, "order.created", sample_data("order.created"), "first"),
+        (ACCOUNT, "message.sent", {"text": "nobody listens"}, "second"),
+        (ACCOUNT, "order.created", sample_data("order.created"), "third"),
     ]
     with pytest.raises(UnroutableError, match=r"'message\.sent'.*event 2 of the batch"):
         publisher.publish_many(events)
@@ -93,10 +95,10 @@ def test_an_invalid_event_publishes_the_ones_before_it_only(
     bad = sample_data("order.created")
     bad["items"][0]["quantity"] = 0
     events = [
-        ("order.created", sample_data("order.created"), "a"),
-        ("order.created", sample_data("order.created"), "b"),
-        ("order.created", bad, "c"),
-        ("order.created", sample_data("order.created"), "d"),
+        (ACCOUNT, "order.created", sample_data("order.created"), "a"),
+        (ACCOUNT, "order.created", sample_data("order.created"), "b"),
+        (ACCOUNT, "order.created", bad, "c"),
+        (ACCOUNT, "order.created", sample_data("order.created"), "d"),
     ]
     with pytest.raises(PayloadError, match=r"quantity"):
         publisher.publish_many(events)
@@ -112,12 +114,12 @@ def test_missing_exchange_is_unroutable(broker: BrokerUrl) -> None:
 def test_a_lost_connection_mid_batch_resends_what_was_not_confirmed(
     vhost_url: str, publisher: Publisher
 ) -> None:
-    def events() -> Iterator[tuple[str, dict[str, Any], str]]:
+    def events() -> Iterator[tuple[str, str, dict[str, Any], str]]:
         for i in range(200):
             if i == 120:
                 # Pull the link out from under the batch, as a broker restart would.
                 publisher._connection.close()
-            yield "order.created", sample_data("order.created"), f"ev-{i}"
+            yield ACCOUNT, "order.created", sample_data("order.created"), f"ev-{i}"
 
     ids = publisher.publish_many(events(), window=64)
     assert ids == [f"ev-{i}" for i in range(200)]
