@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
-from broker.url import DEFAULT_URL, BrokerUrl
+from broker.url import DEFAULT_URL, PASSWORD_VARIABLE, BrokerUrl
 from config.errors import ConfigError
 from config.subscribers import (
     CircuitBreakerPolicy,
@@ -30,7 +30,7 @@ DEFAULT_CONFIG_PATH = Path("config/subscribers.yaml")
 # RABBITMQ_URL is the broker field's alias; these two only override its credentials
 # (so a password can stay out of the URL) and are read together with it.
 BROKER_USERNAME = "RABBITMQ_USERNAME"
-BROKER_PASSWORD = "RABBITMQ_PASSWORD"  # noqa: S105 - a variable's name, not a password
+BROKER_PASSWORD = PASSWORD_VARIABLE  # declared with the URL parser, whose errors name it
 
 
 class Settings(BaseModel):
