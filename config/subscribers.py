@@ -268,12 +268,13 @@ def parse_subscriber_file(
     environ = os.environ if environ is None else environ
     raw = read_yaml(text, source=source, known_keys=_KNOWN_KEYS)
     if raw is None:
-        raw = {}
+        # A worker with nothing to deliver to would report "0 subscriber(s) OK" and idle.
+        raise ConfigError(f"{source}: no subscribers: the file is empty or holds only comments")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with 'subscribers:'")
     try:
         expanded = _expand_env(raw, environ, ())
-        return SubscriberFile.model_validate(expanded)
+        file = SubscriberFile.model_validate(expanded)
     except _FieldProblem as problem:
         raise ConfigError(f"{source}: {_describe(raw, problem.loc)}: {problem.message}") from None
     except ValidationError as exc:
@@ -286,6 +287,9 @@ def parse_subscriber_file(
                 loc, message = tuple(error["loc"]), _plain(error)
             messages.append(f"{source}: {_describe(raw, loc)}: {message}")
         raise ConfigError("\n".join(messages)) from None
+    if not file.subscribers:
+        raise ConfigError(f"{source}: no subscribers: list at least one under 'subscribers:'")
+    return file
 
 
 def _plain(error: Any) -> str:

@@ -23,6 +23,13 @@ _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 _HARMLESS = re.compile(r"<[a-z ]+>|[^\w\\]|\\[a-z]|\\x[0-9a-f]{2}|\\u[0-9a-f]{4}")
 _HIDDEN = "'***'"
 
+# Real subscriber files nest 5 levels deep and hold ~15 values per subscriber
+# (1,000 subscribers, the scale docs/performance.md measures, are ~15,000).
+# Aliases can make a few hundred bytes stand for billions of values, which
+# the checks after loading would walk for minutes: refuse before that.
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping repeats a key; ``key`` is kept apart so only known names are shown."""
@@ -32,8 +39,27 @@ class _DuplicateKeyError(yaml.constructor.ConstructorError):
         self.key = key
 
 
+class _LimitError(yaml.MarkedYAMLError):
+    """Valid YAML, refused for its size or depth."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last,
+    and nesting deeper than MAX_DEPTH (the composer recurses once per level)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call,unused-ignore]
+            raise _LimitError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call,unused-ignore]
+        finally:
+            self._depth -= 1
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         # The scalar constructors raise plain ValueError/KeyError quoting the value
@@ -78,7 +104,13 @@ def read_yaml(text: str, *, source: str, known_keys: frozenset[str] = frozenset(
     try:
         # The reader checks every character as the loader is made: inside the try.
         loader = _Loader(text)
-        return loader.get_single_data()
+        node = loader.get_single_node()  # type: ignore[no-untyped-call,unused-ignore]
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)  # type: ignore[no-untyped-call,unused-ignore]
+    except _LimitError as exc:
+        raise ConfigError(f"{source}: {_where(exc.problem_mark)}{exc.problem}") from None
     except _DuplicateKeyError as exc:
         key = f" {exc.key!r}" if exc.key in known_keys else ""
         raise ConfigError(
@@ -93,6 +125,38 @@ def read_yaml(text: str, *, source: str, known_keys: frozenset[str] = frozenset(
     finally:
         if loader is not None:
             loader.dispose()  # type: ignore[no-untyped-call,unused-ignore]
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose tree, aliases expanded, is too big or too deep.
+
+    Walks the expanded tree itself, so the work stops at MAX_VALUES nodes
+    however many an alias bomb (or an alias cycle) would stand for.
+    """
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise _LimitError(
+                None,
+                None,
+                f"more than {MAX_VALUES:,} values once aliases (*name) are expanded",
+                node.start_mark,
+            )
+        if depth > MAX_DEPTH:
+            raise _LimitError(
+                None,
+                None,
+                f"nested more than {MAX_DEPTH} levels deep once aliases are expanded",
+                node.start_mark,
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend(((key, depth + 1), (value, depth + 1)))
 
 
 def _where(mark: yaml.Mark | None) -> str:
