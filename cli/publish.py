@@ -207,3 +207,7 @@ def _kind(value: object) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

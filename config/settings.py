@@ -7,14 +7,24 @@ name, so adding a setting is adding one field.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
-from broker.url import DEFAULT_URL, BrokerUrl
+from broker.url import DEFAULT_URL, PASSWORD_VARIABLE, BrokerUrl
 from config.errors import ConfigError
 from config.subscribers import (
     CircuitBreakerPolicy,
@@ -30,7 +40,9 @@ DEFAULT_CONFIG_PATH = Path("config/subscribers.yaml")
 # RABBITMQ_URL is the broker field's alias; these two only override its credentials
 # (so a password can stay out of the URL) and are read together with it.
 BROKER_USERNAME = "RABBITMQ_USERNAME"
-BROKER_PASSWORD = "RABBITMQ_PASSWORD"  # noqa: S105 - a variable's name, not a password
+# One label of a host name (RFC 1123).
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+BROKER_PASSWORD = PASSWORD_VARIABLE  # declared with the URL parser, whose errors name it
 
 
 class Settings(BaseModel):
@@ -61,6 +73,19 @@ class Settings(BaseModel):
     retry: RetryPolicy = RetryPolicy()
     security: SecurityPolicy = SecurityPolicy()
     circuit_breaker: CircuitBreakerPolicy = CircuitBreakerPolicy()
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _check_metrics_host(cls, value: str) -> str:
+        # Checked here, not when the health server binds, so check-config catches it.
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            labels = value.removesuffix(".").split(".")
+            # An all-digit last label (999.1.1.1) is a mistyped IPv4 address, not a name.
+            if len(value) > 253 or labels[-1].isdigit() or not all(map(HOST_LABEL.match, labels)):
+                raise ValueError("must be an IP address (such as 0.0.0.0) or a host name") from None
+        return value
 
     @field_serializer("broker")
     def _redacted_broker(self, broker: BrokerUrl) -> str:
@@ -110,7 +135,9 @@ def load_settings(
         from_environment = Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']).upper()}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
         )
         raise ConfigError(f"invalid environment: {problems}") from None
     path = from_environment.config_path

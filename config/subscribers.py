@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from config.errors import ConfigError
+from config.yaml_reader import read_yaml
 from wire.envelope import ACCOUNT_ID
 
 SUBSCRIBER_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -238,6 +238,21 @@ class SubscriberFile(_Model):
         return self
 
 
+# The keys a YAML error may name: the schema's own, never a key nested in a value.
+_KNOWN_KEYS = frozenset(
+    name
+    for model in (
+        SubscriberFile,
+        Subscriber,
+        RetryPolicy,
+        SecurityPolicy,
+        CircuitBreakerPolicy,
+        CircuitBreakerOverride,
+    )
+    for name in model.model_fields
+)
+
+
 class _FieldProblem(ValueError):
     """A problem with a known location, raised from a model-level validator."""
 
@@ -245,28 +260,6 @@ class _FieldProblem(ValueError):
         super().__init__(message)
         self.loc = loc
         self.message = message
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call,unused-ignore]
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node)  # type: ignore[no-untyped-call,unused-ignore]
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type,unused-ignore]
-)
 
 
 def _describe(raw: Any, loc: tuple[str | int, ...]) -> str:
@@ -310,18 +303,15 @@ def parse_subscriber_file(
 ) -> SubscriberFile:
     """Parse and validate subscriber-file ``text``; ``source`` names it in errors."""
     environ = os.environ if environ is None else environ
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        # PyYAML's message spans lines; one line reads better in logs and terminals.
-        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+    raw = read_yaml(text, source=source, known_keys=_KNOWN_KEYS)
     if raw is None:
-        raw = {}
+        # A worker with nothing to deliver to would report "0 subscriber(s) OK" and idle.
+        raise ConfigError(f"{source}: no subscribers: the file is empty or holds only comments")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with 'subscribers:'")
     try:
         expanded = _expand_env(raw, environ, ())
-        return SubscriberFile.model_validate(expanded)
+        file = SubscriberFile.model_validate(expanded)
     except _FieldProblem as problem:
         raise ConfigError(f"{source}: {_describe(raw, problem.loc)}: {problem.message}") from None
     except ValidationError as exc:
@@ -335,6 +325,9 @@ def parse_subscriber_file(
                 loc, message = tuple(error["loc"]), plain_message(error)
             messages.append(f"{source}: {_describe(raw, loc)}: {message}")
         raise ConfigError("\n".join(messages)) from None
+    if not file.subscribers:
+        raise ConfigError(f"{source}: no subscribers: list at least one under 'subscribers:'")
+    return file
 
 
 def plain_message(error: Any) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from config.errors import ConfigError
+
 
 class HealthServer:
     """Serves liveness, readiness and Prometheus metrics on one port."""
@@ -39,7 +41,17 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            # A port in use or a host name that does not resolve is the operator's
+            # to fix in METRICS_HOST/METRICS_PORT: a config error, not a crash.
+            reason = (exc.strerror or str(exc)).rpartition(": ")[2]
+            raise ConfigError(
+                f"METRICS_HOST/METRICS_PORT: cannot serve health and metrics on "
+                f"{self._host}:{self._port}: {reason}"
+            ) from None
         # With port 0 (tests) the OS picks one; report the real port.
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self._port

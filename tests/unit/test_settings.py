@@ -199,8 +199,9 @@ def test_mistakes_give_one_readable_error(tmp_path: Path, text: str, expected: l
 
 
 def test_empty_file_has_no_subscribers(tmp_path: Path) -> None:
-    settings = load_settings(settings_env(write(tmp_path, "")))
-    assert settings.subscribers == ()
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match=rf"^{path}: no subscribers: the file is empty"):
+        load_settings(settings_env(path))
 
 
 def test_undecodable_file(tmp_path: Path) -> None:
