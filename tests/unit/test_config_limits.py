@@ -70,7 +70,8 @@ def test_deep_nesting_is_one_readable_error(
 def test_a_large_honest_file_is_still_read(tmp_path: Path) -> None:
     entry = (
         "  - id: shop-{i}\n    url: https://shop{i}.example/hook\n    secret: s-{i}\n"
-        '    account: acme\n    events: ["order.*", "invoice.paid"]\n    timeout_seconds: 5\n    max_in_flight: 8\n'
+        "    account: acme\n"
+        '    events: ["order.*", "invoice.paid"]\n    timeout_seconds: 5\n    max_in_flight: 8\n'
         "    circuit_breaker: {{failure_threshold: 3, cooldown_seconds: 2}}\n"
     )
     path = tmp_path / "subscribers.yaml"
