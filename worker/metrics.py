@@ -2,7 +2,7 @@
 
 Label values are bounded: ``subscriber`` comes from the subscriber file,
 ``event`` from the event types producers use (invalid ones become
-``"invalid"``), ``outcome`` and ``reason`` from the fixed sets below.
+``"invalid"``), ``outcome``, ``status`` and ``reason`` from the fixed sets below.
 """
 
 from __future__ import annotations
@@ -10,15 +10,35 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = ("success", "http_error", "timeout", "connection_error", "forbidden_address")
+# HTTP status of an attempt as a label: the class, except for the codes that mean
+# something on their own (410 Gone pauses the subscriber, 429 asks us to slow
+# down); "none" when no HTTP answer came (timeout, connection error, forbidden
+# address); "other" for a code outside 200-599, which no conforming server sends.
+STATUS_LABELS = ("2xx", "3xx", "4xx", "5xx", "410", "429", "none", "other")
+_STATUSES_OF_THEIR_OWN = {410: "410", 429: "429"}
 DEAD_LETTER_REASONS = ("exhausted", "poison", "retry_after_too_long", "gone")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
+
+def status_label(status: int) -> str:
+    """The ``status`` label value for an HTTP status code (0: no HTTP answer)."""
+    if status <= 0:
+        return "none"
+    own = _STATUSES_OF_THEIR_OWN.get(status)
+    if own is not None:
+        return own
+    if 200 <= status <= 599:
+        return f"{status // 100}xx"
+    return "other"
+
+
 DELIVERIES = Counter(
     "webhook_deliveries_total",
-    "Delivery attempts by subscriber, event type and outcome.",
-    ["subscriber", "event", "outcome"],
+    "Delivery attempts by subscriber, event type, outcome and HTTP status "
+    "(2xx, 3xx, 4xx, 5xx, 410, 429, none = no HTTP answer, other).",
+    ["subscriber", "event", "outcome", "status"],
 )
 ATTEMPT_DURATION = Histogram(
     "webhook_attempt_duration_seconds",

@@ -55,6 +55,7 @@ RATE_INTERVAL = "1m"  # what Grafana's $__rate_interval becomes with a 15 s scra
 # Panels that must show data once events were delivered, retried and dead-lettered.
 MAIN_PANELS = {
     "Deliveries per second by outcome",
+    "Deliveries per second by HTTP status",
     "Success rate per subscriber",
     "Delivery success rate",
     "Attempt latency (p50 / p90 / p99)",
@@ -418,6 +419,15 @@ async def _check_queries(prom: Prometheus) -> None:
         )
     }
     assert outcomes == {"success", "http_error"}
+    # ... and per HTTP status: the flaky receiver answers 500 then 200, obs-down 503.
+    for who, expected in ((FLAKY, {"2xx", "5xx"}), (DOWN, {"5xx"}), (OK, {"2xx"})):
+        statuses = {
+            labels["status"]
+            for labels, _ in await asyncio.to_thread(
+                prom.values, f'sum by (status) (webhook_deliveries_total{{subscriber="{who}"}})'
+            )
+        }
+        assert statuses == expected, (who, statuses)
     queues = {
         labels["queue"]
         for labels, _ in await asyncio.to_thread(

@@ -593,7 +593,7 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
     worker = {"job": "webhook-worker"}
     rabbit = {"job": "rabbitmq", "instance": "rabbitmq:15692", "vhost": "/"}
 
-    def deliveries(subscriber: str, outcome: str, values: str) -> dict[str, str]:
+    def deliveries(subscriber: str, outcome: str, values: str, status: str) -> dict[str, str]:
         return series(
             "webhook_deliveries_total",
             values,
@@ -602,6 +602,7 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             subscriber=subscriber,
             event="order.created",
             outcome=outcome,
+            status=status,
         )
 
     def e2e(subscriber: str, le: str, values: str) -> dict[str, str]:
@@ -627,10 +628,17 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
     busy_world = {
         "interval": "1m",
         "input_series": [
-            deliveries("down", "http_error", "0+10x40"),  # never a success series
-            deliveries("ok", "success", "0+10x40"),
-            deliveries("ok", "timeout", "0+0x40"),
-            deliveries("quiet", "http_error", "0+0.5x40"),  # too little traffic to judge
+            deliveries("down", "http_error", "0+10x40", "5xx"),  # never a success series
+            deliveries("ok", "success", "0+10x40", "2xx"),
+            deliveries("ok", "timeout", "0+0x40", "none"),
+            deliveries("quiet", "http_error", "0+0.5x40", "4xx"),  # too little traffic to judge
+            # 80% success only once the failures of every status are summed (each
+            # status alone stays under 10% of the attempts).
+            deliveries("mixed", "success", "0+8x40", "2xx"),
+            deliveries("mixed", "http_error", "0+0.5x40", "5xx"),
+            deliveries("mixed", "http_error", "0+0.5x40", "4xx"),
+            deliveries("mixed", "http_error", "0+0.5x40", "429"),
+            deliveries("mixed", "timeout", "0+0.5x40", "none"),
             series("rabbitmq_queue_messages", "0 0 0 1+1x37", **rabbit, queue="webhooks.down.dlq"),
             series("rabbitmq_queue_messages", "3x40", **rabbit, queue="webhooks.old.dlq"),
             series("rabbitmq_queue_messages", "2000x40", **rabbit, queue="webhooks.busy.work"),
@@ -663,7 +671,11 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             e2e("ok", "+Inf", "0+10x40"),
         ],
         "alert_rule_test": [
-            alert("WebhookDeliverySuccessRateLow", {"severity": "warning", "subscriber": "down"}),
+            alert(
+                "WebhookDeliverySuccessRateLow",
+                {"severity": "warning", "subscriber": "down"},
+                {"severity": "warning", "subscriber": "mixed"},
+            ),
             alert(
                 "WebhookDeadLettersGrowing",
                 {"severity": "warning", "subscriber": "down", **queue("webhooks.down.dlq")},
@@ -687,6 +699,27 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
                 "WebhookBrokerReconnectStorm", {"severity": "warning", **worker, "instance": "w1"}
             ),
             alert("WebhookBrokerMetricsMissing"),
+        ],
+        "promql_expr_test": [
+            # The per-status recording rule keeps every status and sums back to the total.
+            {
+                "expr": "count by (status)"
+                ' (subscriber_status:webhook_deliveries:rate5m{subscriber="mixed"})',
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": f'{{status="{status}"}}', "value": 1}
+                    for status in ("2xx", "4xx", "429", "5xx", "none")
+                ],
+            },
+            {
+                "expr": "abs(sum by (subscriber) (subscriber_status:webhook_deliveries:rate5m)"
+                " - subscriber:webhook_deliveries:rate5m) < bool 1e-12",
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": f'{{subscriber="{name}"}}', "value": 1}
+                    for name in ("down", "mixed", "ok", "quiet")
+                ],
+            },
         ],
     }
     dark_world = {
@@ -762,6 +795,7 @@ def test_dashboard_has_the_operator_panels() -> None:
     titles = {p["title"] for p in _panels(dashboard)}
     assert {
         "Deliveries per second by outcome",
+        "Deliveries per second by HTTP status",
         "Success rate per subscriber",
         "Attempt latency (p50 / p90 / p99)",
         "End-to-end latency (p50 / p90 / p99)",
