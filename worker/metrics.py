@@ -7,7 +7,12 @@ Label values are bounded: ``subscriber`` comes from the subscriber file,
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# No `<name>_created` series next to every counter and histogram child: they
+# double the series count and nothing here reads them (rate() and increase()
+# handle counter resets without them). Process-wide, set before any is exported.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES = ("success", "http_error", "timeout", "connection_error", "forbidden_address")
 # HTTP status of an attempt as a label: the class, except for the codes that mean

@@ -465,6 +465,7 @@ async def _check_worker_http(
     for family in families:
         exposed = family.name + ("_total" if family.type == "counter" else "")
         assert f"# TYPE {exposed} {family.type}" in text, exposed
+    assert "_created" not in text  # disabled in worker/metrics.py
     # Nothing secret or payload-derived: subscriber secret, payload values, event
     # ids, receiver URLs (they may carry tokens), broker credentials.
     assert SECRET not in text

@@ -221,9 +221,10 @@ def _metric_sample_names() -> set[str]:
         if not isinstance(value, MetricWrapperBase):
             continue
         for family in value.describe():
+            # No `_created`: worker/metrics.py disables those series.
             suffixes = {
-                "counter": ("_total", "_created"),
-                "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "counter": ("_total",),
+                "histogram": ("_bucket", "_sum", "_count"),
                 "gauge": ("",),
             }[family.type]
             names.update(family.name + suffix for suffix in suffixes)

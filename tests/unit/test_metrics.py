@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
+
 import pytest
 
 from worker import metrics
+from worker.health import HealthServer
 
 
 @pytest.mark.parametrize(
@@ -39,3 +43,21 @@ def test_status_label(status: int, label: str) -> None:
 def test_status_label_values_are_bounded() -> None:
     seen = {metrics.status_label(status) for status in range(-1, 1000)}
     assert seen == set(metrics.STATUS_LABELS)
+
+
+async def test_metrics_endpoint_exports_no_created_series() -> None:
+    """disable_created_metrics(): counters and histograms come without `_created`."""
+    metrics.DELIVERIES.labels("created-check", "order.created", "success", "2xx").inc()
+    metrics.ATTEMPT_DURATION.labels("created-check").observe(0.1)
+    metrics.DEAD_LETTERED.labels("created-check", "exhausted").inc()
+    server = HealthServer("127.0.0.1", 0, lambda: True)
+    await server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    finally:
+        await server.stop()
+    text = body.decode()
+    assert 'webhook_deliveries_total{event="order.created"' in text
+    assert "webhook_attempt_duration_seconds_bucket{" in text
+    assert "_created" not in text
