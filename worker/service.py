@@ -90,7 +90,7 @@ class Worker:
         # qos + consume pair must not interleave with another lane's.
         self._consume_lock = asyncio.Lock()
         for lane in self._lanes.values():
-            metrics.CIRCUIT_STATE.labels(lane.subscriber.id).set(lane.breaker.state)
+            metrics.set_circuit_state(lane.subscriber.id, lane.breaker.state.label)
             metrics.SUBSCRIBER_PAUSED.labels(lane.subscriber.id).set(0)
         self.health = HealthServer(
             settings.metrics_host, settings.metrics_port, self.is_ready, self.status
@@ -369,7 +369,7 @@ class Worker:
 
     def _log_transition(self, lane: _Lane, state: CircuitState) -> None:
         breaker = lane.breaker
-        metrics.CIRCUIT_STATE.labels(lane.subscriber.id).set(state)
+        metrics.set_circuit_state(lane.subscriber.id, state.label)
         metrics.CIRCUIT_TRANSITIONS.labels(lane.subscriber.id, state.label).inc()
         fields: dict[str, Any] = {"subscriber": lane.subscriber.id}
         if state is CircuitState.OPEN:

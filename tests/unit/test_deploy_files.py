@@ -616,6 +616,20 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             le=le,
         )
 
+    def circuit(subscriber: str, instance: str, **values: str) -> list[dict[str, str]]:
+        """One replica's webhook_circuit_state series: 1 for its state, 0 for the others."""
+        return [
+            series(
+                "webhook_circuit_state",
+                values.get(state, "0x40"),
+                **worker,
+                instance=instance,
+                subscriber=subscriber,
+                state=state,
+            )
+            for state in metrics.CIRCUIT_STATES
+        ]
+
     def alert(name: str, *expected: dict[str, str]) -> dict[str, Any]:
         return {
             "eval_time": "25m",
@@ -650,14 +664,17 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.orphan.work"),
             # No consumer on purpose: circuit open (one replica) / paused (410 Gone).
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.tripped.work"),
-            series("webhook_circuit_state", "1x40", **worker, instance="w1", subscriber="tripped"),
-            series("webhook_circuit_state", "0x40", **worker, instance="w1", subscriber="ok"),
+            *circuit("tripped", "w1", open="1x40"),
+            *circuit("ok", "w1", closed="1x40"),
+            # Two replicas: one open, one closed. Its queue still has a consumer.
+            *circuit("split", "w1", open="1x40"),
+            *circuit("split", "w2", closed="1x40"),
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.gone.work"),
             series("webhook_subscriber_paused", "1x40", **worker, instance="w1", subscriber="gone"),
             series("webhook_subscriber_paused", "0x40", **worker, instance="w1", subscriber="ok"),
             # Open for a while, then a probe succeeded: no alert.
-            series(
-                "webhook_circuit_state", "1x10 2 0x28", **worker, instance="w1", subscriber="healed"
+            *circuit(
+                "healed", "w1", open="1x10 0 0x28", half_open="0x10 1 0x28", closed="0x11 1x28"
             ),
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.down.dlq"),
             series("up", "1x40", **worker, instance="w1"),
@@ -692,7 +709,11 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             ),
             alert("WebhookWorkerDown", {"severity": "warning", **worker, "instance": "w2"}),
             alert("WebhookNoWorkerUp"),
-            alert("WebhookCircuitOpen", {"severity": "warning", "subscriber": "tripped"}),
+            alert(
+                "WebhookCircuitOpen",
+                {"severity": "warning", "subscriber": "split"},
+                {"severity": "warning", "subscriber": "tripped"},
+            ),
             alert("WebhookSubscriberPaused", {"severity": "warning", "subscriber": "gone"}),
             alert("WebhookWorkerNotReady"),
             alert("WebhookEndToEndLatencyHigh", {"severity": "warning", "subscriber": "slow"}),
@@ -702,6 +723,16 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             alert("WebhookBrokerMetricsMissing"),
         ],
         "promql_expr_test": [
+            # Summed over replicas, the circuit state counts replicas per state.
+            {
+                "expr": 'sum by (state) (webhook_circuit_state{subscriber="split"})',
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": '{state="closed"}', "value": 1},
+                    {"labels": '{state="half_open"}', "value": 0},
+                    {"labels": '{state="open"}', "value": 1},
+                ],
+            },
             # The per-status recording rule keeps every status and sums back to the total.
             {
                 "expr": "count by (status)"

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from worker import metrics
+from worker.circuit_breaker import CircuitState
 from worker.health import HealthServer
 
 
@@ -61,3 +62,27 @@ async def test_metrics_endpoint_exports_no_created_series() -> None:
     assert 'webhook_deliveries_total{event="order.created"' in text
     assert "webhook_attempt_duration_seconds_bucket{" in text
     assert "_created" not in text
+
+
+def test_circuit_states_are_the_breakers() -> None:
+    assert tuple(state.label for state in CircuitState) == metrics.CIRCUIT_STATES
+
+
+def _circuit(subscriber: str) -> dict[str, float]:
+    return {
+        state: metrics.CIRCUIT_STATE.labels(subscriber, state)._value.get()
+        for state in metrics.CIRCUIT_STATES
+    }
+
+
+def test_circuit_state_is_one_series_per_state() -> None:
+    """Exactly one state is 1, so a sum over replicas counts replicas per state."""
+    metrics.set_circuit_state("circuit-check", "closed")
+    assert _circuit("circuit-check") == {"closed": 1, "open": 0, "half_open": 0}
+    metrics.set_circuit_state("circuit-check", CircuitState.OPEN.label)
+    assert _circuit("circuit-check") == {"closed": 0, "open": 1, "half_open": 0}
+    metrics.set_circuit_state("circuit-check", CircuitState.HALF_OPEN.label)
+    assert _circuit("circuit-check") == {"closed": 0, "open": 0, "half_open": 1}
+    with pytest.raises(ValueError, match="unknown circuit state"):
+        metrics.set_circuit_state("circuit-check", "ajar")
+    assert _circuit("circuit-check") == {"closed": 0, "open": 0, "half_open": 1}
