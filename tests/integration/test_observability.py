@@ -64,6 +64,7 @@ MAIN_PANELS = {
     "Dead-letter queue depth",
     "Delay queue depth",
     "In flight per subscriber",
+    "Broker resource alarms",
     "Workers ready",
 }
 OK, FLAKY, DOWN = "obs-ok", "obs-flaky", "obs-down"
@@ -192,6 +193,7 @@ def _prometheus_config(worker_port: int, node: LocalRabbitMQ) -> dict[str, Any]:
     targets = {
         "webhook-worker": f"127.0.0.1:{worker_port}",
         "rabbitmq": f"127.0.0.1:{node.prometheus_port}",
+        "rabbitmq-node": f"127.0.0.1:{node.prometheus_port}",
     }
     jobs = []
     for job in repo["scrape_configs"]:
@@ -305,7 +307,7 @@ async def _exercise(
         return lambda: len(prom.values(expr)) >= count
 
     # Both targets scraped, and the DLQ depth recorded (at 0) before anything fails.
-    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 2, 20, prom)
+    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 3, 20, prom)
     await _until(
         "DLQ depth recorded",
         series_present(f'subscriber:webhook_dlq_messages:max{{subscriber="{DOWN}"}}', 1),
@@ -375,6 +377,8 @@ async def _exercise(
         "WebhookWorkQueueWithoutConsumer",
         "WebhookBrokerMetricsMissing",
         "WebhookBrokerReconnectStorm",
+        "WebhookBrokerMemoryAlarm",
+        "WebhookBrokerDiskAlarm",
     ):
         assert quiet not in alerts, (quiet, alerts[quiet])
 
@@ -443,6 +447,15 @@ async def _check_queries(prom: Prometheus) -> None:
         for labels, _ in await asyncio.to_thread(prom.values, expr)
     }
     assert delay_queues == {"webhooks.delay.200ms"}
+
+    # The broker alarm series the alerts use exist under these names, from the
+    # aggregated endpoint (job rabbitmq-node), at 0 on a healthy node.
+    for series in (
+        "rabbitmq_alarms_memory_used_watermark",
+        "rabbitmq_alarms_free_disk_space_watermark",
+    ):
+        found = await asyncio.to_thread(prom.values, series)
+        assert [(labels["job"], value) for labels, value in found] == [("rabbitmq-node", 0)]
 
 
 async def _check_worker_http(

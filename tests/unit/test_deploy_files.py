@@ -45,6 +45,11 @@ GRAFANA_DATASOURCE = ROOT / "config/grafana/provisioning/datasources/prometheus.
 GRAFANA_PROVIDERS = ROOT / "config/grafana/provisioning/dashboards/dashboards.yml"
 DASHBOARD = ROOT / "config/grafana/dashboards/webhooks.json"
 ENABLED_PLUGINS = ROOT / "config/rabbitmq/enabled_plugins"
+OPERATIONS_DOC = ROOT / "docs/operations.md"
+# Every alert's runbook_url is this placeholder base + "#" + its section's anchor
+# (docs/operations.md and the header of config/prometheus/alerts.yml say how to
+# replace it).
+RUNBOOK_BASE = "https://github.com/OWNER/webhook-relay/blob/main/docs/operations.md"
 
 SERVICES = {"rabbitmq", "worker", "receiver", "producer", "prometheus", "grafana"}
 SETTINGS_VARS = set(environment_variables())
@@ -53,7 +58,13 @@ AMQP_PORT = urlsplit(DEFAULT_URL).port
 RABBITMQ_PROMETHEUS_PORT = 15692  # the rabbitmq_prometheus plugin's default
 # Queue-level series of rabbitmq_prometheus that rules and panels may use
 # (tests/integration/test_observability.py checks them against a real broker).
-RABBITMQ_SERIES = {"rabbitmq_queue_messages", "rabbitmq_queue_consumers"}
+RABBITMQ_SERIES = {
+    "rabbitmq_queue_messages",
+    "rabbitmq_queue_consumers",
+    # Node-wide, from the aggregated /metrics endpoint (job rabbitmq-node).
+    "rabbitmq_alarms_memory_used_watermark",
+    "rabbitmq_alarms_free_disk_space_watermark",
+}
 REQUIRED_ALERTS = {
     "WebhookDeadLettersGrowing",
     "WebhookDeliverySuccessRateLow",
@@ -61,6 +72,8 @@ REQUIRED_ALERTS = {
     "WebhookWorkerDown",
     "WebhookEndToEndLatencyHigh",
     "WebhookBrokerReconnectStorm",
+    "WebhookBrokerMemoryAlarm",
+    "WebhookBrokerDiskAlarm",
 }
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
@@ -266,6 +279,28 @@ def _series_names(expr: str) -> set[str]:
     return {t for t in tokens if t.startswith(("webhook_", "rabbitmq_")) or ":" in t or t == "up"}
 
 
+def markdown_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file: one per heading, plus explicit ids."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            title = re.sub(r"[`*]|\[([^]]*)\]\([^)]*\)", r"\1", heading.group(1))
+            slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchors.add(slug if count == 0 else f"{slug}-{count}")
+        anchors.update(re.findall(r'<a\s+(?:id|name)="([^"]+)"', line))
+    return anchors
+
+
 def _need_promtool() -> str:
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -448,13 +483,16 @@ def test_prometheus_and_grafana_wiring() -> None:
         job["job_name"]: job
         for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     }
-    assert set(scrape) == {"webhook-worker", "rabbitmq"}
+    assert set(scrape) == {"webhook-worker", "rabbitmq", "rabbitmq-node"}
     [dns] = scrape["webhook-worker"]["dns_sd_configs"]
     assert dns["names"] == ["worker"] and dns["names"][0] in compose["services"]
     assert dns["port"] == METRICS_PORT
     assert scrape["rabbitmq"]["metrics_path"] == "/metrics/per-object"
     [static] = scrape["rabbitmq"]["static_configs"]
     assert static["targets"] == [f"rabbitmq:{RABBITMQ_PROMETHEUS_PORT}"]
+    # Node-wide series (the alarms) are only on the aggregated endpoint.
+    assert scrape["rabbitmq-node"]["metrics_path"] == "/metrics"
+    assert scrape["rabbitmq-node"]["static_configs"] == scrape["rabbitmq"]["static_configs"]
 
     grafana = _service("grafana")
     datasource = yaml.safe_load(GRAFANA_DATASOURCE.read_text())["datasources"][0]
@@ -544,6 +582,8 @@ def test_alerts_are_complete_and_written_for_on_call() -> None:
         return expr
 
     sources = {
+        "WebhookBrokerMemoryAlarm": ("rabbitmq_alarms_memory_used_watermark", "> 0"),
+        "WebhookBrokerDiskAlarm": ("rabbitmq_alarms_free_disk_space_watermark", "> 0"),
         "WebhookDeadLettersGrowing": ("rabbitmq_queue_messages", r"\\.dlq"),
         "WebhookDeliverySuccessRateLow": ("webhook_deliveries_total", 'outcome="success"'),
         "WebhookWorkQueueWithoutConsumer": ("rabbitmq_queue_consumers", r"\\.work"),
@@ -555,6 +595,42 @@ def test_alerts_are_complete_and_written_for_on_call() -> None:
         full = expanded(alerts[name]["expr"])
         for needle in needles:
             assert needle in full, f"{name}: expected {needle!r} in {full}"
+
+
+def test_markdown_anchors_follow_github() -> None:
+    text = "# Title\n## A `code` heading\n### Same\n### Same\n```\n# not a heading\n```\n"
+    text += 'Text <a id="custom-id"></a>\n## [Linked](http://x) / Mixed_Case!\n'
+    assert markdown_anchors(text) == {
+        "title",
+        "a-code-heading",
+        "same",
+        "same-1",
+        "custom-id",
+        "linked--mixed_case",
+    }
+
+
+def test_every_alert_links_its_section_of_the_operator_guide() -> None:
+    """runbook_url = the one placeholder base + an anchor that exists in docs/operations.md."""
+    anchors = markdown_anchors(OPERATIONS_DOC.read_text())
+    for name, rule in _alerts().items():
+        url = rule["annotations"].get("runbook_url", "")
+        base, sep, anchor = url.partition("#")
+        assert base == RUNBOOK_BASE and sep, f"{name}: runbook_url {url!r}"
+        assert anchor == name.lower(), f"{name}: anchor {anchor!r}, want its own section"
+        assert anchor in anchors, f"{name}: no section #{anchor} in docs/operations.md"
+    # The placeholder is documented where it has to be replaced.
+    assert RUNBOOK_BASE in ALERT_RULES.read_text().split("groups:")[0]
+    assert RUNBOOK_BASE in OPERATIONS_DOC.read_text()
+
+
+def test_operator_guide_links_resolve() -> None:
+    text = OPERATIONS_DOC.read_text()
+    anchors = markdown_anchors(text)
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in anchors, f"docs/operations.md links to missing #{anchor}"
+    for target in re.findall(r"\]\((?!#|https?:)([^)#]+)", text):
+        assert (OPERATIONS_DOC.parent / target).exists(), f"broken link {target}"
 
 
 def test_every_series_used_exists() -> None:
@@ -680,6 +756,7 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             series("up", "1x40", **worker, instance="w1"),
             series("up", "0x40", **worker, instance="w2"),
             series("up", "1x40", job="rabbitmq", instance="rabbitmq:15692"),
+            series("up", "1x40", job="rabbitmq-node", instance="rabbitmq:15692"),
             series("webhook_worker_ready", "1x40", **worker, instance="w1"),
             series("webhook_broker_reconnects_total", "0+1x40", **worker, instance="w1"),
             e2e("slow", "60", "0x40"),
@@ -763,14 +840,63 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
         "alert_rule_test": [
             alert("WebhookNoWorkerUp", {"severity": "critical"}),
             alert("WebhookWorkerDown", {"severity": "warning", **worker, "instance": "w1"}),
-            alert("WebhookBrokerMetricsMissing", {"severity": "warning", "job": "rabbitmq"}),
+            alert(
+                "WebhookBrokerMetricsMissing",
+                {"severity": "warning", "job": "rabbitmq"},
+                {"severity": "warning", "job": "rabbitmq-node"},
+            ),
+            alert("WebhookBrokerMemoryAlarm"),
+            alert("WebhookBrokerDiskAlarm"),
             alert("WebhookWorkerNotReady", {"severity": "warning", **worker, "instance": "w1"}),
+        ],
+    }
+
+    def node(name: str, metric: str, values: str) -> dict[str, str]:
+        return series(f"rabbitmq_alarms_{metric}", values, job="rabbitmq-node", instance=name)
+
+    def alarm(name: str, eval_time: str, *expected: dict[str, str]) -> dict[str, Any]:
+        return {**alert(name, *expected), "eval_time": eval_time}
+
+    # Three nodes: rabbit-1 is in a memory alarm from minute 5 to 20; rabbit-2 in a
+    # disk alarm from minute 8 on; rabbit-3 blips into both for one scrape (minute 10),
+    # shorter than the alerts' `for`.
+    alarm_world = {
+        "interval": "1m",
+        "input_series": [
+            node("rabbit-1", "memory_used_watermark", "0x4 1x15 0x20"),
+            node("rabbit-1", "free_disk_space_watermark", "0x40"),
+            node("rabbit-2", "memory_used_watermark", "0x40"),
+            node("rabbit-2", "free_disk_space_watermark", "0x7 1x32"),
+            node("rabbit-3", "memory_used_watermark", "0x9 1 0x30"),
+            node("rabbit-3", "free_disk_space_watermark", "0x9 1 0x30"),
+        ],
+        "alert_rule_test": [
+            alarm("WebhookBrokerMemoryAlarm", "4m"),
+            alarm("WebhookBrokerMemoryAlarm", "5m"),  # pending, not firing yet
+            alarm(
+                "WebhookBrokerMemoryAlarm", "6m", {"severity": "critical", "instance": "rabbit-1"}
+            ),
+            alarm(
+                "WebhookBrokerMemoryAlarm", "10m", {"severity": "critical", "instance": "rabbit-1"}
+            ),
+            alarm(
+                "WebhookBrokerMemoryAlarm", "11m", {"severity": "critical", "instance": "rabbit-1"}
+            ),
+            alarm("WebhookBrokerMemoryAlarm", "21m"),  # cleared
+            alarm("WebhookBrokerDiskAlarm", "8m"),
+            alarm("WebhookBrokerDiskAlarm", "9m", {"severity": "critical", "instance": "rabbit-2"}),
+            alarm(
+                "WebhookBrokerDiskAlarm", "11m", {"severity": "critical", "instance": "rabbit-2"}
+            ),
+            alarm(
+                "WebhookBrokerDiskAlarm", "39m", {"severity": "critical", "instance": "rabbit-2"}
+            ),
         ],
     }
     return {
         "rule_files": [str(rules_file)],
         "evaluation_interval": "1m",
-        "tests": [busy_world, dark_world],
+        "tests": [busy_world, dark_world, alarm_world],
     }
 
 
