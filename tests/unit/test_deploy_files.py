@@ -45,13 +45,29 @@ GRAFANA_DATASOURCE = ROOT / "config/grafana/provisioning/datasources/prometheus.
 GRAFANA_PROVIDERS = ROOT / "config/grafana/provisioning/dashboards/dashboards.yml"
 DASHBOARD = ROOT / "config/grafana/dashboards/webhooks.json"
 ENABLED_PLUGINS = ROOT / "config/rabbitmq/enabled_plugins"
+ALERTMANAGER_CONFIG = ROOT / "config/alertmanager/alertmanager.yml"
+ALERTMANAGER_PORT = 9093  # Alertmanager's default --web.listen-address
+# Where each severity of config/prometheus/alerts.yml must end up.
+RECEIVER_FOR_SEVERITY = {
+    "critical": "oncall-webhook",
+    "warning": "team-email",
+    "info": "team-email",
+}
 OPERATIONS_DOC = ROOT / "docs/operations.md"
 # Every alert's runbook_url is this placeholder base + "#" + its section's anchor
 # (docs/operations.md and the header of config/prometheus/alerts.yml say how to
 # replace it).
 RUNBOOK_BASE = "https://github.com/OWNER/webhook-relay/blob/main/docs/operations.md"
 
-SERVICES = {"rabbitmq", "worker", "receiver", "producer", "prometheus", "grafana"}
+SERVICES = {
+    "rabbitmq",
+    "worker",
+    "receiver",
+    "producer",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+}
 SETTINGS_VARS = set(environment_variables())
 METRICS_PORT = Settings.model_fields["metrics_port"].default
 AMQP_PORT = urlsplit(DEFAULT_URL).port
@@ -301,14 +317,23 @@ def markdown_anchors(text: str) -> set[str]:
     return anchors
 
 
-def _need_promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool not found (apt-get install -y prometheus)"
+def need_tool(name: str, package: str) -> str:
+    """Path of ``name``; skipped without it, but failed under CI (.ci/run installs it)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not found (apt-get install -y {package})"
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    return promtool
+    return path
+
+
+def _need_promtool() -> str:
+    return need_tool("promtool", "prometheus")
+
+
+def _need_amtool() -> str:
+    return need_tool("amtool", "prometheus-alertmanager")
 
 
 # ----------------------------------------------------------------- compose
@@ -378,6 +403,9 @@ def test_env_example_defines_every_compose_variable() -> None:
     text = "\n".join(_strings(_compose()))
     assert not re.search(r"(?<!\$)\$(?![{$])[A-Za-z_]", text), "use ${VAR}, not $VAR"
     referenced = {m.group(1) for m in _INTERPOLATION.finditer(text)}
+    # Secrets Compose creates from a variable (`environment:` source).
+    secrets = _compose().get("secrets") or {}
+    referenced |= {s["environment"] for s in secrets.values() if "environment" in s}
     defined = _env_example()
     assert referenced - set(defined) == set(), "missing from .env.example"
     assert set(defined) - referenced == set(), ".env.example defines unused variables"
@@ -506,7 +534,110 @@ def test_prometheus_and_grafana_wiring() -> None:
     assert _host_path_for(grafana, home).resolve() == DASHBOARD
 
 
-# -------------------------------------------------------------- Dockerfile
+# ------------------------------------------------------------ Alertmanager
+
+
+def _alertmanager_config() -> dict[str, Any]:
+    return yaml.safe_load(ALERTMANAGER_CONFIG.read_text())  # type: ignore[no-any-return]
+
+
+def test_amtool_check_config() -> None:
+    amtool = _need_amtool()
+    result = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_alertmanager_routes_every_alert_by_its_severity() -> None:
+    """critical pages the on-call webhook; warning and info are e-mailed."""
+    amtool = _need_amtool()
+
+    def receiver(**labels: str) -> str:
+        result = subprocess.run(
+            [
+                amtool,
+                "config",
+                "routes",
+                "test",
+                f"--config.file={ALERTMANAGER_CONFIG}",
+                *(f"{k}={v}" for k, v in labels.items()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip()
+
+    receivers = {r["name"] for r in _alertmanager_config()["receivers"]}
+    assert set(RECEIVER_FOR_SEVERITY.values()) <= receivers
+    for name, rule in _alerts().items():
+        severity = rule["labels"]["severity"]
+        got = receiver(alertname=name, severity=severity, subscriber="demo-shop")
+        assert got == RECEIVER_FOR_SEVERITY[severity], (name, severity, got)
+    # An alert without a severity still reaches someone.
+    assert receiver(alertname="SomethingElse") == "team-email"
+
+
+def _alert_names(matcher: str) -> set[str]:
+    match = re.fullmatch(r'alertname(=~|=)"([A-Za-z|]+)"', matcher)
+    assert match, f"inhibit matchers name alerts: {matcher!r}"
+    return set(match.group(2).split("|"))
+
+
+def test_alertmanager_groups_and_inhibits_known_alerts() -> None:
+    config = _alertmanager_config()
+    assert config["route"]["group_by"] == ["alertname", "subscriber"]
+    alerts = _alerts()
+    inhibits: dict[str, set[str]] = {}
+    for rule in config["inhibit_rules"]:
+        [source_matcher] = rule["source_matchers"]
+        [target_matcher] = rule["target_matchers"]
+        sources, targets = _alert_names(source_matcher), _alert_names(target_matcher)
+        assert sources | targets <= set(alerts), (sources | targets) - set(alerts)
+        for source in sources:
+            inhibits.setdefault(source, set()).update(targets)
+    # A blocked broker explains a backlog; no worker at all explains the rest.
+    for alarm in ("WebhookBrokerMemoryAlarm", "WebhookBrokerDiskAlarm"):
+        assert "WebhookWorkQueueBacklog" in inhibits[alarm]
+        assert alerts[alarm]["labels"]["severity"] == "critical"
+    assert {"WebhookWorkerDown", "WebhookWorkQueueWithoutConsumer"} <= inhibits["WebhookNoWorkerUp"]
+    # A page is only ever replaced by another page.
+    for source, targets in inhibits.items():
+        for target in targets:
+            if alerts[target]["labels"]["severity"] == "critical":
+                assert alerts[source]["labels"]["severity"] == "critical", (source, target)
+
+
+def test_alertmanager_service_and_prometheus_wiring() -> None:
+    compose = _compose()
+    alertmanager = _service("alertmanager")
+    assert re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", alertmanager["image"])
+    flag = next(a for a in alertmanager["command"] if a.startswith("--config.file="))
+    assert _host_path_for(alertmanager, flag.split("=", 1)[1]).resolve() == ALERTMANAGER_CONFIG
+    assert f"127.0.0.1:{ALERTMANAGER_PORT}:{ALERTMANAGER_PORT}" in alertmanager["ports"]
+
+    prometheus_config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    [target_group] = prometheus_config["alerting"]["alertmanagers"]
+    [static] = target_group["static_configs"]
+    assert static["targets"] == [f"alertmanager:{ALERTMANAGER_PORT}"]
+
+    # Every secret file the config reads is a Compose secret granted to the service,
+    # made from a variable that .env.example defines.
+    wanted = set(re.findall(r"/run/secrets/(\w+)", ALERTMANAGER_CONFIG.read_text()))
+    assert wanted, "the example keeps its credentials out of the file"
+    assert wanted == set(alertmanager["secrets"])
+    env_file = _env_example()
+    for name in wanted:
+        variable = compose["secrets"][name]["environment"]
+        assert env_file[variable].startswith("change-me"), variable
 
 
 def test_dockerfile_runs_the_worker_as_non_root_with_a_health_check() -> None:
