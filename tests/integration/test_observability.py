@@ -45,7 +45,12 @@ from producer import Publisher
 from tests.support.amqp import depth
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import SECRET, make_settings, running_worker, subscriber
-from tests.unit.test_deploy_files import ALERT_RULES, PROMETHEUS_CONFIG, dashboard_expressions
+from tests.unit.test_deploy_files import (
+    ALERT_RULES,
+    PROMETHEUS_CONFIG,
+    RABBITMQ_CONF,
+    dashboard_expressions,
+)
 from wire.samples import sample_data
 from worker import metrics
 
@@ -77,12 +82,21 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+class _ComposeConfiguredRabbitMQ(LocalRabbitMQ):
+    """A local node that also reads the settings docker-compose.yml gives RabbitMQ."""
+
+    def _write_files(self) -> None:
+        super()._write_files()
+        conf = self.base_dir / "rabbitmq.conf"
+        conf.write_text(conf.read_text() + RABBITMQ_CONF.read_text())
+
+
 @pytest.fixture(scope="module")
 def metrics_node() -> Iterator[LocalRabbitMQ]:
     """A RabbitMQ node of this module's own, with per-queue Prometheus metrics."""
     if not rabbitmq_available():
         _unavailable(f"{RABBITMQ_SERVER} not found (apt-get install -y rabbitmq-server)")
-    node = LocalRabbitMQ(plugins=[PROMETHEUS_PLUGIN])
+    node = _ComposeConfiguredRabbitMQ(plugins=[PROMETHEUS_PLUGIN])
     try:
         node.start()
         yield node
@@ -456,6 +470,20 @@ async def _check_queries(prom: Prometheus) -> None:
     ):
         found = await asyncio.to_thread(prom.values, series)
         assert [(labels["job"], value) for labels, value in found] == [("rabbitmq-node", 0)]
+    # The broker runs with config/rabbitmq/conf.d (memory alarm at 600 MB, disk 1 GB):
+    # the file parses and takes effect.
+    limits = {
+        name: value
+        for name in (
+            "rabbitmq_resident_memory_limit_bytes",
+            "rabbitmq_disk_space_available_limit_bytes",
+        )
+        for _, value in await asyncio.to_thread(prom.values, f'{name}{{job="rabbitmq-node"}}')
+    }
+    assert limits == {
+        "rabbitmq_resident_memory_limit_bytes": 600e6,
+        "rabbitmq_disk_space_available_limit_bytes": 1e9,
+    }
 
 
 async def _check_worker_http(

@@ -31,6 +31,7 @@ from cli.publish import build_parser as producer_parser
 from cli.worker import main as worker_main
 from config.settings import Settings, environment_variables, load_settings
 from config.subscribers import ENV_REFERENCE, parse_subscriber_file
+from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from wire.samples import SAMPLE_EVENTS
 from worker import metrics
 
@@ -45,6 +46,10 @@ GRAFANA_DATASOURCE = ROOT / "config/grafana/provisioning/datasources/prometheus.
 GRAFANA_PROVIDERS = ROOT / "config/grafana/provisioning/dashboards/dashboards.yml"
 DASHBOARD = ROOT / "config/grafana/dashboards/webhooks.json"
 ENABLED_PLUGINS = ROOT / "config/rabbitmq/enabled_plugins"
+RABBITMQ_CONF = ROOT / "config/rabbitmq/conf.d/20-webhook-relay.conf"
+# The oldest RabbitMQ series the compose file may use: 3.10 (the former image)
+# reached its end of life in 2023; docker-compose.yml says what was checked.
+MIN_RABBITMQ_SERIES = (4, 3)
 ALERTMANAGER_CONFIG = ROOT / "config/alertmanager/alertmanager.yml"
 ALERTMANAGER_PORT = 9093  # Alertmanager's default --web.listen-address
 # Where each severity of config/prometheus/alerts.yml must end up.
@@ -61,6 +66,7 @@ RUNBOOK_BASE = "https://github.com/OWNER/webhook-relay/blob/main/docs/operations
 
 SERVICES = {
     "rabbitmq",
+    "rabbitmq-policies",
     "worker",
     "receiver",
     "producer",
@@ -344,6 +350,86 @@ def test_compose_has_the_whole_system() -> None:
     assert set(compose["services"]) == SERVICES
     assert _service("worker")["deploy"]["replicas"] == 2
     assert _service("producer")["restart"] == "no"
+    assert _service("rabbitmq-policies")["restart"] == "no"
+
+
+_BYTES = re.compile(r"(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?[bB])?")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _compose_bytes(value: str | int) -> float:
+    """A Compose byte value ("512M", "1G", "10m") in bytes."""
+    match = _BYTES.fullmatch(str(value).strip())
+    assert match, f"not a byte value: {value!r}"
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_cpu_and_memory_limits(name: str) -> None:
+    resources = _service(name)["deploy"]["resources"]
+    limits = resources["limits"]
+    assert 0 < float(limits["cpus"]) <= 4, f"{name}: cpus {limits['cpus']}"
+    memory = _compose_bytes(limits["memory"])
+    assert 32 * 1024**2 <= memory <= 4 * 1024**3, f"{name}: memory {limits['memory']}"
+    reserved = (resources.get("reservations") or {}).get("memory")
+    if reserved is not None:
+        assert _compose_bytes(reserved) <= memory, f"{name}: reserves more than its limit"
+
+
+def test_resource_limits_fit_what_runs_inside() -> None:
+    # The worker's measured peak RSS is 81-140 MB (docs/performance.md).
+    worker = _compose_bytes(_service("worker")["deploy"]["resources"]["limits"]["memory"])
+    assert worker >= 2 * 128 * 1024**2 * 0.99
+    # RabbitMQ blocks publishers (memory alarm) well before the kernel kills it,
+    # and its quorum queue write-ahead log (kept in memory) fits three times.
+    rabbit = _compose_bytes(_service("rabbitmq")["deploy"]["resources"]["limits"]["memory"])
+    settings = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (
+            line.partition("=")
+            for line in RABBITMQ_CONF.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+    )
+    watermark = settings["vm_memory_high_watermark.absolute"]
+    assert watermark.endswith("MB"), "decimal units, as both 3.x and 4.x parse them"
+    assert int(watermark.removesuffix("MB")) * 1000**2 <= 0.7 * rabbit
+    assert 3 * int(settings["raft.wal_max_size_bytes"]) <= 0.5 * rabbit
+    assert settings["disk_free_limit.absolute"] == "1GB"
+    assert (
+        dict(_bind_mounts(_service("rabbitmq")))["./config/rabbitmq/conf.d/20-webhook-relay.conf"]
+        == "/etc/rabbitmq/conf.d/20-webhook-relay.conf"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_rotates_its_logs(name: str) -> None:
+    """json-file with a size cap: one log line per delivery must not fill the disk."""
+    logging = _service(name)["logging"]
+    assert logging["driver"] == "json-file"
+    options = logging["options"]
+    assert 0 < _compose_bytes(options["max-size"]) <= 100 * 1024**2
+    assert 1 <= int(options["max-file"]) <= 10
+
+
+def test_dead_letter_backups_land_on_a_named_volume() -> None:
+    """webhook-dlq purge writes to the current directory: the worker runs in a volume."""
+    compose = _compose()
+    worker = _service("worker")
+    workdir = worker["working_dir"]
+    named = {
+        volume.split(":")[1]: volume.split(":")[0]
+        for volume in worker["volumes"]
+        if isinstance(volume, str) and not volume.startswith((".", "/"))
+    }
+    assert named.get(workdir) == "dlq-backups"
+    assert "dlq-backups" in compose["volumes"]
+    # The directory exists in the image, owned by the unprivileged user, so that a
+    # new volume mounted there is writable by it.
+    run = " ".join(rest for keyword, rest in _dockerfile().final if keyword == "RUN")
+    assert re.search(rf"mkdir -p [^&]*{re.escape(workdir)}\b", run)
+    assert re.search(rf"chown webhooks:webhooks [^&]*{re.escape(workdir)}\b", run)
+    assert "dlq-backups" in OPERATIONS_DOC.read_text()
 
 
 def test_every_mounted_path_and_build_context_exists() -> None:
@@ -428,11 +514,13 @@ def test_no_guest_credentials() -> None:
         assert env["RABBITMQ_PASSWORD"] == rabbit["RABBITMQ_DEFAULT_PASS"]
 
 
-def test_only_loopback_ports_are_published_and_metrics_stay_private() -> None:
+def test_only_loopback_ports_are_published() -> None:
     for name, service in _compose()["services"].items():
         for port in service.get("ports") or []:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} to the world"
-    assert "ports" not in _service("worker"), "the metrics port must not be published"
+    # The workers' metrics port (/status for an operator): loopback, and no fixed
+    # host port, so that every replica gets its own.
+    assert _service("worker")["ports"] == [f"127.0.0.1::{METRICS_PORT}"]
 
 
 @pytest.mark.parametrize("name", ["worker", "producer"])
@@ -487,7 +575,11 @@ def test_demo_subscriber_points_at_the_receiver_service() -> None:
 
 def test_rabbitmq_service_enables_prometheus_and_checks_health() -> None:
     rabbit = _service("rabbitmq")
-    assert rabbit["image"].startswith("rabbitmq:3.10-management")
+    # A supported series, pinned to its minor version (an upgrade skipping a minor
+    # cannot open the data volume), with the management plugin.
+    image = re.fullmatch(r"rabbitmq:(\d+)\.(\d+)-management", rabbit["image"])
+    assert image, rabbit["image"]
+    assert (int(image.group(1)), int(image.group(2))) >= MIN_RABBITMQ_SERIES
     plugins = ENABLED_PLUGINS.read_text().strip()
     assert re.fullmatch(r"\[[a-z_,\s]+\]\.", plugins), plugins
     assert {"rabbitmq_management", "rabbitmq_prometheus"} <= set(
@@ -497,6 +589,34 @@ def test_rabbitmq_service_enables_prometheus_and_checks_health() -> None:
         "/etc/rabbitmq/enabled_plugins"
     )
     assert rabbit["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+
+
+def test_rabbitmq_policy_keeps_dead_letters_from_the_default_delivery_limit() -> None:
+    """RabbitMQ 4 drops a quorum queue message after 20 failed deliveries by default."""
+    policies = _service("rabbitmq-policies")
+    assert policies["image"] == _service("rabbitmq")["image"]  # ships rabbitmqadmin 2
+    assert policies["entrypoint"] == ["rabbitmqadmin"]
+    assert policies["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    env_file = _env_example()
+    command = [_interpolate(arg, env_file) for arg in policies["command"]]
+    assert command[command.index("policies") + 1] == "declare"
+
+    def option(name: str) -> str:
+        return command[command.index(name) + 1]
+
+    assert json.loads(option("--definition")) == {"delivery-limit": -1}
+    assert option("--apply-to") == "quorum_queues"
+    pattern = re.compile(option("--pattern"))
+    for queue in (dead_letter_queue("demo-shop"), dead_letter_queue("a_b-c"), REGISTRY_QUEUE):
+        assert pattern.search(queue), queue
+    # Work queues keep their own limit (20, x-delivery-limit); delay queues theirs.
+    for queue in (work_queue("demo-shop"), work_queue("dlq"), delay_queue(5), "webhooks.a.dlq.x"):
+        assert not pattern.search(queue), queue
+    env = {k: _interpolate(v, env_file) for k, v in _environment(policies).items()}
+    rabbit = {k: _interpolate(v, env_file) for k, v in _environment(_service("rabbitmq")).items()}
+    assert env["RABBITMQADMIN_TARGET_HOST"] == "rabbitmq"
+    assert env["RABBITMQADMIN_USERNAME"] == rabbit["RABBITMQ_DEFAULT_USER"]
+    assert env["RABBITMQADMIN_PASSWORD"] == rabbit["RABBITMQ_DEFAULT_PASS"]
 
 
 def test_prometheus_and_grafana_wiring() -> None:
