@@ -19,7 +19,7 @@ import subprocess
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -323,23 +323,27 @@ def markdown_anchors(text: str) -> set[str]:
     return anchors
 
 
-def need_tool(name: str, package: str) -> str:
-    """Path of ``name``; skipped without it, but failed under CI (.ci/run installs it)."""
+def unavailable(message: str) -> NoReturn:
+    """Skip for want of a tool, except under CI (.ci/run installs them): fail there."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def need_tool(name: str, install: str) -> str:
+    """Path of the executable ``name``; ``install`` says how to get it."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found (apt-get install -y {package})"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"{name} not found ({install})")
     return path
 
 
 def _need_promtool() -> str:
-    return need_tool("promtool", "prometheus")
+    return need_tool("promtool", "apt-get install -y prometheus")
 
 
 def _need_amtool() -> str:
-    return need_tool("amtool", "prometheus-alertmanager")
+    return need_tool("amtool", "apt-get install -y prometheus-alertmanager")
 
 
 # ----------------------------------------------------------------- compose
