@@ -886,6 +886,11 @@ def test_operator_guide_links_resolve() -> None:
         assert anchor in anchors, f"docs/operations.md links to missing #{anchor}"
     for target in re.findall(r"\]\((?!#|https?:)([^)#]+)", text):
         assert (OPERATIONS_DOC.parent / target).exists(), f"broken link {target}"
+    # The README's links into the guide too.
+    for anchor in re.findall(
+        r"\]\(docs/operations\.md#([^)]+)\)", (ROOT / "README.md").read_text()
+    ):
+        assert anchor in anchors, f"README.md links to missing docs/operations.md#{anchor}"
 
 
 def test_every_series_used_exists() -> None:
