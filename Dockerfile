@@ -30,16 +30,18 @@ ENV PYTHONUNBUFFERED=1 \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels webhook-relay
 
-# Unprivileged user; it owns its working directory only (webhook-dlq purge
-# writes its backup file there), never the installed code.
+# Unprivileged user; it owns its working directory and /app/dlq-backups only
+# (webhook-dlq purge writes its backup file to the current directory), never the
+# installed code. docker-compose.yml runs the worker in /app/dlq-backups with a
+# named volume there; a new volume takes this directory's owner.
 RUN groupadd --system --gid 10001 webhooks \
  && useradd --system --uid 10001 --gid webhooks --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin webhooks \
- && mkdir -p /app /etc/webhooks \
- && chown webhooks:webhooks /app
+ && mkdir -p /app /app/dlq-backups /etc/webhooks \
+ && chown webhooks:webhooks /app /app/dlq-backups
 WORKDIR /app
 # Operator scripts (e.g. scripts/replay-dead-letters), for those who only have
-# the container: `docker compose exec worker scripts/replay-dead-letters ...`.
+# the container: `docker compose exec worker /app/scripts/replay-dead-letters ...`.
 COPY scripts/ /app/scripts/
 
 # JSON logs to stdout. METRICS_HOST=0.0.0.0 so Prometheus can scrape from

@@ -21,7 +21,7 @@ from config.subscribers import CircuitBreakerPolicy
 
 
 class CircuitState(IntEnum):
-    """Values are the ``webhook_circuit_state`` gauge's."""
+    """A lane's breaker state; ``label`` names it in metrics and logs."""
 
     CLOSED = 0
     OPEN = 1

@@ -66,7 +66,7 @@ class Lane:
     def note_transition(self, state: CircuitState) -> None:
         """Report a breaker transition on the metrics and in the log."""
         breaker = self.breaker
-        metrics.CIRCUIT_STATE.labels(self.subscriber.id).set(state)
+        metrics.set_circuit_state(self.subscriber.id, state.label)
         metrics.CIRCUIT_TRANSITIONS.labels(self.subscriber.id, state.label).inc()
         fields: dict[str, Any] = {"subscriber": self.subscriber.id}
         if state is CircuitState.OPEN:
@@ -113,7 +113,7 @@ class Lanes:
         # qos + consume pair must not interleave with another lane's.
         self._consume_lock = asyncio.Lock()
         for lane in self._lanes.values():
-            metrics.CIRCUIT_STATE.labels(lane.subscriber.id).set(lane.breaker.state)
+            metrics.set_circuit_state(lane.subscriber.id, lane.breaker.state.label)
             metrics.SUBSCRIBER_PAUSED.labels(lane.subscriber.id).set(0)
 
     def __iter__(self) -> Iterator[Lane]:

@@ -2,23 +2,51 @@
 
 Label values are bounded: ``subscriber`` comes from the subscriber file,
 ``event`` from the event types producers use (invalid ones become
-``"invalid"``), ``outcome`` and ``reason`` from the fixed sets below.
+``"invalid"``), ``outcome``, ``status`` and ``reason`` from the fixed sets below.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# No `<name>_created` series next to every counter and histogram child: they
+# double the series count and nothing here reads them (rate() and increase()
+# handle counter resets without them). Process-wide, set before any is exported.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES = ("success", "http_error", "timeout", "connection_error", "forbidden_address")
+# HTTP status of an attempt as a label: the class, except for the codes that mean
+# something on their own (410 Gone pauses the subscriber, 429 asks us to slow
+# down); "none" when no HTTP answer came (timeout, connection error, forbidden
+# address); "other" for a code outside 200-599, which no conforming server sends.
+STATUS_LABELS = ("2xx", "3xx", "4xx", "5xx", "410", "429", "none", "other")
+_STATUSES_OF_THEIR_OWN = {410: "410", 429: "429"}
 DEAD_LETTER_REASONS = ("exhausted", "poison", "retry_after_too_long", "gone")
+# The circuit breaker's states (worker.circuit_breaker.CircuitState labels): one
+# webhook_circuit_state series per state, so that sums over replicas make sense.
+CIRCUIT_STATES = ("closed", "open", "half_open")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
+
+def status_label(status: int) -> str:
+    """The ``status`` label value for an HTTP status code (0: no HTTP answer)."""
+    if status <= 0:
+        return "none"
+    own = _STATUSES_OF_THEIR_OWN.get(status)
+    if own is not None:
+        return own
+    if 200 <= status <= 599:
+        return f"{status // 100}xx"
+    return "other"
+
+
 DELIVERIES = Counter(
     "webhook_deliveries_total",
-    "Delivery attempts by subscriber, event type and outcome.",
-    ["subscriber", "event", "outcome"],
+    "Delivery attempts by subscriber, event type, outcome and HTTP status "
+    "(2xx, 3xx, 4xx, 5xx, 410, 429, none = no HTTP answer, other).",
+    ["subscriber", "event", "outcome", "status"],
 )
 ATTEMPT_DURATION = Histogram(
     "webhook_attempt_duration_seconds",
@@ -61,8 +89,10 @@ CONSUMERS = Gauge(
 )
 CIRCUIT_STATE = Gauge(
     "webhook_circuit_state",
-    "Circuit breaker of each subscriber: 0 closed, 1 open (not consuming), 2 half-open (probing).",
-    ["subscriber"],
+    "Circuit breaker of each subscriber: 1 for the state it is in, 0 for the others "
+    "(closed; open = not consuming; half_open = probing). Summed over replicas: how "
+    "many are in each state.",
+    ["subscriber", "state"],
 )
 CIRCUIT_TRANSITIONS = Counter(
     "webhook_circuit_transitions_total",
@@ -74,3 +104,11 @@ SUBSCRIBER_PAUSED = Gauge(
     "1 while a subscriber is paused (it answered 410 Gone) until an operator resumes it.",
     ["subscriber"],
 )
+
+
+def set_circuit_state(subscriber: str, state: str) -> None:
+    """Export ``subscriber``'s breaker as in ``state``: that series 1, the others 0."""
+    if state not in CIRCUIT_STATES:
+        raise ValueError(f"unknown circuit state {state!r}")
+    for each in CIRCUIT_STATES:
+        CIRCUIT_STATE.labels(subscriber, each).set(1 if each == state else 0)

@@ -82,14 +82,14 @@ class _Instruments:
         self.in_flight = metrics.IN_FLIGHT.labels(subscriber_id)
         self.attempt_duration = metrics.ATTEMPT_DURATION.labels(subscriber_id)
         self.end_to_end = metrics.END_TO_END_LATENCY.labels(subscriber_id)
-        self._deliveries: dict[tuple[str, str], Any] = {}
+        self._deliveries: dict[tuple[str, str, int], Any] = {}
 
-    def delivered(self, event_label: str, outcome: str) -> None:
-        key = (event_label, outcome)
+    def delivered(self, event_label: str, outcome: str, status: int) -> None:
+        key = (event_label, outcome, status)
         child = self._deliveries.get(key)
         if child is None:
             child = self._deliveries[key] = metrics.DELIVERIES.labels(
-                self.subscriber_id, event_label, outcome
+                self.subscriber_id, event_label, outcome, metrics.status_label(status)
             )
         child.inc()
 
@@ -185,7 +185,7 @@ class MessageProcessor:
 
         result = await self._deliverer.deliver(subscriber, event)
         instruments = self._instruments_for(subscriber.id)
-        instruments.delivered(_event_label(event.event_type), result.outcome)
+        instruments.delivered(_event_label(event.event_type), result.outcome, result.status)
         instruments.attempt_duration.observe(result.duration_seconds)
         if result.ok:
             # The hot path: one log call, no bound logger (profiling showed both

@@ -103,7 +103,9 @@ async def test_failing_subscriber_opens_probes_with_growing_cooldown_and_closes(
     opened = [e for e in logs if e["event"] == "circuit_opened"]
     assert [e["cooldown_seconds"] for e in opened] == [1, 2]
     assert all(e["subscriber"] == "flaky" for e in opened)
-    assert metrics.CIRCUIT_STATE.labels("flaky")._value.get() == 0
+    assert metrics.CIRCUIT_STATE.labels("flaky", "closed")._value.get() == 1
+    assert metrics.CIRCUIT_STATE.labels("flaky", "open")._value.get() == 0
+    assert metrics.CIRCUIT_STATE.labels("flaky", "half_open")._value.get() == 0
     assert metrics.CIRCUIT_TRANSITIONS.labels("flaky", "open")._value.get() >= 2
 
 

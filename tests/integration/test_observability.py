@@ -45,7 +45,12 @@ from producer import Publisher
 from tests.support.amqp import depth
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import ACCOUNT, SECRET, make_settings, running_worker, subscriber
-from tests.unit.test_deploy_files import ALERT_RULES, PROMETHEUS_CONFIG, dashboard_expressions
+from tests.unit.test_deploy_files import (
+    ALERT_RULES,
+    PROMETHEUS_CONFIG,
+    RABBITMQ_CONF,
+    dashboard_expressions,
+)
 from wire.samples import sample_data
 from worker import metrics
 
@@ -55,6 +60,7 @@ RATE_INTERVAL = "1m"  # what Grafana's $__rate_interval becomes with a 15 s scra
 # Panels that must show data once events were delivered, retried and dead-lettered.
 MAIN_PANELS = {
     "Deliveries per second by outcome",
+    "Deliveries per second by HTTP status",
     "Success rate per subscriber",
     "Delivery success rate",
     "Attempt latency (p50 / p90 / p99)",
@@ -63,6 +69,7 @@ MAIN_PANELS = {
     "Dead-letter queue depth",
     "Delay queue depth",
     "In flight per subscriber",
+    "Broker resource alarms",
     "Workers ready",
 }
 OK, FLAKY, DOWN = "obs-ok", "obs-flaky", "obs-down"
@@ -75,12 +82,21 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+class _ComposeConfiguredRabbitMQ(LocalRabbitMQ):
+    """A local node that also reads the settings docker-compose.yml gives RabbitMQ."""
+
+    def _write_files(self) -> None:
+        super()._write_files()
+        conf = self.base_dir / "rabbitmq.conf"
+        conf.write_text(conf.read_text() + RABBITMQ_CONF.read_text())
+
+
 @pytest.fixture(scope="module")
 def metrics_node() -> Iterator[LocalRabbitMQ]:
     """A RabbitMQ node of this module's own, with per-queue Prometheus metrics."""
     if not rabbitmq_available():
         _unavailable(f"{RABBITMQ_SERVER} not found (apt-get install -y rabbitmq-server)")
-    node = LocalRabbitMQ(plugins=[PROMETHEUS_PLUGIN])
+    node = _ComposeConfiguredRabbitMQ(plugins=[PROMETHEUS_PLUGIN])
     try:
         node.start()
         yield node
@@ -191,6 +207,7 @@ def _prometheus_config(worker_port: int, node: LocalRabbitMQ) -> dict[str, Any]:
     targets = {
         "webhook-worker": f"127.0.0.1:{worker_port}",
         "rabbitmq": f"127.0.0.1:{node.prometheus_port}",
+        "rabbitmq-node": f"127.0.0.1:{node.prometheus_port}",
     }
     jobs = []
     for job in repo["scrape_configs"]:
@@ -305,7 +322,7 @@ async def _exercise(
         return lambda: len(prom.values(expr)) >= count
 
     # Both targets scraped, and the DLQ depth recorded (at 0) before anything fails.
-    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 2, 20, prom)
+    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 3, 20, prom)
     await _until(
         "DLQ depth recorded",
         series_present(f'subscriber:webhook_dlq_messages:max{{subscriber="{DOWN}"}}', 1),
@@ -375,6 +392,8 @@ async def _exercise(
         "WebhookWorkQueueWithoutConsumer",
         "WebhookBrokerMetricsMissing",
         "WebhookBrokerReconnectStorm",
+        "WebhookBrokerMemoryAlarm",
+        "WebhookBrokerDiskAlarm",
     ):
         assert quiet not in alerts, (quiet, alerts[quiet])
 
@@ -419,6 +438,15 @@ async def _check_queries(prom: Prometheus) -> None:
         )
     }
     assert outcomes == {"success", "http_error"}
+    # ... and per HTTP status: the flaky receiver answers 500 then 200, obs-down 503.
+    for who, expected in ((FLAKY, {"2xx", "5xx"}), (DOWN, {"5xx"}), (OK, {"2xx"})):
+        statuses = {
+            labels["status"]
+            for labels, _ in await asyncio.to_thread(
+                prom.values, f'sum by (status) (webhook_deliveries_total{{subscriber="{who}"}})'
+            )
+        }
+        assert statuses == expected, (who, statuses)
     queues = {
         labels["queue"]
         for labels, _ in await asyncio.to_thread(
@@ -434,6 +462,29 @@ async def _check_queries(prom: Prometheus) -> None:
         for labels, _ in await asyncio.to_thread(prom.values, expr)
     }
     assert delay_queues == {"webhooks.delay.200ms"}
+
+    # The broker alarm series the alerts use exist under these names, from the
+    # aggregated endpoint (job rabbitmq-node), at 0 on a healthy node.
+    for series in (
+        "rabbitmq_alarms_memory_used_watermark",
+        "rabbitmq_alarms_free_disk_space_watermark",
+    ):
+        found = await asyncio.to_thread(prom.values, series)
+        assert [(labels["job"], value) for labels, value in found] == [("rabbitmq-node", 0)]
+    # The broker runs with config/rabbitmq/conf.d (memory alarm at 600 MB, disk 1 GB):
+    # the file parses and takes effect.
+    limits = {
+        name: value
+        for name in (
+            "rabbitmq_resident_memory_limit_bytes",
+            "rabbitmq_disk_space_available_limit_bytes",
+        )
+        for _, value in await asyncio.to_thread(prom.values, f'{name}{{job="rabbitmq-node"}}')
+    }
+    assert limits == {
+        "rabbitmq_resident_memory_limit_bytes": 600e6,
+        "rabbitmq_disk_space_available_limit_bytes": 1e9,
+    }
 
 
 async def _check_worker_http(
@@ -456,6 +507,7 @@ async def _check_worker_http(
     for family in families:
         exposed = family.name + ("_total" if family.type == "counter" else "")
         assert f"# TYPE {exposed} {family.type}" in text, exposed
+    assert "_created" not in text  # disabled in worker/metrics.py
     # Nothing secret or payload-derived: subscriber secret, payload values, event
     # ids, receiver URLs (they may carry tokens), broker credentials.
     assert SECRET not in text

@@ -19,7 +19,7 @@ import subprocess
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,6 +31,7 @@ from cli.publish import build_parser as producer_parser
 from cli.worker import main as worker_main
 from config.settings import Settings, environment_variables, load_settings
 from config.subscribers import ENV_REFERENCE, parse_subscriber_file
+from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from wire.samples import SAMPLE_EVENTS
 from worker import metrics
 
@@ -45,15 +46,47 @@ GRAFANA_DATASOURCE = ROOT / "config/grafana/provisioning/datasources/prometheus.
 GRAFANA_PROVIDERS = ROOT / "config/grafana/provisioning/dashboards/dashboards.yml"
 DASHBOARD = ROOT / "config/grafana/dashboards/webhooks.json"
 ENABLED_PLUGINS = ROOT / "config/rabbitmq/enabled_plugins"
+RABBITMQ_CONF = ROOT / "config/rabbitmq/conf.d/20-webhook-relay.conf"
+# The oldest RabbitMQ series the compose file may use: 3.10 (the former image)
+# reached its end of life in 2023; docker-compose.yml says what was checked.
+MIN_RABBITMQ_SERIES = (4, 3)
+ALERTMANAGER_CONFIG = ROOT / "config/alertmanager/alertmanager.yml"
+ALERTMANAGER_PORT = 9093  # Alertmanager's default --web.listen-address
+# Where each severity of config/prometheus/alerts.yml must end up.
+RECEIVER_FOR_SEVERITY = {
+    "critical": "oncall-webhook",
+    "warning": "team-email",
+    "info": "team-email",
+}
+OPERATIONS_DOC = ROOT / "docs/operations.md"
+# Every alert's runbook_url is this placeholder base + "#" + its section's anchor
+# (docs/operations.md and the header of config/prometheus/alerts.yml say how to
+# replace it).
+RUNBOOK_BASE = "https://github.com/OWNER/webhook-relay/blob/main/docs/operations.md"
 
-SERVICES = {"rabbitmq", "worker", "receiver", "producer", "prometheus", "grafana"}
+SERVICES = {
+    "rabbitmq",
+    "rabbitmq-policies",
+    "worker",
+    "receiver",
+    "producer",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+}
 SETTINGS_VARS = set(environment_variables())
 METRICS_PORT = Settings.model_fields["metrics_port"].default
 AMQP_PORT = urlsplit(DEFAULT_URL).port
 RABBITMQ_PROMETHEUS_PORT = 15692  # the rabbitmq_prometheus plugin's default
 # Queue-level series of rabbitmq_prometheus that rules and panels may use
 # (tests/integration/test_observability.py checks them against a real broker).
-RABBITMQ_SERIES = {"rabbitmq_queue_messages", "rabbitmq_queue_consumers"}
+RABBITMQ_SERIES = {
+    "rabbitmq_queue_messages",
+    "rabbitmq_queue_consumers",
+    # Node-wide, from the aggregated /metrics endpoint (job rabbitmq-node).
+    "rabbitmq_alarms_memory_used_watermark",
+    "rabbitmq_alarms_free_disk_space_watermark",
+}
 REQUIRED_ALERTS = {
     "WebhookDeadLettersGrowing",
     "WebhookDeliverySuccessRateLow",
@@ -61,6 +94,8 @@ REQUIRED_ALERTS = {
     "WebhookWorkerDown",
     "WebhookEndToEndLatencyHigh",
     "WebhookBrokerReconnectStorm",
+    "WebhookBrokerMemoryAlarm",
+    "WebhookBrokerDiskAlarm",
 }
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
@@ -221,9 +256,10 @@ def _metric_sample_names() -> set[str]:
         if not isinstance(value, MetricWrapperBase):
             continue
         for family in value.describe():
+            # No `_created`: worker/metrics.py disables those series.
             suffixes = {
-                "counter": ("_total", "_created"),
-                "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "counter": ("_total",),
+                "histogram": ("_bucket", "_sum", "_count"),
                 "gauge": ("",),
             }[family.type]
             names.update(family.name + suffix for suffix in suffixes)
@@ -265,14 +301,49 @@ def _series_names(expr: str) -> set[str]:
     return {t for t in tokens if t.startswith(("webhook_", "rabbitmq_")) or ":" in t or t == "up"}
 
 
+def markdown_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file: one per heading, plus explicit ids."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            title = re.sub(r"[`*]|\[([^]]*)\]\([^)]*\)", r"\1", heading.group(1))
+            slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchors.add(slug if count == 0 else f"{slug}-{count}")
+        anchors.update(re.findall(r'<a\s+(?:id|name)="([^"]+)"', line))
+    return anchors
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip for want of a tool, except under CI (.ci/run installs them): fail there."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def need_tool(name: str, install: str) -> str:
+    """Path of the executable ``name``; ``install`` says how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name} not found ({install})")
+    return path
+
+
 def _need_promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool not found (apt-get install -y prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return promtool
+    return need_tool("promtool", "apt-get install -y prometheus")
+
+
+def _need_amtool() -> str:
+    return need_tool("amtool", "apt-get install -y prometheus-alertmanager")
 
 
 # ----------------------------------------------------------------- compose
@@ -283,6 +354,86 @@ def test_compose_has_the_whole_system() -> None:
     assert set(compose["services"]) == SERVICES
     assert _service("worker")["deploy"]["replicas"] == 2
     assert _service("producer")["restart"] == "no"
+    assert _service("rabbitmq-policies")["restart"] == "no"
+
+
+_BYTES = re.compile(r"(\d+(?:\.\d+)?)\s*([kKmMgG]?)(i?[bB])?")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _compose_bytes(value: str | int) -> float:
+    """A Compose byte value ("512M", "1G", "10m") in bytes."""
+    match = _BYTES.fullmatch(str(value).strip())
+    assert match, f"not a byte value: {value!r}"
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_cpu_and_memory_limits(name: str) -> None:
+    resources = _service(name)["deploy"]["resources"]
+    limits = resources["limits"]
+    assert 0 < float(limits["cpus"]) <= 4, f"{name}: cpus {limits['cpus']}"
+    memory = _compose_bytes(limits["memory"])
+    assert 32 * 1024**2 <= memory <= 4 * 1024**3, f"{name}: memory {limits['memory']}"
+    reserved = (resources.get("reservations") or {}).get("memory")
+    if reserved is not None:
+        assert _compose_bytes(reserved) <= memory, f"{name}: reserves more than its limit"
+
+
+def test_resource_limits_fit_what_runs_inside() -> None:
+    # The worker's measured peak RSS is 81-140 MB (docs/performance.md).
+    worker = _compose_bytes(_service("worker")["deploy"]["resources"]["limits"]["memory"])
+    assert worker >= 2 * 128 * 1024**2 * 0.99
+    # RabbitMQ blocks publishers (memory alarm) well before the kernel kills it,
+    # and its quorum queue write-ahead log (kept in memory) fits three times.
+    rabbit = _compose_bytes(_service("rabbitmq")["deploy"]["resources"]["limits"]["memory"])
+    settings = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (
+            line.partition("=")
+            for line in RABBITMQ_CONF.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+    )
+    watermark = settings["vm_memory_high_watermark.absolute"]
+    assert watermark.endswith("MB"), "decimal units, as both 3.x and 4.x parse them"
+    assert int(watermark.removesuffix("MB")) * 1000**2 <= 0.7 * rabbit
+    assert 3 * int(settings["raft.wal_max_size_bytes"]) <= 0.5 * rabbit
+    assert settings["disk_free_limit.absolute"] == "1GB"
+    assert (
+        dict(_bind_mounts(_service("rabbitmq")))["./config/rabbitmq/conf.d/20-webhook-relay.conf"]
+        == "/etc/rabbitmq/conf.d/20-webhook-relay.conf"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_rotates_its_logs(name: str) -> None:
+    """json-file with a size cap: one log line per delivery must not fill the disk."""
+    logging = _service(name)["logging"]
+    assert logging["driver"] == "json-file"
+    options = logging["options"]
+    assert 0 < _compose_bytes(options["max-size"]) <= 100 * 1024**2
+    assert 1 <= int(options["max-file"]) <= 10
+
+
+def test_dead_letter_backups_land_on_a_named_volume() -> None:
+    """webhook-dlq purge writes to the current directory: the worker runs in a volume."""
+    compose = _compose()
+    worker = _service("worker")
+    workdir = worker["working_dir"]
+    named = {
+        volume.split(":")[1]: volume.split(":")[0]
+        for volume in worker["volumes"]
+        if isinstance(volume, str) and not volume.startswith((".", "/"))
+    }
+    assert named.get(workdir) == "dlq-backups"
+    assert "dlq-backups" in compose["volumes"]
+    # The directory exists in the image, owned by the unprivileged user, so that a
+    # new volume mounted there is writable by it.
+    run = " ".join(rest for keyword, rest in _dockerfile().final if keyword == "RUN")
+    assert re.search(rf"mkdir -p [^&]*{re.escape(workdir)}\b", run)
+    assert re.search(rf"chown webhooks:webhooks [^&]*{re.escape(workdir)}\b", run)
+    assert "dlq-backups" in OPERATIONS_DOC.read_text()
 
 
 def test_every_mounted_path_and_build_context_exists() -> None:
@@ -342,6 +493,9 @@ def test_env_example_defines_every_compose_variable() -> None:
     text = "\n".join(_strings(_compose()))
     assert not re.search(r"(?<!\$)\$(?![{$])[A-Za-z_]", text), "use ${VAR}, not $VAR"
     referenced = {m.group(1) for m in _INTERPOLATION.finditer(text)}
+    # Secrets Compose creates from a variable (`environment:` source).
+    secrets = _compose().get("secrets") or {}
+    referenced |= {s["environment"] for s in secrets.values() if "environment" in s}
     defined = _env_example()
     assert referenced - set(defined) == set(), "missing from .env.example"
     assert set(defined) - referenced == set(), ".env.example defines unused variables"
@@ -364,11 +518,13 @@ def test_no_guest_credentials() -> None:
         assert env["RABBITMQ_PASSWORD"] == rabbit["RABBITMQ_DEFAULT_PASS"]
 
 
-def test_only_loopback_ports_are_published_and_metrics_stay_private() -> None:
+def test_only_loopback_ports_are_published() -> None:
     for name, service in _compose()["services"].items():
         for port in service.get("ports") or []:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} to the world"
-    assert "ports" not in _service("worker"), "the metrics port must not be published"
+    # The workers' metrics port (/status for an operator): loopback, and no fixed
+    # host port, so that every replica gets its own.
+    assert _service("worker")["ports"] == [f"127.0.0.1::{METRICS_PORT}"]
 
 
 @pytest.mark.parametrize("name", ["worker", "producer"])
@@ -423,7 +579,11 @@ def test_demo_subscriber_points_at_the_receiver_service() -> None:
 
 def test_rabbitmq_service_enables_prometheus_and_checks_health() -> None:
     rabbit = _service("rabbitmq")
-    assert rabbit["image"].startswith("rabbitmq:3.10-management")
+    # A supported series, pinned to its minor version (an upgrade skipping a minor
+    # cannot open the data volume), with the management plugin.
+    image = re.fullmatch(r"rabbitmq:(\d+)\.(\d+)-management", rabbit["image"])
+    assert image, rabbit["image"]
+    assert (int(image.group(1)), int(image.group(2))) >= MIN_RABBITMQ_SERIES
     plugins = ENABLED_PLUGINS.read_text().strip()
     assert re.fullmatch(r"\[[a-z_,\s]+\]\.", plugins), plugins
     assert {"rabbitmq_management", "rabbitmq_prometheus"} <= set(
@@ -433,6 +593,34 @@ def test_rabbitmq_service_enables_prometheus_and_checks_health() -> None:
         "/etc/rabbitmq/enabled_plugins"
     )
     assert rabbit["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+
+
+def test_rabbitmq_policy_keeps_dead_letters_from_the_default_delivery_limit() -> None:
+    """RabbitMQ 4 drops a quorum queue message after 20 failed deliveries by default."""
+    policies = _service("rabbitmq-policies")
+    assert policies["image"] == _service("rabbitmq")["image"]  # ships rabbitmqadmin 2
+    assert policies["entrypoint"] == ["rabbitmqadmin"]
+    assert policies["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    env_file = _env_example()
+    command = [_interpolate(arg, env_file) for arg in policies["command"]]
+    assert command[command.index("policies") + 1] == "declare"
+
+    def option(name: str) -> str:
+        return command[command.index(name) + 1]
+
+    assert json.loads(option("--definition")) == {"delivery-limit": -1}
+    assert option("--apply-to") == "quorum_queues"
+    pattern = re.compile(option("--pattern"))
+    for queue in (dead_letter_queue("demo-shop"), dead_letter_queue("a_b-c"), REGISTRY_QUEUE):
+        assert pattern.search(queue), queue
+    # Work queues keep their own limit (20, x-delivery-limit); delay queues theirs.
+    for queue in (work_queue("demo-shop"), work_queue("dlq"), delay_queue(5), "webhooks.a.dlq.x"):
+        assert not pattern.search(queue), queue
+    env = {k: _interpolate(v, env_file) for k, v in _environment(policies).items()}
+    rabbit = {k: _interpolate(v, env_file) for k, v in _environment(_service("rabbitmq")).items()}
+    assert env["RABBITMQADMIN_TARGET_HOST"] == "rabbitmq"
+    assert env["RABBITMQADMIN_USERNAME"] == rabbit["RABBITMQ_DEFAULT_USER"]
+    assert env["RABBITMQADMIN_PASSWORD"] == rabbit["RABBITMQ_DEFAULT_PASS"]
 
 
 def test_prometheus_and_grafana_wiring() -> None:
@@ -447,13 +635,16 @@ def test_prometheus_and_grafana_wiring() -> None:
         job["job_name"]: job
         for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     }
-    assert set(scrape) == {"webhook-worker", "rabbitmq"}
+    assert set(scrape) == {"webhook-worker", "rabbitmq", "rabbitmq-node"}
     [dns] = scrape["webhook-worker"]["dns_sd_configs"]
     assert dns["names"] == ["worker"] and dns["names"][0] in compose["services"]
     assert dns["port"] == METRICS_PORT
     assert scrape["rabbitmq"]["metrics_path"] == "/metrics/per-object"
     [static] = scrape["rabbitmq"]["static_configs"]
     assert static["targets"] == [f"rabbitmq:{RABBITMQ_PROMETHEUS_PORT}"]
+    # Node-wide series (the alarms) are only on the aggregated endpoint.
+    assert scrape["rabbitmq-node"]["metrics_path"] == "/metrics"
+    assert scrape["rabbitmq-node"]["static_configs"] == scrape["rabbitmq"]["static_configs"]
 
     grafana = _service("grafana")
     datasource = yaml.safe_load(GRAFANA_DATASOURCE.read_text())["datasources"][0]
@@ -467,7 +658,110 @@ def test_prometheus_and_grafana_wiring() -> None:
     assert _host_path_for(grafana, home).resolve() == DASHBOARD
 
 
-# -------------------------------------------------------------- Dockerfile
+# ------------------------------------------------------------ Alertmanager
+
+
+def _alertmanager_config() -> dict[str, Any]:
+    return yaml.safe_load(ALERTMANAGER_CONFIG.read_text())  # type: ignore[no-any-return]
+
+
+def test_amtool_check_config() -> None:
+    amtool = _need_amtool()
+    result = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_alertmanager_routes_every_alert_by_its_severity() -> None:
+    """critical pages the on-call webhook; warning and info are e-mailed."""
+    amtool = _need_amtool()
+
+    def receiver(**labels: str) -> str:
+        result = subprocess.run(
+            [
+                amtool,
+                "config",
+                "routes",
+                "test",
+                f"--config.file={ALERTMANAGER_CONFIG}",
+                *(f"{k}={v}" for k, v in labels.items()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip()
+
+    receivers = {r["name"] for r in _alertmanager_config()["receivers"]}
+    assert set(RECEIVER_FOR_SEVERITY.values()) <= receivers
+    for name, rule in _alerts().items():
+        severity = rule["labels"]["severity"]
+        got = receiver(alertname=name, severity=severity, subscriber="demo-shop")
+        assert got == RECEIVER_FOR_SEVERITY[severity], (name, severity, got)
+    # An alert without a severity still reaches someone.
+    assert receiver(alertname="SomethingElse") == "team-email"
+
+
+def _alert_names(matcher: str) -> set[str]:
+    match = re.fullmatch(r'alertname(=~|=)"([A-Za-z|]+)"', matcher)
+    assert match, f"inhibit matchers name alerts: {matcher!r}"
+    return set(match.group(2).split("|"))
+
+
+def test_alertmanager_groups_and_inhibits_known_alerts() -> None:
+    config = _alertmanager_config()
+    assert config["route"]["group_by"] == ["alertname", "subscriber"]
+    alerts = _alerts()
+    inhibits: dict[str, set[str]] = {}
+    for rule in config["inhibit_rules"]:
+        [source_matcher] = rule["source_matchers"]
+        [target_matcher] = rule["target_matchers"]
+        sources, targets = _alert_names(source_matcher), _alert_names(target_matcher)
+        assert sources | targets <= set(alerts), (sources | targets) - set(alerts)
+        for source in sources:
+            inhibits.setdefault(source, set()).update(targets)
+    # A blocked broker explains a backlog; no worker at all explains the rest.
+    for alarm in ("WebhookBrokerMemoryAlarm", "WebhookBrokerDiskAlarm"):
+        assert "WebhookWorkQueueBacklog" in inhibits[alarm]
+        assert alerts[alarm]["labels"]["severity"] == "critical"
+    assert {"WebhookWorkerDown", "WebhookWorkQueueWithoutConsumer"} <= inhibits["WebhookNoWorkerUp"]
+    # A page is only ever replaced by another page.
+    for source, targets in inhibits.items():
+        for target in targets:
+            if alerts[target]["labels"]["severity"] == "critical":
+                assert alerts[source]["labels"]["severity"] == "critical", (source, target)
+
+
+def test_alertmanager_service_and_prometheus_wiring() -> None:
+    compose = _compose()
+    alertmanager = _service("alertmanager")
+    assert re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", alertmanager["image"])
+    flag = next(a for a in alertmanager["command"] if a.startswith("--config.file="))
+    assert _host_path_for(alertmanager, flag.split("=", 1)[1]).resolve() == ALERTMANAGER_CONFIG
+    assert f"127.0.0.1:{ALERTMANAGER_PORT}:{ALERTMANAGER_PORT}" in alertmanager["ports"]
+
+    prometheus_config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    [target_group] = prometheus_config["alerting"]["alertmanagers"]
+    [static] = target_group["static_configs"]
+    assert static["targets"] == [f"alertmanager:{ALERTMANAGER_PORT}"]
+
+    # Every secret file the config reads is a Compose secret granted to the service,
+    # made from a variable that .env.example defines.
+    wanted = set(re.findall(r"/run/secrets/(\w+)", ALERTMANAGER_CONFIG.read_text()))
+    assert wanted, "the example keeps its credentials out of the file"
+    assert wanted == set(alertmanager["secrets"])
+    env_file = _env_example()
+    for name in wanted:
+        variable = compose["secrets"][name]["environment"]
+        assert env_file[variable].startswith("change-me"), variable
 
 
 def test_dockerfile_runs_the_worker_as_non_root_with_a_health_check() -> None:
@@ -543,6 +837,8 @@ def test_alerts_are_complete_and_written_for_on_call() -> None:
         return expr
 
     sources = {
+        "WebhookBrokerMemoryAlarm": ("rabbitmq_alarms_memory_used_watermark", "> 0"),
+        "WebhookBrokerDiskAlarm": ("rabbitmq_alarms_free_disk_space_watermark", "> 0"),
         "WebhookDeadLettersGrowing": ("rabbitmq_queue_messages", r"\\.dlq"),
         "WebhookDeliverySuccessRateLow": ("webhook_deliveries_total", 'outcome="success"'),
         "WebhookWorkQueueWithoutConsumer": ("rabbitmq_queue_consumers", r"\\.work"),
@@ -554,6 +850,47 @@ def test_alerts_are_complete_and_written_for_on_call() -> None:
         full = expanded(alerts[name]["expr"])
         for needle in needles:
             assert needle in full, f"{name}: expected {needle!r} in {full}"
+
+
+def test_markdown_anchors_follow_github() -> None:
+    text = "# Title\n## A `code` heading\n### Same\n### Same\n```\n# not a heading\n```\n"
+    text += 'Text <a id="custom-id"></a>\n## [Linked](http://x) / Mixed_Case!\n'
+    assert markdown_anchors(text) == {
+        "title",
+        "a-code-heading",
+        "same",
+        "same-1",
+        "custom-id",
+        "linked--mixed_case",
+    }
+
+
+def test_every_alert_links_its_section_of_the_operator_guide() -> None:
+    """runbook_url = the one placeholder base + an anchor that exists in docs/operations.md."""
+    anchors = markdown_anchors(OPERATIONS_DOC.read_text())
+    for name, rule in _alerts().items():
+        url = rule["annotations"].get("runbook_url", "")
+        base, sep, anchor = url.partition("#")
+        assert base == RUNBOOK_BASE and sep, f"{name}: runbook_url {url!r}"
+        assert anchor == name.lower(), f"{name}: anchor {anchor!r}, want its own section"
+        assert anchor in anchors, f"{name}: no section #{anchor} in docs/operations.md"
+    # The placeholder is documented where it has to be replaced.
+    assert RUNBOOK_BASE in ALERT_RULES.read_text().split("groups:")[0]
+    assert RUNBOOK_BASE in OPERATIONS_DOC.read_text()
+
+
+def test_operator_guide_links_resolve() -> None:
+    text = OPERATIONS_DOC.read_text()
+    anchors = markdown_anchors(text)
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in anchors, f"docs/operations.md links to missing #{anchor}"
+    for target in re.findall(r"\]\((?!#|https?:)([^)#]+)", text):
+        assert (OPERATIONS_DOC.parent / target).exists(), f"broken link {target}"
+    # The README's links into the guide too.
+    for anchor in re.findall(
+        r"\]\(docs/operations\.md#([^)]+)\)", (ROOT / "README.md").read_text()
+    ):
+        assert anchor in anchors, f"README.md links to missing docs/operations.md#{anchor}"
 
 
 def test_every_series_used_exists() -> None:
@@ -593,7 +930,7 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
     worker = {"job": "webhook-worker"}
     rabbit = {"job": "rabbitmq", "instance": "rabbitmq:15692", "vhost": "/"}
 
-    def deliveries(subscriber: str, outcome: str, values: str) -> dict[str, str]:
+    def deliveries(subscriber: str, outcome: str, values: str, status: str) -> dict[str, str]:
         return series(
             "webhook_deliveries_total",
             values,
@@ -602,6 +939,7 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             subscriber=subscriber,
             event="order.created",
             outcome=outcome,
+            status=status,
         )
 
     def e2e(subscriber: str, le: str, values: str) -> dict[str, str]:
@@ -613,6 +951,20 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             subscriber=subscriber,
             le=le,
         )
+
+    def circuit(subscriber: str, instance: str, **values: str) -> list[dict[str, str]]:
+        """One replica's webhook_circuit_state series: 1 for its state, 0 for the others."""
+        return [
+            series(
+                "webhook_circuit_state",
+                values.get(state, "0x40"),
+                **worker,
+                instance=instance,
+                subscriber=subscriber,
+                state=state,
+            )
+            for state in metrics.CIRCUIT_STATES
+        ]
 
     def alert(name: str, *expected: dict[str, str]) -> dict[str, Any]:
         return {
@@ -627,10 +979,17 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
     busy_world = {
         "interval": "1m",
         "input_series": [
-            deliveries("down", "http_error", "0+10x40"),  # never a success series
-            deliveries("ok", "success", "0+10x40"),
-            deliveries("ok", "timeout", "0+0x40"),
-            deliveries("quiet", "http_error", "0+0.5x40"),  # too little traffic to judge
+            deliveries("down", "http_error", "0+10x40", "5xx"),  # never a success series
+            deliveries("ok", "success", "0+10x40", "2xx"),
+            deliveries("ok", "timeout", "0+0x40", "none"),
+            deliveries("quiet", "http_error", "0+0.5x40", "4xx"),  # too little traffic to judge
+            # 80% success only once the failures of every status are summed (each
+            # status alone stays under 10% of the attempts).
+            deliveries("mixed", "success", "0+8x40", "2xx"),
+            deliveries("mixed", "http_error", "0+0.5x40", "5xx"),
+            deliveries("mixed", "http_error", "0+0.5x40", "4xx"),
+            deliveries("mixed", "http_error", "0+0.5x40", "429"),
+            deliveries("mixed", "timeout", "0+0.5x40", "none"),
             series("rabbitmq_queue_messages", "0 0 0 1+1x37", **rabbit, queue="webhooks.down.dlq"),
             series("rabbitmq_queue_messages", "3x40", **rabbit, queue="webhooks.old.dlq"),
             series("rabbitmq_queue_messages", "2000x40", **rabbit, queue="webhooks.busy.work"),
@@ -641,19 +1000,23 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.orphan.work"),
             # No consumer on purpose: circuit open (one replica) / paused (410 Gone).
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.tripped.work"),
-            series("webhook_circuit_state", "1x40", **worker, instance="w1", subscriber="tripped"),
-            series("webhook_circuit_state", "0x40", **worker, instance="w1", subscriber="ok"),
+            *circuit("tripped", "w1", open="1x40"),
+            *circuit("ok", "w1", closed="1x40"),
+            # Two replicas: one open, one closed. Its queue still has a consumer.
+            *circuit("split", "w1", open="1x40"),
+            *circuit("split", "w2", closed="1x40"),
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.gone.work"),
             series("webhook_subscriber_paused", "1x40", **worker, instance="w1", subscriber="gone"),
             series("webhook_subscriber_paused", "0x40", **worker, instance="w1", subscriber="ok"),
             # Open for a while, then a probe succeeded: no alert.
-            series(
-                "webhook_circuit_state", "1x10 2 0x28", **worker, instance="w1", subscriber="healed"
+            *circuit(
+                "healed", "w1", open="1x10 0 0x28", half_open="0x10 1 0x28", closed="0x11 1x28"
             ),
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.down.dlq"),
             series("up", "1x40", **worker, instance="w1"),
             series("up", "0x40", **worker, instance="w2"),
             series("up", "1x40", job="rabbitmq", instance="rabbitmq:15692"),
+            series("up", "1x40", job="rabbitmq-node", instance="rabbitmq:15692"),
             series("webhook_worker_ready", "1x40", **worker, instance="w1"),
             series("webhook_broker_reconnects_total", "0+1x40", **worker, instance="w1"),
             e2e("slow", "60", "0x40"),
@@ -663,7 +1026,11 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             e2e("ok", "+Inf", "0+10x40"),
         ],
         "alert_rule_test": [
-            alert("WebhookDeliverySuccessRateLow", {"severity": "warning", "subscriber": "down"}),
+            alert(
+                "WebhookDeliverySuccessRateLow",
+                {"severity": "warning", "subscriber": "down"},
+                {"severity": "warning", "subscriber": "mixed"},
+            ),
             alert(
                 "WebhookDeadLettersGrowing",
                 {"severity": "warning", "subscriber": "down", **queue("webhooks.down.dlq")},
@@ -679,7 +1046,11 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             ),
             alert("WebhookWorkerDown", {"severity": "warning", **worker, "instance": "w2"}),
             alert("WebhookNoWorkerUp"),
-            alert("WebhookCircuitOpen", {"severity": "warning", "subscriber": "tripped"}),
+            alert(
+                "WebhookCircuitOpen",
+                {"severity": "warning", "subscriber": "split"},
+                {"severity": "warning", "subscriber": "tripped"},
+            ),
             alert("WebhookSubscriberPaused", {"severity": "warning", "subscriber": "gone"}),
             alert("WebhookWorkerNotReady"),
             alert("WebhookEndToEndLatencyHigh", {"severity": "warning", "subscriber": "slow"}),
@@ -687,6 +1058,37 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
                 "WebhookBrokerReconnectStorm", {"severity": "warning", **worker, "instance": "w1"}
             ),
             alert("WebhookBrokerMetricsMissing"),
+        ],
+        "promql_expr_test": [
+            # Summed over replicas, the circuit state counts replicas per state.
+            {
+                "expr": 'sum by (state) (webhook_circuit_state{subscriber="split"})',
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": '{state="closed"}', "value": 1},
+                    {"labels": '{state="half_open"}', "value": 0},
+                    {"labels": '{state="open"}', "value": 1},
+                ],
+            },
+            # The per-status recording rule keeps every status and sums back to the total.
+            {
+                "expr": "count by (status)"
+                ' (subscriber_status:webhook_deliveries:rate5m{subscriber="mixed"})',
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": f'{{status="{status}"}}', "value": 1}
+                    for status in ("2xx", "4xx", "429", "5xx", "none")
+                ],
+            },
+            {
+                "expr": "abs(sum by (subscriber) (subscriber_status:webhook_deliveries:rate5m)"
+                " - subscriber:webhook_deliveries:rate5m) < bool 1e-12",
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": f'{{subscriber="{name}"}}', "value": 1}
+                    for name in ("down", "mixed", "ok", "quiet")
+                ],
+            },
         ],
     }
     dark_world = {
@@ -698,14 +1100,63 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
         "alert_rule_test": [
             alert("WebhookNoWorkerUp", {"severity": "critical"}),
             alert("WebhookWorkerDown", {"severity": "warning", **worker, "instance": "w1"}),
-            alert("WebhookBrokerMetricsMissing", {"severity": "warning", "job": "rabbitmq"}),
+            alert(
+                "WebhookBrokerMetricsMissing",
+                {"severity": "warning", "job": "rabbitmq"},
+                {"severity": "warning", "job": "rabbitmq-node"},
+            ),
+            alert("WebhookBrokerMemoryAlarm"),
+            alert("WebhookBrokerDiskAlarm"),
             alert("WebhookWorkerNotReady", {"severity": "warning", **worker, "instance": "w1"}),
+        ],
+    }
+
+    def node(name: str, metric: str, values: str) -> dict[str, str]:
+        return series(f"rabbitmq_alarms_{metric}", values, job="rabbitmq-node", instance=name)
+
+    def alarm(name: str, eval_time: str, *expected: dict[str, str]) -> dict[str, Any]:
+        return {**alert(name, *expected), "eval_time": eval_time}
+
+    # Three nodes: rabbit-1 is in a memory alarm from minute 5 to 20; rabbit-2 in a
+    # disk alarm from minute 8 on; rabbit-3 blips into both for one scrape (minute 10),
+    # shorter than the alerts' `for`.
+    alarm_world = {
+        "interval": "1m",
+        "input_series": [
+            node("rabbit-1", "memory_used_watermark", "0x4 1x15 0x20"),
+            node("rabbit-1", "free_disk_space_watermark", "0x40"),
+            node("rabbit-2", "memory_used_watermark", "0x40"),
+            node("rabbit-2", "free_disk_space_watermark", "0x7 1x32"),
+            node("rabbit-3", "memory_used_watermark", "0x9 1 0x30"),
+            node("rabbit-3", "free_disk_space_watermark", "0x9 1 0x30"),
+        ],
+        "alert_rule_test": [
+            alarm("WebhookBrokerMemoryAlarm", "4m"),
+            alarm("WebhookBrokerMemoryAlarm", "5m"),  # pending, not firing yet
+            alarm(
+                "WebhookBrokerMemoryAlarm", "6m", {"severity": "critical", "instance": "rabbit-1"}
+            ),
+            alarm(
+                "WebhookBrokerMemoryAlarm", "10m", {"severity": "critical", "instance": "rabbit-1"}
+            ),
+            alarm(
+                "WebhookBrokerMemoryAlarm", "11m", {"severity": "critical", "instance": "rabbit-1"}
+            ),
+            alarm("WebhookBrokerMemoryAlarm", "21m"),  # cleared
+            alarm("WebhookBrokerDiskAlarm", "8m"),
+            alarm("WebhookBrokerDiskAlarm", "9m", {"severity": "critical", "instance": "rabbit-2"}),
+            alarm(
+                "WebhookBrokerDiskAlarm", "11m", {"severity": "critical", "instance": "rabbit-2"}
+            ),
+            alarm(
+                "WebhookBrokerDiskAlarm", "39m", {"severity": "critical", "instance": "rabbit-2"}
+            ),
         ],
     }
     return {
         "rule_files": [str(rules_file)],
         "evaluation_interval": "1m",
-        "tests": [busy_world, dark_world],
+        "tests": [busy_world, dark_world, alarm_world],
     }
 
 
@@ -762,6 +1213,7 @@ def test_dashboard_has_the_operator_panels() -> None:
     titles = {p["title"] for p in _panels(dashboard)}
     assert {
         "Deliveries per second by outcome",
+        "Deliveries per second by HTTP status",
         "Success rate per subscriber",
         "Attempt latency (p50 / p90 / p99)",
         "End-to-end latency (p50 / p90 / p99)",
