@@ -322,7 +322,10 @@ class AmqpChannel:
                 self._loop.call_soon(self.flush_acks)
             return True
         try:
-            self._channel.basic_nack(delivery_tag, requeue=requeue)
+            # basic.reject, not basic.nack: from RabbitMQ 4.3 on, only a reject (or a
+            # lost consumer) counts towards a quorum queue's delivery limit, the
+            # guard that dead-letters a message that keeps crashing the worker.
+            self._channel.basic_reject(delivery_tag, requeue=requeue)
         except pika.exceptions.AMQPError:
             return False
         self._settled.add(delivery_tag)

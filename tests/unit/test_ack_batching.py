@@ -36,7 +36,7 @@ class FakeChannel:
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
         self.frames.append(("ack", delivery_tag, multiple))
 
-    def basic_nack(self, delivery_tag: int, requeue: bool = True) -> None:
+    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
         self.frames.append(("nack", delivery_tag, False))
 
 
