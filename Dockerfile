@@ -49,7 +49,8 @@ COPY scripts/ /app/scripts/
 ENV LOG_FORMAT=json \
     METRICS_HOST=0.0.0.0 \
     METRICS_PORT=9100 \
-    WEBHOOK_CONFIG=/etc/webhooks/subscribers.yaml
+    WEBHOOK_CONFIG=/etc/webhooks/subscribers.yaml \
+    DLQ_BACKUP_DIR=/app/dlq-backups
 
 USER 10001:10001
 EXPOSE 9100

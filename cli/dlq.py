@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backup-file",
         type=Path,
         metavar="PATH",
-        help="JSON lines file to append to (default ./dlq-backup-<time>.jsonl)",
+        help="JSON lines file to append to (default $DLQ_BACKUP_DIR/dlq-backup-<time>.jsonl)",
     )
     return parser
 

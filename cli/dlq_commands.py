@@ -237,7 +237,11 @@ def cmd_purge(run: Run, args: argparse.Namespace, outcome: dict[str, Any]) -> in
         print(f"dry run: {count_phrase(len(preview))} would be purged; nothing was deleted")
         outcome["outcome"] = "dry_run"
         return ExitCode.OK
-    backup = None if args.no_backup else (args.backup_file or default_backup_path())
+    backup = (
+        None
+        if args.no_backup
+        else (args.backup_file or default_backup_path(run.settings.dlq_backup_dir))
+    )
     note = f" (backup: {backup})" if backup else " WITHOUT a backup"
     if not _confirm(f"Delete {count_phrase(len(preview))}{note}?", args.yes):
         print("aborted; nothing was deleted")
@@ -260,6 +264,7 @@ def cmd_purge(run: Run, args: argparse.Namespace, outcome: dict[str, Any]) -> in
             run.filters,
             limit=args.limit,
             backup_file=backup,
+            redactor=run.redactor,
             on_purged=on_purged,
         )
     saved = f"; backed up to {backup}" if backup and result.purged else ""

@@ -18,7 +18,7 @@ from cli.terminal import format_table
 from config.topology import dead_letter_queue, subscriber_of_queue, work_queue
 from control.dead_letters.model import DeadLetter, jsonable
 from control.dead_letters.reader import MAX_WINDOW
-from control.redaction import Redactor
+from control.redaction import MAX_WALK_DEPTH, Redactor, nesting_depth
 
 _LAST_ERROR_CHARS = 40
 # Bidirectional overrides can make a terminal show text other than what it is.
@@ -155,8 +155,11 @@ def show_text(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
 def _with_payload(record: dict[str, Any]) -> dict[str, Any]:
     body = record.get("body")
     if isinstance(body, str):
-        with suppress(ValueError):
-            record["payload"] = json.loads(body)
+        with suppress(ValueError, RecursionError):
+            payload = json.loads(body)
+            # A body too deep to walk stays in "body" only (its text, masked).
+            if nesting_depth(payload) <= MAX_WALK_DEPTH:
+                record["payload"] = payload
     return record
 
 
@@ -196,4 +199,7 @@ def _pretty(body: bytes, redactor: Redactor) -> str:
         document = json.loads(text)
     except (ValueError, RecursionError):
         return text
+    depth = nesting_depth(document)
+    if depth > MAX_WALK_DEPTH:
+        return f"(nested more than {MAX_WALK_DEPTH} levels deep; shown as received)\n{text}"
     return json.dumps(redactor.data(document), ensure_ascii=False, indent=2)

@@ -63,6 +63,11 @@ class Settings(BaseModel):
     log_format: Literal["json", "console"] = Field("json", alias="LOG_FORMAT")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
     shutdown_grace_seconds: float = Field(30.0, ge=0, le=3600, alias="SHUTDOWN_GRACE_SECONDS")
+    # Where `webhook-dlq purge` writes its backups (customer data: mode 0600, folder 0700).
+    dlq_backup_dir: Path = Field(
+        default_factory=lambda: _state_home() / "webhook-relay" / "dlq-backups",
+        alias="DLQ_BACKUP_DIR",
+    )
     # The endpoint store (control.store). A URL may carry a password, so it is kept
     # as a secret like the key; unset means the store's SQLite default.
     database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
@@ -102,6 +107,12 @@ class Settings(BaseModel):
     def breaker_policy(self, subscriber: Subscriber) -> CircuitBreakerPolicy:
         """The circuit-breaker policy in force for ``subscriber``."""
         return self.circuit_breaker.overridden_by(subscriber.circuit_breaker)
+
+
+def _state_home() -> Path:
+    # XDG's place for data a program keeps between runs; not the current folder,
+    # which in the image is where the code lives.
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
 def environment_variables() -> tuple[str, ...]:

@@ -13,6 +13,9 @@ from typing import Any
 from config.settings import Settings
 
 MASK = "***"
+# Deeper documents are shown as received (secrets masked in the text) instead of
+# being walked: walking them recursively is what overflowed the stack.
+MAX_WALK_DEPTH = 100
 SENSITIVE_KEYS = ("secret", "password", "passwd", "token", "authorization", "api-key", "apikey")
 
 
@@ -36,7 +39,11 @@ class Redactor:
         return value
 
     def data(self, value: Any, key: str = "") -> Any:
-        """A JSON-like value with secrets masked in its strings and sensitive keys hidden."""
+        """A JSON-like value with secrets masked in its strings and sensitive keys hidden.
+
+        Call it only on values no deeper than :data:`MAX_WALK_DEPTH` (see
+        :func:`nesting_depth`).
+        """
         if key and any(word in key.lower() for word in SENSITIVE_KEYS):
             return MASK
         if isinstance(value, str):
@@ -46,3 +53,20 @@ class Redactor:
         if isinstance(value, list):
             return [self.data(v) for v in value]
         return value
+
+
+def nesting_depth(value: Any, *, stop_at: int = MAX_WALK_DEPTH + 1) -> int:
+    """How deeply lists and dicts nest in ``value`` (0 for a scalar), counted without
+    recursion; counting stops at ``stop_at``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest >= stop_at:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth) for child in children)
+    return deepest

@@ -23,6 +23,7 @@ from control.dead_letters.reader import (
     broker_connection,
     dead_letter_queues,
 )
+from control.redaction import Redactor
 
 # Purge acks only what is already fsynced to the backup file, this many at a time.
 PURGE_BATCH = 200
@@ -37,14 +38,37 @@ class PurgeResult:
     report: ScanReport = field(default_factory=ScanReport)
 
 
-def default_backup_path(now: datetime | None = None) -> Path:
-    """``dlq-backup-<UTC time>.jsonl`` in the current directory."""
+def default_backup_path(directory: Path, now: datetime | None = None) -> Path:
+    """``<directory>/dlq-backup-<UTC time>.jsonl``."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
-    return Path(f"dlq-backup-{stamp}.jsonl")
+    return directory / f"dlq-backup-{stamp}.jsonl"
 
 
-def _backup_line(letter: DeadLetter, purged_at: datetime) -> str:
+def open_backup(path: Path) -> IO[str]:
+    """Open ``path`` for appending, readable by its owner only (0600; its folder 0700).
+
+    Backups hold customers' names, phones and addresses: the file must never be
+    readable by others, not even for the moment between creating and chmod-ing it.
+    """
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file created by someone else's umask
+    except OSError as exc:
+        raise OSError(f"cannot write the backup file {path}: {exc.strerror}") from None
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def _backup_line(letter: DeadLetter, purged_at: datetime, redactor: Redactor) -> str:
+    # Masked exactly as `show` masks: a configured secret inside a payload is
+    # not written out in clear just because the letter is being deleted.
     record = letter.to_json()
+    body = record.get("body")
+    if isinstance(body, str):
+        record["body"] = redactor.text(body)
+    record["headers"] = redactor.data(record["headers"])
+    record["properties"] = redactor.data(record["properties"])
     record["purged_at"] = iso_utc(purged_at)
     return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
 
@@ -56,6 +80,7 @@ def purge(
     *,
     limit: int | None = None,
     backup_file: Path | None = None,
+    redactor: Redactor | None = None,
     dry_run: bool = False,
     on_purged: Callable[[DeadLetter], None] | None = None,
 ) -> PurgeResult:
@@ -63,17 +88,16 @@ def purge(
 
     A letter is acked only after its backup line is flushed and fsynced, so a crash
     leaves it in the queue (and maybe also in the file), never nowhere.
-    ``backup_file=None`` deletes without a backup.
+    ``backup_file=None`` deletes without a backup.  The backup is written with
+    ``redactor``'s masking (configured secrets, secret-looking keys), mode 0600.
     """
+    redactor = redactor or Redactor(())
     filters = filters or Filters()
     result = PurgeResult(backup_file=None if dry_run else backup_file)
     now = datetime.now(UTC)
     out: IO[str] | None = None
     if backup_file is not None and not dry_run:
-        try:
-            out = backup_file.open("a", encoding="utf-8")
-        except OSError as exc:
-            raise OSError(f"cannot write the backup file {backup_file}: {exc.strerror}") from None
+        out = open_backup(backup_file)
     try:
         with broker_connection(broker) as connection:
             for queue in dead_letter_queues(subscribers):
@@ -88,7 +112,7 @@ def purge(
                             result.purged.append(letter)
                         else:
                             if out is not None:
-                                out.write(_backup_line(letter, now))
+                                out.write(_backup_line(letter, now, redactor))
                             pending.append((tag, letter))
                             if len(pending) >= PURGE_BATCH:
                                 _settle(reader, out, pending, result, on_purged)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -172,6 +173,7 @@ def run_cli(
     config.write_text(SUBSCRIBER_FILE, encoding="utf-8")
     monkeypatch.setenv("RABBITMQ_URL", topology)
     monkeypatch.setenv("WEBHOOK_CONFIG", str(config))
+    monkeypatch.setenv("DLQ_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.chdir(tmp_path)
     return Run(capsys)
 
@@ -302,6 +304,53 @@ def test_list_table_json_counts_and_filters(topology: str, run_cli: Run) -> None
     assert listed("--limit", "2") == ["evt_old", "evt_mid"]
     assert listed("--event", "order.updated", "--older-than", "1d") == []
     assert depth(url, dead_letter_queue("shop")) == 3
+
+
+def test_show_and_purge_a_body_nested_too_deep_to_walk(
+    topology: str, run_cli: Run, tmp_path: Path
+) -> None:
+    """A 600-deep body (the worker rightly dead-letters it) used to crash `show` with
+    RecursionError; now it is shown as received, secrets still masked."""
+    url = topology
+    deep = "[" * 600 + json.dumps(f"{SECRET} inside") + "]" * 600
+    body = ('{"event":"order.created","data":{"x":' + deep + '},"timestamp":"t"}').encode()
+    put_dead_letter(url, "shop", "evt_deep", body=body)
+
+    code, out, err = run_cli("show", "evt_deep")
+    assert (code, err) == (0, ""), err
+    assert "shown as received" in out and SECRET not in out and "*** inside" in out
+
+    code, out, err = run_cli("show", "evt_deep", "--format", "json")
+    assert (code, err) == (0, ""), err
+    [record] = json.loads(out)
+    assert "payload" not in record and SECRET not in out
+
+    backup = tmp_path / "deep.jsonl"
+    code, out, err = run_cli("purge", "--id", "evt_deep", "--yes", "--backup-file", str(backup))
+    assert (code, err) == (0, ""), err
+    assert SECRET not in backup.read_text(encoding="utf-8")
+
+
+def test_purge_backups_are_masked_like_show(topology: str, run_cli: Run, tmp_path: Path) -> None:
+    url = topology
+    body = json.dumps(
+        {
+            "event": "order.created",
+            "data": {"id": "o-9", "note": f"leaked {SECRET} here", "customerName": "রহিম"},
+            "timestamp": "2026-01-31T10:30:01.234Z",
+        }
+    ).encode()
+    put_dead_letter(url, "shop", "evt_mask", body=body, extra_headers={"x-api-token": "tok-9"})
+    backup = tmp_path / "masked.jsonl"
+    code, _out, err = run_cli("purge", "--id", "evt_mask", "--yes", "--backup-file", str(backup))
+    assert (code, err) == (0, ""), err
+    text = backup.read_text(encoding="utf-8")
+    assert SECRET not in text and "tok-9" not in text
+    [record] = [json.loads(line) for line in text.splitlines()]
+    assert json.loads(record["body"])["data"]["note"] == "leaked *** here"
+    assert json.loads(record["body"])["data"]["customerName"] == "রহিম"  # the rest intact
+    assert record["headers"]["x-api-token"] == "***"
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
 
 
 def test_show_prints_headers_and_payload_but_never_a_secret(topology: str, run_cli: Run) -> None:
@@ -507,10 +556,16 @@ def test_purge_writes_the_backup_then_empties(topology: str, run_cli: Run, tmp_p
     assert line["backup_file"] == str(backup)
     assert line["filters"] == {"event_type": "order.updated", "subscribers": ["shop"]}
 
-    # Everything else of shop's, to the default backup file in the working directory.
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600  # customer data: owner only
+
+    # Everything else of shop's, to the default backup file in DLQ_BACKUP_DIR
+    # (never the working directory, which in the image holds the code).
     code, out, err = run_cli("purge", "--subscriber", "shop", "--yes")
     assert (code, err) == (0, "")
-    [default] = list(tmp_path.glob("dlq-backup-*.jsonl"))
+    assert list(tmp_path.glob("dlq-backup-*.jsonl")) == []
+    [default] = list((tmp_path / "backups").glob("dlq-backup-*.jsonl"))
+    assert stat.S_IMODE(default.stat().st_mode) == 0o600
+    assert stat.S_IMODE(default.parent.stat().st_mode) == 0o700
     records = [json.loads(line) for line in default.read_text(encoding="utf-8").splitlines()]
     assert [r["event_id"] for r in records] == ["evt_0", "evt_1", "evt_2", "evt_bin"]
     assert "body" not in records[3] and records[3]["body_base64"] == "/wAgbm90IGpzb24="
@@ -521,7 +576,7 @@ def test_purge_writes_the_backup_then_empties(topology: str, run_cli: Run, tmp_p
     assert (code, err) == (0, "")
     assert "purged 1 dead letter" in out and "backed up" not in out
     assert depth(url, dead_letter_queue("crm")) == 0
-    assert len(list(tmp_path.glob("dlq-backup-*.jsonl"))) == 1
+    assert len(list((tmp_path / "backups").glob("dlq-backup-*.jsonl"))) == 1
 
 
 # ------------------------------------------------------------------ CLI edges
