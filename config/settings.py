@@ -26,6 +26,8 @@ from config.subscribers import (
 )
 
 DEFAULT_CONFIG_PATH = Path("config/subscribers.yaml")
+# The endpoint store's SQLite file inside WEBHOOK_DATA_DIR (when DATABASE_URL is unset).
+STORE_FILE_NAME = "webhooks.db"
 
 # RABBITMQ_URL is the broker field's alias; these two only override its credentials
 # (so a password can stay out of the URL) and are read together with it.
@@ -84,6 +86,12 @@ class Settings(BaseModel):
             if sub.id == subscriber_id:
                 return sub
         return None
+
+    def store_database_url(self) -> str:
+        """DATABASE_URL, or a SQLite file in WEBHOOK_DATA_DIR when it is unset."""
+        if self.database_url is not None and self.database_url.get_secret_value().strip():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / STORE_FILE_NAME}"
 
     @property
     def store_allows_private_networks(self) -> bool:

@@ -77,10 +77,10 @@ class EndpointStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = False) -> EndpointStore:
-        """The store that DATABASE_URL, SECRETS_KEY and SECRETS_KEY_FILE describe."""
-        url = settings.database_url.get_secret_value() if settings.database_url else None
+        """The store that DATABASE_URL (or WEBHOOK_DATA_DIR), SECRETS_KEY and
+        SECRETS_KEY_FILE describe."""
         return cls.open(
-            url,
+            settings.store_database_url(),
             secrets_key=settings.secrets_key,
             secrets_key_file=settings.secrets_key_file,
             migrate=migrate,

@@ -3,7 +3,8 @@ the version of a deletion, and the names of the fields an input error is about."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from pydantic import SecretStr
 from config.errors import InvalidInputError, NotFoundError
 from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
-from control.store.models import EndpointInput, EndpointPatch
+from control.store.models import Endpoint, EndpointInput, EndpointPatch
 from tests.support.store import ManualClock, sample_input
 
 
@@ -36,15 +37,15 @@ def store(tmp_path: Path, clock: ManualClock) -> Iterator[EndpointStore]:
 def test_pages_follow_creation_order_and_ids_within_one_instant(
     store: EndpointStore, clock: ManualClock
 ) -> None:
-    made = []
+    made: list[Endpoint] = []
     for index in range(7):
         made.append(store.create_endpoint("acct", sample_input())[0])
         if index % 3 == 0:
             clock.advance(1)  # some share a created_at, some do not
     store.create_endpoint("other", sample_input())
     expected = sorted(made, key=lambda e: (e.created_at, e.id))
-    seen = []
-    after = None
+    seen: list[Endpoint] = []
+    after: tuple[datetime, str] | None = None
     while True:
         page = store.page_endpoints("acct", limit=3, after=after)
         seen.extend(page)
@@ -98,7 +99,7 @@ def test_input_errors_name_their_fields() -> None:
 
 def test_store_refusals_name_their_fields(store: EndpointStore) -> None:
     endpoint, _ = store.create_endpoint("acct", sample_input())
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: store.create_endpoint("a b", sample_input()), "account"),
         (lambda: store.rotate_secret("acct", endpoint.id, -1), "overlap_seconds"),
         (lambda: store.set_paused("acct", endpoint.id, True, "x" * 501), "reason"),
