@@ -9,6 +9,7 @@ response ever carries a traceback, a database URL or a driver's message.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,6 +42,7 @@ _DESCRIPTIONS = {
     "nothing was changed. Try again later.",
 }
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
+_PATH_PARAMETER = re.compile(r"\{[^}/]+\}")
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -112,8 +114,29 @@ def _plain(error: Any) -> str:
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
-async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot even decode (e.g. not UTF-8); bad
+        # input is 422 here, whatever is wrong with it. No route raises 400 itself.
+        return error_response(422, "body: is not valid JSON", fields=["body"])
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; each method
+        # is a route of its own here, so collect them all.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # From the OpenAPI document: it lists every method of every path, however
+    # the routers are nested.
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        literal_parts = _PATH_PARAMETER.split(template)
+        pattern = "[^/]+".join(re.escape(part) for part in literal_parts)
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
 
 
 async def _input_invalid(_request: Request, exc: InvalidInputError) -> JSONResponse:

@@ -185,6 +185,9 @@ def test_unknown_endpoint_and_account_are_not_found(api: Api) -> None:
     assert unknown_route.status_code == 404 and set(unknown_route.json()) == {"error"}
     trailing = api.client.get("/v1/accounts/acct_1/endpoints/", headers=AUTH)
     assert trailing.status_code == 404  # never a redirect
+    not_allowed = api.client.put("/v1/accounts/acct_1/endpoints/ep-abc", headers=AUTH)
+    assert not_allowed.status_code == 405 and set(not_allowed.json()) == {"error"}
+    assert not_allowed.headers["Allow"] == "DELETE, GET, PATCH"
 
 
 def test_pages_walk_every_endpoint_once(api: Api) -> None:

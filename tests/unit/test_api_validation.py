@@ -107,6 +107,10 @@ def test_required_fields_and_bodies(api: Api) -> None:
     )
     assert _refused(bad_json, ["body"]) == "body: is not valid JSON"
     _refused(api.client.post(path, json=["a list"], headers=AUTH), ["body"])
+    not_utf8 = api.client.post(
+        path, content=b"\xff\xfe.2", headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert _refused(not_utf8, ["body"]) == "body: is not valid JSON"
 
 
 @pytest.mark.parametrize("account", ["a.b", "has space", "x" * 65, "acct#1", "caf\u00e9"])
