@@ -93,7 +93,7 @@ async def pause_endpoint(
         if created:
             await _restore(services, endpoint_id, paused=False)
         raise
-    _record(services, actor, "pause", endpoint)
+    _record(services, actor, "pause", endpoint, reason=reason)
     return endpoint
 
 
