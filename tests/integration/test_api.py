@@ -136,6 +136,23 @@ def test_crud_on_postgresql_announces_every_change(api: ApiProcess, vhost_url: s
     assert created["secret"] not in log
 
 
+def test_pages_on_postgresql(api: ApiProcess) -> None:
+    with httpx.Client(base_url=api.base_url, headers=AUTH, timeout=30) as client:
+        made = [
+            client.post("/v1/accounts/acct_1/endpoints", json=NEW_ENDPOINT).json()["id"]
+            for _ in range(5)
+        ]
+        seen: list[str] = []
+        params: dict[str, str | int] = {"limit": 2}
+        while True:
+            page = client.get("/v1/accounts/acct_1/endpoints", params=params).json()
+            seen += [endpoint["id"] for endpoint in page["data"]]
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+    assert seen == made  # oldest first, each once
+
+
 def test_pause_and_resume_use_the_broker_marker(api: ApiProcess, vhost_url: str) -> None:
     broker = BrokerUrl.parse(vhost_url)
     with httpx.Client(base_url=api.base_url, headers=AUTH, timeout=30) as client:
