@@ -7,6 +7,8 @@ delivery are *values* (``worker.delivery.DeliveryResult``), not exceptions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class WebhookError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -102,4 +104,11 @@ class ConflictError(StoreError):
 
 
 class InvalidInputError(StoreError):
-    """Endpoint input breaks the subscriber rules; the message names each field (422)."""
+    """Endpoint input breaks the subscriber rules; the message names each field (422).
+
+    ``fields`` lists those field names (dotted for nested ones) when known.
+    """
+
+    def __init__(self, message: str, *, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)

@@ -36,6 +36,8 @@ from config.subscribers import (
 )
 
 DEFAULT_CONFIG_PATH = Path("config/subscribers.yaml")
+# The endpoint store's SQLite file inside WEBHOOK_DATA_DIR (when DATABASE_URL is unset).
+STORE_FILE_NAME = "webhooks.db"
 
 # RABBITMQ_URL is the broker field's alias; these two only override its credentials
 # (so a password can stay out of the URL) and are read together with it.
@@ -73,6 +75,17 @@ class Settings(BaseModel):
     database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
     secrets_key: SecretStr | None = Field(None, alias="SECRETS_KEY")
     secrets_key_file: Path | None = Field(None, alias="SECRETS_KEY_FILE")
+    # webhook-api: where it listens, the bearer tokens it accepts (a comma-separated
+    # list, and/or a file with one per line), and where it keeps its SQLite store
+    # when DATABASE_URL is unset.
+    api_host: str = Field("127.0.0.1", alias="API_HOST")
+    api_port: int = Field(8080, ge=0, le=65535, alias="API_PORT")
+    api_tokens: SecretStr | None = Field(None, alias="API_TOKENS")
+    api_tokens_file: Path | None = Field(None, alias="API_TOKENS_FILE")
+    data_dir: Path = Field(Path("webhook-data"), alias="WEBHOOK_DATA_DIR")
+    # The address policy of endpoints kept in the store (the subscriber file has its
+    # own, security.allow_private_networks); unset means false.
+    allow_private_networks: bool | None = Field(None, alias="WEBHOOK_ALLOW_PRIVATE_NETWORKS")
 
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
@@ -104,6 +117,17 @@ class Settings(BaseModel):
                 return sub
         return None
 
+    def store_database_url(self) -> str:
+        """DATABASE_URL, or a SQLite file in WEBHOOK_DATA_DIR when it is unset."""
+        if self.database_url is not None and self.database_url.get_secret_value().strip():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / STORE_FILE_NAME}"
+
+    @property
+    def store_allows_private_networks(self) -> bool:
+        """Whether endpoints from the store may target private networks (default false)."""
+        return bool(self.allow_private_networks)
+
     def breaker_policy(self, subscriber: Subscriber) -> CircuitBreakerPolicy:
         """The circuit-breaker policy in force for ``subscriber``."""
         return self.circuit_breaker.overridden_by(subscriber.circuit_breaker)
@@ -121,15 +145,13 @@ def environment_variables() -> tuple[str, ...]:
     return (*names, BROKER_USERNAME, BROKER_PASSWORD)
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, *, require_subscriber_file: bool = True
-) -> Settings:
-    """Read the environment and the subscriber file; raise ConfigError on any mistake.
+def load_environment(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings the environment gives, without reading the subscriber file.
 
-    The producer passes ``require_subscriber_file=False``: it can publish without
-    the file (the worker declares the queues), but uses it when present.
+    For the tools that never deliver from the file (``webhook-api``); raises
+    ConfigError on any mistake.
     """
-    environ = dict(os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
     # Names are case-insensitive; reading a mapping handed in (not os.environ
     # directly) lets tests and callers supply their own environment.
     wanted = set(environment_variables())
@@ -143,7 +165,7 @@ def load_settings(
         password=env.get(BROKER_PASSWORD),
     )
     try:
-        from_environment = Settings.model_validate(values)
+        return Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']).upper()}: "
@@ -151,6 +173,18 @@ def load_settings(
             for e in exc.errors()
         )
         raise ConfigError(f"invalid environment: {problems}") from None
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, require_subscriber_file: bool = True
+) -> Settings:
+    """Read the environment and the subscriber file; raise ConfigError on any mistake.
+
+    The producer passes ``require_subscriber_file=False``: it can publish without
+    the file (the worker declares the queues), but uses it when present.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    from_environment = load_environment(environ)
     path = from_environment.config_path
     if path.exists() or require_subscriber_file:
         file = load_subscriber_file(path, environ)

@@ -36,3 +36,13 @@ def sample_data(event_type: str) -> dict[str, Any]:
     prefix, _, _ = str(data["orderNumber"]).rpartition("-")
     data["orderNumber"] = f"{prefix}-{secrets.token_hex(2).upper()}"
     return data
+
+
+def page_example(event_type: str) -> dict[str, Any]:
+    """The page's example ``data`` for ``event_type`` exactly as published (same ids)."""
+    if event_type not in SAMPLE_EVENTS:
+        raise PayloadError(
+            f"no sample for event {event_type!r}; samples exist for {', '.join(SAMPLE_EVENTS)}"
+        )
+    example: dict[str, Any] = orjson.loads(_load(event_type))
+    return example

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from config.errors import InvalidInputError, NotFoundError, StoreError
@@ -33,6 +33,7 @@ from control.store.models import (
     Endpoint,
     EndpointInput,
     EndpointPatch,
+    EndpointWithSecrets,
     Snapshot,
 )
 from control.store.records import column_value, endpoint_of, with_secrets
@@ -76,10 +77,10 @@ class EndpointStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = False) -> EndpointStore:
-        """The store that DATABASE_URL, SECRETS_KEY and SECRETS_KEY_FILE describe."""
-        url = settings.database_url.get_secret_value() if settings.database_url else None
+        """The store that DATABASE_URL (or WEBHOOK_DATA_DIR), SECRETS_KEY and
+        SECRETS_KEY_FILE describe."""
         return cls.open(
-            url,
+            settings.store_database_url(),
             secrets_key=settings.secrets_key,
             secrets_key_file=settings.secrets_key_file,
             migrate=migrate,
@@ -98,7 +99,8 @@ class EndpointStore:
         """Store a new endpoint (and its account, if new); its secret is shown only now."""
         if not ACCOUNT_ID.match(account):
             raise InvalidInputError(
-                "account: must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'"
+                "account: must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
+                fields=["account"],
             )
         now = self._clock()
         endpoint_id, secret = new_endpoint_id(), new_signing_secret()
@@ -136,12 +138,44 @@ class EndpointStore:
             ).all()
         return tuple(endpoint_of(row, now) for row in rows)
 
+    def page_endpoints(
+        self, account: str, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> tuple[Endpoint, ...]:
+        """Up to ``limit`` of the account's endpoints, oldest first, following ``after``.
+
+        ``after`` is the (created_at, id) of the last endpoint of the previous
+        page; it need not exist any more. NotFoundError for an unknown account.
+        """
+        now = self._clock()
+        query = select(EndpointRow).where(EndpointRow.account_id == account)
+        if after is not None:
+            created_at, last_id = after
+            query = query.where(
+                or_(
+                    EndpointRow.created_at > created_at,
+                    and_(EndpointRow.created_at == created_at, EndpointRow.id > last_id),
+                )
+            )
+        query = query.order_by(EndpointRow.created_at, EndpointRow.id).limit(limit)
+        with self._db.transaction() as session:
+            if not ACCOUNT_ID.match(account) or session.get(AccountRow, account) is None:
+                raise NotFoundError(f"no account {account!r}")
+            rows = session.scalars(query).all()
+        return tuple(endpoint_of(row, now) for row in rows)
+
     def get_endpoint(self, account: str, endpoint_id: str) -> Endpoint:
         """One of the account's endpoints; NotFoundError otherwise."""
         now = self._clock()
         with self._db.transaction() as session:
             row = _owned(session, account, endpoint_id)
         return endpoint_of(row, now)
+
+    def get_endpoint_with_secrets(self, account: str, endpoint_id: str) -> EndpointWithSecrets:
+        """One of the account's endpoints with its secrets (to send it a test event)."""
+        now = self._clock()
+        with self._db.transaction() as session:
+            row = _owned(session, account, endpoint_id)
+        return with_secrets(row, now, self._cipher)
 
     def update_endpoint(self, account: str, endpoint_id: str, patch: EndpointPatch) -> Endpoint:
         """Apply ``patch``; an empty patch changes nothing, not even the version."""
@@ -157,8 +191,11 @@ class EndpointStore:
             row.version, row.updated_at = version, now
         return endpoint_of(row, now)
 
-    def delete_endpoint(self, account: str, endpoint_id: str) -> None:
-        """Delete the endpoint, leaving a tombstone for the workers' changed_since."""
+    def delete_endpoint(self, account: str, endpoint_id: str) -> int:
+        """Delete the endpoint, leaving a tombstone for the workers' changed_since.
+
+        Returns the version of the deletion.
+        """
         now = self._clock()
         with self._db.transaction() as session:
             version = _next_version(session)
@@ -169,6 +206,7 @@ class EndpointStore:
                     endpoint_id=row.id, account_id=row.account_id, version=version, deleted_at=now
                 )
             )
+        return version
 
     def rotate_secret(
         self, account: str, endpoint_id: str, overlap_seconds: float
@@ -180,7 +218,8 @@ class EndpointStore:
         """
         if not 0 <= overlap_seconds <= MAX_OVERLAP_SECONDS:
             raise InvalidInputError(
-                f"overlap_seconds: must be between 0 and {MAX_OVERLAP_SECONDS} (7 days)"
+                f"overlap_seconds: must be between 0 and {MAX_OVERLAP_SECONDS} (7 days)",
+                fields=["overlap_seconds"],
             )
         now = self._clock()
         secret = new_signing_secret()
@@ -203,7 +242,9 @@ class EndpointStore:
     ) -> Endpoint:
         """Pause (with an optional reason) or resume delivery to the endpoint."""
         if reason is not None and len(reason) > PAUSED_REASON_MAX:
-            raise InvalidInputError(f"reason: at most {PAUSED_REASON_MAX} characters")
+            raise InvalidInputError(
+                f"reason: at most {PAUSED_REASON_MAX} characters", fields=["reason"]
+            )
         now = self._clock()
         with self._db.transaction() as session:
             version = _next_version(session)

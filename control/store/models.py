@@ -49,11 +49,11 @@ class _Frozen(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as error:
-            problems = [
-                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {plain_message(e)}"
-                for e in error.errors()
-            ]
-            raise InvalidInputError("; ".join(problems)) from None
+            errors = error.errors()
+            fields = [".".join(str(p) for p in e["loc"]) or "(top level)" for e in errors]
+            problems = [f"{f}: {plain_message(e)}" for f, e in zip(fields, errors, strict=True)]
+            message = "; ".join(problems)
+            raise InvalidInputError(message, fields=list(dict.fromkeys(fields))) from None
 
 
 class EndpointInput(_Frozen):

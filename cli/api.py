@@ -1,0 +1,128 @@
+"""``webhook-api``: serve the endpoint HTTP API (``control.api``) with uvicorn.
+
+Loads the settings (the environment only: the API never reads the subscriber
+file), checks that at least one bearer token is configured, migrates the
+endpoint store to the newest schema, then serves on ``API_HOST:API_PORT``
+until SIGTERM or SIGINT, after which it finishes the requests in flight
+(up to ``SHUTDOWN_GRACE_SECONDS``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+import structlog
+
+from cli.arguments import OneLineParser
+from cli.exit_codes import EXIT_CODES_HELP, run_command
+from config.logs import configure_logging
+from config.settings import Settings, load_environment
+
+PROG = "webhook-api"
+
+log = structlog.get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (no arguments: everything comes from the environment)."""
+    return OneLineParser(
+        prog=PROG,
+        description=(
+            "Serve the endpoint HTTP API (JSON; OpenAPI at /openapi.json). Configured by "
+            "the environment: API_HOST, API_PORT, API_TOKENS or API_TOKENS_FILE, "
+            "DATABASE_URL or WEBHOOK_DATA_DIR, SECRETS_KEY or SECRETS_KEY_FILE, RABBITMQ_URL."
+        ),
+        epilog=EXIT_CODES_HELP,
+    )
+
+
+def serve(settings: Settings) -> int:
+    """Check the tokens, migrate the store, serve until SIGTERM; 0 after a clean stop."""
+    import uvicorn
+
+    from control.api.app import create_app
+    from control.api.auth import ApiTokens
+    from control.api.services import ApiServices
+    from control.store.database import DatabaseUrl
+    from control.store.endpoints import EndpointStore
+
+    tokens = ApiTokens.from_settings(settings)  # before anything is created on disk
+    configure_logging(settings.log_format, settings.log_level, cache_loggers=True)
+    database = DatabaseUrl.parse(settings.store_database_url())
+    sqlite_path = database.sqlite_path
+    log.info(
+        "api_store_opening",
+        database=database.redacted,
+        sqlite_file=None if sqlite_path is None else str(sqlite_path.resolve()),
+    )
+    store = EndpointStore.from_settings(settings, migrate=True)
+    try:
+        app = create_app(ApiServices.from_settings(settings, store, tokens))
+        config = uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,  # structlog (config.logs) writes the log; no uvicorn set-up
+            access_log=False,  # control.api.errors.RequestLog writes api_request lines
+            server_header=False,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        )
+        log.info(
+            "api_starting",
+            host=settings.api_host,
+            port=settings.api_port,
+            tokens=len(tokens),
+            private_networks_allowed=settings.store_allows_private_networks,
+            broker=settings.broker.redacted,
+        )
+        with _stop_signals_end_cleanly():
+            uvicorn.Server(config).run()
+    finally:
+        store.close()
+    log.info("api_stopped")
+    return 0
+
+
+@contextmanager
+def _stop_signals_end_cleanly() -> Iterator[None]:
+    """Let SIGTERM and SIGINT end in exit 0 once uvicorn has shut down gracefully.
+
+    uvicorn catches them while serving, then restores the handlers it found and
+    raises the signal again; with Python's defaults that would kill the process
+    (SIGTERM) or raise KeyboardInterrupt (SIGINT) after a clean stop.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def noted(signum: int, _frame: FrameType | None) -> None:
+        log.info("api_stop_requested", signal=signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, noted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``webhook-api``; returns the exit code."""
+
+    def command() -> int:
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else 0
+        return serve(load_environment())
+
+    return run_command(PROG, command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
