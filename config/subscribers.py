@@ -127,6 +127,8 @@ class Subscriber(_Model):
     all_accounts: bool = False
     url: WebhookUrl
     secret: SecretStr
+    # Set during a rotation's overlap: deliveries are signed with both secrets.
+    previous_secret: SecretStr | None = None
     events: TopicPatterns
     timeout_seconds: TimeoutSeconds = 10.0
     connect_timeout_seconds: TimeoutSeconds = 5.0
@@ -155,6 +157,13 @@ class Subscriber(_Model):
                 "internal endpoint that receives every account's events)",
             )
         return self
+
+    def signing_secrets(self) -> tuple[str, ...]:
+        """The secrets every delivery is signed with: the current one, then the previous."""
+        current = self.secret.get_secret_value()
+        if self.previous_secret is None:
+            return (current,)
+        return (current, self.previous_secret.get_secret_value())
 
     def receives_account(self, account: str) -> bool:
         """Whether an event of ``account`` may be delivered here."""

@@ -28,7 +28,7 @@ class Redactor:
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
         """A redactor for the secrets of every subscriber in ``settings``."""
-        values = {s.secret.get_secret_value() for s in settings.subscribers}
+        values = {secret for s in settings.subscribers for secret in s.signing_secrets()}
         # Longest first, so a secret containing another is masked whole.
         return cls(tuple(sorted((v for v in values if v), key=len, reverse=True)))
 

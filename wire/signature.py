@@ -31,17 +31,24 @@ def now_ms() -> int:
 _now_ms_func = now_ms  # verify's ``now_ms`` keyword shadows the function
 
 
-def sign(secret: str, body: bytes, timestamp_ms: int) -> str:
+def sign(secret: str | Sequence[str], body: bytes, timestamp_ms: int) -> str:
     """Return the header value ``t=<timestamp_ms>,v1=<hex hmac>`` for ``body``.
 
+    During a secret rotation pass ``(current, previous)``: one ``v1`` entry per
+    secret, in that order.  A receiver that checks every ``v1`` (``verify``
+    here, Stripe-style verifiers) accepts either secret; the product page's
+    verifier as published keeps only the *last* ``v1``, so it goes on working
+    with the previous secret until the overlap ends.
     The secret is UTF-8 encoded, as node's ``createHmac`` does with a string.
     Raises ValueError for an empty secret or a negative / non-int timestamp.
     """
-    if not secret:
+    secrets = (secret,) if isinstance(secret, str) else tuple(secret)
+    if not secrets or not all(secrets):
         raise ValueError("webhook secret must not be empty")
     if type(timestamp_ms) is not int or timestamp_ms < 0:
         raise ValueError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
-    return f"t={timestamp_ms},v1={_mac(secret.encode('utf-8'), timestamp_ms, body)}"
+    macs = ",".join(f"v1={_mac(s.encode('utf-8'), timestamp_ms, body)}" for s in secrets)
+    return f"t={timestamp_ms},{macs}"
 
 
 def verify(

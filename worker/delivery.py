@@ -113,11 +113,11 @@ class Deliverer:
         self, subscriber: Subscriber, event: QueuedEvent, *, now_ms: int, test: bool = False
     ) -> dict[str, str]:
         """All HTTP headers of one attempt, signature included."""
-        secret = subscriber.secret.get_secret_value()
+        secrets = subscriber.signing_secrets()
         headers = {
             "Content-Type": contract.CONTENT_TYPE,
             "User-Agent": contract.USER_AGENT,
-            contract.HTTP_SIGNATURE: sign(secret, event.body, now_ms),
+            contract.HTTP_SIGNATURE: sign(secrets, event.body, now_ms),
             contract.HTTP_EVENT: event.event_type,
             contract.HTTP_ATTEMPT: str(event.attempt),
             contract.HTTP_ID: event.event_id,
@@ -126,8 +126,10 @@ class Deliverer:
             seconds = now_ms // 1000
             headers["webhook-id"] = event.event_id
             headers["webhook-timestamp"] = str(seconds)
-            headers["webhook-signature"] = standard_webhooks_signature(
-                secret, event.event_id, seconds, event.body
+            # The specification lists several signatures separated by spaces.
+            headers["webhook-signature"] = " ".join(
+                standard_webhooks_signature(secret, event.event_id, seconds, event.body)
+                for secret in secrets
             )
         if test:
             headers[contract.HTTP_TEST] = "true"

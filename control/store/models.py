@@ -145,6 +145,7 @@ class EndpointWithSecrets(_Frozen):
             all_accounts=endpoint.all_accounts,
             url=endpoint.url,
             secret=self.secret,
+            previous_secret=self.previous_secret,
             events=endpoint.events,
             **options,
         )

@@ -40,7 +40,7 @@ from tests.support.wire_vectors import (
     STRINGS,
 )
 from wire.json_body import canonicalize, decode_if_canonical, encode_body
-from wire.signature import sign, verify
+from wire.signature import now_ms, sign, verify
 
 # On a generated failure hypothesis's pytest plugin imports libcst (to offer
 # an @example patch), which trips a mypy_extensions DeprecationWarning; with
@@ -321,3 +321,23 @@ def test_page_verifier_throws_on_a_short_signature(node: NodeBridge) -> None:
     body = encode_body({"event": "order.created"})
     outcome = node.page_verify(body, "t=1706698200123,v1=abc", SECRET)
     assert isinstance(outcome, str) and outcome.startswith("RangeError")
+
+
+def test_rotation_signatures_as_the_page_verifier_and_ours_see_them(node: NodeBridge) -> None:
+    """During a rotation each delivery carries one v1 per secret, current first.
+
+    The page's verifier keeps only the last v1 (it builds a dict), so it accepts
+    the previous secret until the overlap ends, and the current one after; a
+    verifier that checks every v1 accepts either secret throughout.
+    """
+    body = encode_body({"event": "order.created", "data": {"id": "r1"}, "timestamp": "t"})
+    now = now_ms()
+    during = sign(("whsec_new", "whsec_old"), body, now)
+    assert during.count("v1=") == 2
+    assert node.page_verify(body, during, "whsec_old") is True
+    assert node.page_verify(body, during, "whsec_new") is False
+    assert verify("whsec_new", body, during, now_ms=now) == now
+    assert verify("whsec_old", body, during, now_ms=now) == now
+    after = sign("whsec_new", body, now)
+    assert node.page_verify(body, after, "whsec_new") is True
+    assert node.page_verify(body, after, "whsec_old") is False

@@ -189,3 +189,17 @@ def test_retry_after_accepts_seconds_and_http_dates(
 
     now = datetime(2026, 11, 25, 0, 0, 0, tzinfo=UTC).timestamp()
     assert retry_after_seconds(value, now=now) == expected
+
+
+def test_during_a_rotation_both_secrets_sign_every_delivery() -> None:
+    event = read_event(MessageProperties(message_id="evt_rot"), BODY, max_attempts=3)
+    rotating = _subscriber(previous_secret="old-s3cret", standard_webhooks=True)
+    now = int(time.time() * 1000)
+    headers = Deliverer(allow_private_networks=False).headers_for(rotating, event, now_ms=now)
+    assert headers["X-Webhook-Signature"].count("v1=") == 2
+    assert verify("s3cret-value", BODY, headers["X-Webhook-Signature"]) == now
+    assert verify("old-s3cret", BODY, headers["X-Webhook-Signature"]) == now
+    # Standard Webhooks: space-separated signatures; the reference library takes either.
+    assert Webhook(b"s3cret-value").verify(BODY, headers) == json.loads(BODY)
+    assert Webhook(b"old-s3cret").verify(BODY, headers) == json.loads(BODY)
+    assert "old-s3cret" not in repr(rotating)
