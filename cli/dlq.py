@@ -21,7 +21,7 @@ from cli.arguments import OneLineParser, UsageError, positive_int
 from cli.dlq_audit import audit_line
 from cli.dlq_commands import PROG, cmd_list, cmd_purge, cmd_replay, cmd_show, prepare
 from cli.exit_codes import EXIT_CODES_HELP, ExitCode, exit_code_for, report_error, run_command
-from cli.terminal import LiveStderr
+from cli.terminal import LiveStderr, add_version
 from config.logs import configure_logging
 from config.settings import Settings
 from config.topology import dead_letter_queue, subscriber_of_queue
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DLQ_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser(

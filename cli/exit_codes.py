@@ -11,6 +11,7 @@ from collections.abc import Callable
 from enum import IntEnum
 
 from cli.arguments import UsageError
+from cli.terminal import silence_stdout
 from config.errors import (
     BrokerError,
     ConfigError,
@@ -72,6 +73,11 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
     """
     try:
         return command()
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): as Unix tools do, stop
+        # writing quietly; what was asked was done or is reported by the code.
+        silence_stdout()
+        return ExitCode.OK
     except KeyboardInterrupt:
         return report_error(prog, "interrupted", ExitCode.INTERRUPTED)
     except (UsageError, WebhookError, OSError) as exc:

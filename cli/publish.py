@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, NoReturn, TextIO, cast
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO, cast
 
 from cli.arguments import OneLineParser, UsageError, positive_int
+from cli.event_input import read_events
 from cli.exit_codes import EXIT_CODES_HELP, ExitCode, run_command
-from cli.terminal import LiveStderr
-from config.errors import PayloadError
+from cli.terminal import LiveStderr, PipeOutput, add_version
 from config.logs import configure_logging
 from config.settings import load_settings
 from producer.publisher import Publisher
@@ -21,6 +21,8 @@ from wire.envelope import build_envelope
 from wire.samples import SAMPLE_EVENTS, sample_data
 
 PROG = "webhook-publish"
+# Events per publish_many call: one confirm round trip each, ids printed as they come.
+_CHUNK = 500
 
 EPILOG = f"""\
 {EXIT_CODES_HELP}
@@ -46,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--data", metavar="FILE", help="JSON file with the event's data object ('-' for stdin)"
+        "--data",
+        metavar="FILE",
+        help="JSON file with the event's data object ('-' for stdin); "
+        "JSON lines (one object per line) publish one event per line",
     )
     source.add_argument(
         "--sample",
@@ -62,53 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log connection and publish details to stderr"
     )
+    add_version(parser)
     return parser
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise PayloadError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise PayloadError(f"{name} is not valid JSON")
-
-
-def read_data(source: str) -> Any:
-    """Parse the JSON document in file ``source`` (``-`` for stdin); PayloadError if bad."""
-    label = "stdin" if source == "-" else source
-    try:
-        if source == "-":
-            buffer = getattr(sys.stdin, "buffer", None)
-            raw = buffer.read() if buffer is not None else sys.stdin.read().encode("utf-8")
-        else:
-            raw = Path(source).read_bytes()
-    except FileNotFoundError:
-        raise PayloadError(f"{label}: no such file") from None
-    except OSError as exc:
-        raise PayloadError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PayloadError(f"{label}: not UTF-8 (byte {exc.start})") from None
-    try:
-        # Python's json accepts NaN/Infinity and keeps the last duplicate key
-        # silently; neither survives a JavaScript receiver, so refuse both here.
-        return json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
-    except json.JSONDecodeError as exc:
-        raise PayloadError(
-            f"{label}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except PayloadError as exc:
-        raise PayloadError(f"{label}: not valid JSON: {exc}") from None
-    except RecursionError:
-        raise PayloadError(f"{label}: JSON is nested too deeply") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,60 +94,61 @@ def _publish(args: argparse.Namespace) -> None:
         "info" if args.verbose else "error",
         stream=cast(TextIO, LiveStderr()),
     )
-    next_data = _data_source(args)
-    first = next_data()
+    total, events = _events(args)
+    first = next(events)
     # Validate before connecting: bad input fails fast, without a broker round trip.
     build_envelope(args.event, first)
     with Publisher.from_settings(settings) as publisher:
-        _publish_all(publisher, args, first, next_data)
+        if args.event_id is not None:
+            event_id = publisher.publish(
+                args.event, first, account=args.account, event_id=args.event_id
+            )
+            PipeOutput().line(event_id)
+            return
+        _publish_all(publisher, args, total, itertools.chain([first], events))
 
 
-def _data_source(args: argparse.Namespace) -> Callable[[], dict[str, Any]]:
+def _events(args: argparse.Namespace) -> tuple[int, Iterator[dict[str, Any]]]:
+    """How many events, and their data (a fresh sample each, or what was given)."""
     if args.sample:
         event: str = args.event
-        return lambda: sample_data(event)
-    data = read_data(args.data)
-    if not isinstance(data, dict):
-        raise PayloadError(f"{args.data}: the data must be a JSON object, got {_kind(data)}")
+        return args.count, (sample_data(event) for _ in range(args.count))
+    documents = read_events(args.data)
+    if len(documents) > 1:
+        if args.count != 1:
+            raise UsageError(f"{args.data} holds {len(documents)} events: leave out --count")
+        return len(documents), iter(documents)
     # The same data for every event; the publisher never mutates it.
-    return lambda: data
+    return args.count, itertools.repeat(documents[0], args.count)
 
 
 def _publish_all(
-    publisher: Publisher,
-    args: argparse.Namespace,
-    first: dict[str, Any],
-    next_data: Callable[[], dict[str, Any]],
+    publisher: Publisher, args: argparse.Namespace, total: int, events: Iterator[dict[str, Any]]
 ) -> None:
+    """Publish in pipelined chunks (``publish_many``): one confirm round trip per chunk,
+    not per event; each chunk's ids are printed once the broker has confirmed them."""
     started = time.monotonic()
-    if args.count > 1 and sys.stdout.isatty():
-        _publish_with_progress(publisher, args, first, next_data)
-    else:
-        for index in range(args.count):
-            data = first if index == 0 else next_data()
-            event_id = publisher.publish(
-                args.event, data, account=args.account, event_id=args.event_id
-            )
-            print(event_id, flush=True)
+    output = PipeOutput()
+    with _progress(total, f"publishing {args.event}") as advance:
+        while chunk := list(itertools.islice(events, _CHUNK)):
+            ids = publisher.publish_many([(args.account, args.event, data) for data in chunk])
+            advance(len(ids))
+            if not output.is_terminal:
+                for event_id in ids:
+                    output.line(event_id)
+    if output.is_terminal:
+        elapsed = time.monotonic() - started
+        rate = total / elapsed if elapsed > 0 else float("inf")
+        output.line(f"published {total} {args.event} events in {elapsed:.2f} s ({rate:.0f}/s)")
+
+
+@contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal for more than one event; a no-op otherwise."""
+    if total < 2 or not sys.stdout.isatty():
+        yield lambda _n: None
         return
-    elapsed = time.monotonic() - started
-    rate = args.count / elapsed if elapsed > 0 else float("inf")
-    print(f"published {args.count} {args.event} events in {elapsed:.2f} s ({rate:.0f}/s)")
-
-
-def _publish_with_progress(
-    publisher: Publisher,
-    args: argparse.Namespace,
-    first: dict[str, Any],
-    next_data: Callable[[], dict[str, Any]],
-) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -195,18 +156,8 @@ def _publish_with_progress(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     ) as progress:
-        task = progress.add_task(f"publishing {args.event}", total=args.count)
-        for index in range(args.count):
-            publisher.publish(
-                args.event, first if index == 0 else next_data(), account=args.account
-            )
-            progress.advance(task)
-
-
-def _kind(value: object) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
 
 
 if __name__ == "__main__":

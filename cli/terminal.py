@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,3 +38,45 @@ def format_table(rows: Sequence[Sequence[str]], *, right_aligned: Sequence[int] 
             cells.append(pad + cell if i in right_aligned else cell + pad)
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+class PipeOutput:
+    """Lines on stdout that stop quietly when the reader goes away (``| head -1``).
+
+    A closed pipe is not the tool's failure: the work (publishing, checking)
+    goes on to the end and the exit code says how that went.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.is_terminal = sys.stdout.isatty()
+
+    def line(self, text: str) -> None:
+        """Print one line (flushed), unless the reader has gone."""
+        if self.closed:
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            silence_stdout()
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the installed package's version."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tool_version()}")
+
+
+def tool_version() -> str:
+    """This package's version, or 'unknown' when run from a checkout not installed."""
+    try:
+        return importlib.metadata.version("webhook-relay")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

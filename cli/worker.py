@@ -10,12 +10,26 @@ from collections.abc import Callable, Sequence
 
 from cli.arguments import OneLineParser, UsageError
 from cli.exit_codes import EXIT_CODES_HELP, ExitCode, run_command
-from cli.terminal import format_table
+from cli.terminal import add_version, format_table
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
 from config.topology import dead_letter_queue, work_queue
 
 PROG = "webhook-worker"
+
+RUN_HELP = """\
+Consume every subscriber's work queue, sign and POST each event, retry failures
+through the delay queues and dead-letter what still fails. Serves /healthz,
+/readyz, /status and /metrics on METRICS_HOST:METRICS_PORT.
+
+SIGTERM or SIGINT: stop consuming, let in-flight deliveries finish for up to
+SHUTDOWN_GRACE_SECONDS, leave the rest unacked (the broker redelivers them),
+exit 0.
+
+Environment: RABBITMQ_URL (RABBITMQ_USERNAME, RABBITMQ_PASSWORD), WEBHOOK_CONFIG
+(the subscriber file) or DATABASE_URL (the endpoint store), METRICS_HOST,
+METRICS_PORT, LOG_FORMAT (json|console), LOG_LEVEL, SHUTDOWN_GRACE_SECONDS.
+See the README's Configuration section for every variable."""
 
 
 async def _run(settings: Settings) -> None:
@@ -131,8 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG, description="Webhook delivery worker.", epilog=EXIT_CODES_HELP
     )
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
-    commands.add_parser("run", help="consume and deliver until SIGTERM (the default)")
+    commands.add_parser(
+        "run",
+        help="consume and deliver until SIGTERM (the default)",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands.add_parser("check-config", help="validate the subscriber file and print it")
     test = commands.add_parser(
         "test-endpoint", help="send one signed sample event straight to a subscriber"
