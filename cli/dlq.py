@@ -10,6 +10,7 @@ masked in whatever is shown, payloads included (:mod:`control.redaction`).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from config.logs import configure_logging
 from config.settings import Settings
 from config.topology import dead_letter_queue, subscriber_of_queue
 from control.dead_letters.filters import parse_duration, parse_since
+from control.dead_letters.purge import open_owner_only
 
 DLQ_EPILOG = f"""\
 Dead-letter queues read: those of the subscriber file's subscribers (WEBHOOK_CONFIG),
@@ -150,24 +152,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(settings: Settings) -> None:
-    # An embedding program (or a test capturing logs) keeps its own set-up; a
-    # fresh process logs JSON lines to stderr so stdout stays the command's output.
-    if not structlog.is_configured():
-        configure_logging(settings.log_format, "info", stream=cast(TextIO, LiveStderr()))
+def _configure_logging(settings: Settings) -> Path | None:
+    """Where the log (the audit lines) goes; returns the audit file when it is one.
+
+    In a container or a pipe the JSON lines go to stderr, for the log collector.
+    At a terminal a raw JSON line means nothing to the person there: it is
+    appended to an owner-only audit file beside the backups instead.
+    """
+    # An embedding program (or a test capturing logs) keeps its own set-up.
+    if structlog.is_configured():
+        return None
+    if sys.stderr.isatty():
+        path = settings.dlq_backup_dir.parent / "audit.jsonl"
+        configure_logging("json", "info", stream=open_owner_only(path))
+        return path
+    configure_logging(settings.log_format, "info", stream=cast(TextIO, LiveStderr()))
+    return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     run = prepare(args)
-    _configure_logging(run.settings)
+    audit_file = _configure_logging(run.settings)
     if args.command == "list":
         return cmd_list(run, args)
     if args.command == "show":
         return cmd_show(run, args)
-    with audit_line(args, run.filters, run.queues, run.redactor) as outcome:
-        if args.command == "replay":
-            return cmd_replay(run, args, outcome)
-        return cmd_purge(run, args, outcome)
+    try:
+        with audit_line(args, run.filters, run.queues, run.redactor) as outcome:
+            if args.command == "replay":
+                return cmd_replay(run, args, outcome)
+            return cmd_purge(run, args, outcome)
+    finally:
+        if audit_file is not None:
+            print(f"audit line appended to {audit_file}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -58,7 +58,9 @@ class Run:
 
 def prepare(args: argparse.Namespace) -> Run:
     """Load the settings and work out the queues and filters the arguments ask for."""
-    settings = load_settings(require_subscriber_file=not args.queue)
+    # Reading and moving dead letters signs nothing: no subscriber secret is needed
+    # (those that are set are still masked in everything shown).
+    settings = load_settings(require_subscriber_file=not args.queue, require_secrets=False)
     configured = [s.id for s in settings.subscribers]
     # --subscriber narrows the file's list; --queue always adds to what is read.
     chosen = args.subscriber or configured

@@ -113,7 +113,9 @@ def list_json(
 
 def list_table(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
     """``list``: one row per dead letter."""
-    rows = [("EVENT ID", "SUBSCRIBER", "EVENT", "ATTEMPTS", "STATUS", "LAST ERROR", "DEAD AT")]
+    rows = [
+        ("EVENT ID", "SUBSCRIBER", "EVENT", "ATTEMPTS", "STATUS", "REASON", "LAST ERROR", "DEAD AT")
+    ]
     for letter in letters:
         rows.append(
             (
@@ -121,7 +123,9 @@ def list_table(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
                 cell(letter.subscriber),
                 cell(letter.event_type),
                 cell(letter.attempts),
-                cell(letter.last_status),
+                # 0 means no HTTP answer at all (timeout, refused connection).
+                cell(letter.last_status or None),
+                cell(_short(redactor.text(letter.reason or ""))),
                 cell(_short(redactor.text(letter.last_error or ""))),
                 _when(letter),
             )

@@ -58,10 +58,16 @@ def exit_code_for(error: BaseException) -> ExitCode:
 
 
 def report_error(prog: str, message: str, code: int) -> int:
-    """Print ``prog: error: message`` as one line on stderr; return ``code``."""
-    # One line, whatever the message: scripts and log collectors read stderr by line.
-    text = " ".join(message.replace("\n", "; ").split())
-    print(f"{prog}: error: {text}", file=sys.stderr)
+    """Print ``prog: error: <problem>`` on stderr, one line per problem; return ``code``.
+
+    A message of several lines (a config file with several mistakes) gives one
+    ``error:`` line each; whitespace inside a problem is folded, so scripts and
+    log collectors can read stderr line by line.
+    """
+    for problem in message.splitlines() or [""]:
+        text = " ".join(problem.split())
+        if text:
+            print(f"{prog}: error: {text}", file=sys.stderr)
     return code
 
 

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _publish(args: argparse.Namespace) -> None:
     if args.event_id is not None and args.count != 1:
         raise UsageError("--event-id needs --count 1: every event has its own id")
-    settings = load_settings(require_subscriber_file=False)
+    settings = load_settings(require_subscriber_file=False, require_secrets=False)
     configure_logging(
         settings.log_format,
         "info" if args.verbose else "error",

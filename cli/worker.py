@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 from cli.arguments import OneLineParser, UsageError
 from cli.exit_codes import EXIT_CODES_HELP, ExitCode, run_command
@@ -71,7 +73,7 @@ def check_config(settings: Settings) -> int:
     print(f"retry delays: {delays} (max {settings.retry.max_attempts} attempts)")
     print(f"private networks allowed: {settings.security.allow_private_networks}")
     print()
-    rows = [("ID", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "CIRCUIT", "QUEUES")]
+    rows = [("ID", "ACCOUNT", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "CIRCUIT", "QUEUES")]
     for sub in settings.subscribers:
         breaker = settings.breaker_policy(sub)
         circuit = (
@@ -83,6 +85,7 @@ def check_config(settings: Settings) -> int:
         rows.append(
             (
                 sub.id,
+                "(all accounts)" if sub.all_accounts else str(sub.account),
                 sub.url,
                 ",".join(sub.events),
                 f"{sub.timeout_seconds:g}s",
@@ -92,8 +95,33 @@ def check_config(settings: Settings) -> int:
             )
         )
     print(format_table(rows))
-    print(f"\n{len(settings.subscribers)} subscriber(s) OK")
+    warnings = [] if settings.security.allow_private_networks else _refused_targets(settings)
+    for warning in warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    noted = f", {len(warnings)} warning(s) (see stderr)" if warnings else ""
+    print(f"\n{len(settings.subscribers)} subscriber(s) OK{noted}")
     return 0
+
+
+def _refused_targets(settings: Settings) -> list[str]:
+    """Subscribers whose URL the address policy will refuse, said before it happens."""
+    from worker.address_policy import is_public_address
+
+    warnings = []
+    for sub in settings.subscribers:
+        host = urlsplit(sub.url).hostname or ""
+        try:
+            addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        except (OSError, UnicodeError):
+            warnings.append(f"{sub.id}: {host} does not resolve now; deliveries will fail")
+            continue
+        if addresses and not any(is_public_address(a) for a in addresses):
+            shown = ", ".join(sorted(addresses))
+            warnings.append(
+                f"{sub.id}: {host} is a private address ({shown}); the worker will refuse it "
+                "unless security.allow_private_networks is true"
+            )
+    return warnings
 
 
 async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str) -> int:

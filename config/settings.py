@@ -26,13 +26,13 @@ from pydantic import (
 
 from broker.url import DEFAULT_URL, PASSWORD_VARIABLE, BrokerUrl
 from config.errors import ConfigError
+from config.subscriber_file import load_subscriber_file
 from config.subscribers import (
     CircuitBreakerPolicy,
     RetryPolicy,
     SecurityPolicy,
     Subscriber,
     SubscriberFile,
-    load_subscriber_file,
 )
 
 DEFAULT_CONFIG_PATH = Path("config/subscribers.yaml")
@@ -176,18 +176,23 @@ def load_environment(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, *, require_subscriber_file: bool = True
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_subscriber_file: bool = True,
+    require_secrets: bool = True,
 ) -> Settings:
     """Read the environment and the subscriber file; raise ConfigError on any mistake.
 
     The producer passes ``require_subscriber_file=False``: it can publish without
-    the file (the worker declares the queues), but uses it when present.
+    the file (the worker declares the queues), but uses it when present.  Tools
+    that never sign (the producer, ``webhook-dlq``) pass ``require_secrets=False``:
+    a secret's unset ``${VAR}`` is then no error.
     """
     environ = dict(os.environ if environ is None else environ)
     from_environment = load_environment(environ)
     path = from_environment.config_path
     if path.exists() or require_subscriber_file:
-        file = load_subscriber_file(path, environ)
+        file = load_subscriber_file(path, environ, require_secrets=require_secrets)
     else:
         file = SubscriberFile()
     return from_environment.model_copy(

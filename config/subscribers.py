@@ -6,11 +6,8 @@ message names the file, the subscriber and the field.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,14 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from config.errors import ConfigError
-from config.yaml_reader import read_yaml
 from wire.envelope import ACCOUNT_ID
 
 SUBSCRIBER_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # A topic pattern is dot-separated words; a word is `*`, `#` or a literal.
 TOPIC_WORD = re.compile(r"^(?:\*|#|[A-Za-z0-9_-]+)$")
-ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # The product page promises attempts 1-3: at most two retries.
 MAX_RETRIES = 2
@@ -149,9 +143,9 @@ class Subscriber(_Model):
         # An endpoint without an account would have to see everyone's events:
         # that must be asked for in so many words, never be a default.
         if self.all_accounts and self.account is not None:
-            raise _FieldProblem(("account",), "give either account or all_accounts: true, not both")
+            raise FieldProblem(("account",), "give either account or all_accounts: true, not both")
         if not self.all_accounts and self.account is None:
-            raise _FieldProblem(
+            raise FieldProblem(
                 ("account",),
                 "is required: the merchant's account id (or all_accounts: true for an "
                 "internal endpoint that receives every account's events)",
@@ -231,7 +225,7 @@ class SubscriberFile(_Model):
         seen: set[str] = set()
         for index, sub in enumerate(self.subscribers):
             if sub.id in seen:
-                raise _FieldProblem(("subscribers", index, "id"), f"duplicate id {sub.id!r}")
+                raise FieldProblem(("subscribers", index, "id"), f"duplicate id {sub.id!r}")
             seen.add(sub.id)
         return self
 
@@ -243,116 +237,15 @@ class SubscriberFile(_Model):
                 self.circuit_breaker.overridden_by(sub.circuit_breaker)
             except ValidationError as exc:
                 message = exc.errors()[0]["msg"].removeprefix("Value error, ")
-                raise _FieldProblem(("subscribers", index, "circuit_breaker"), message) from None
+                raise FieldProblem(("subscribers", index, "circuit_breaker"), message) from None
         return self
 
 
 # The keys a YAML error may name: the schema's own, never a key nested in a value.
-_KNOWN_KEYS = frozenset(
-    name
-    for model in (
-        SubscriberFile,
-        Subscriber,
-        RetryPolicy,
-        SecurityPolicy,
-        CircuitBreakerPolicy,
-        CircuitBreakerOverride,
-    )
-    for name in model.model_fields
-)
-
-
-class _FieldProblem(ValueError):
+class FieldProblem(ValueError):
     """A problem with a known location, raised from a model-level validator."""
 
     def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
         self.message = message
-
-
-def _describe(raw: Any, loc: tuple[str | int, ...]) -> str:
-    """Human location: ``subscribers[1] (id 'my-shop'): url``."""
-    parts: list[str] = []
-    node = raw
-    for item in loc:
-        if isinstance(item, int):
-            label = f"[{item}]"
-            if isinstance(node, list) and item < len(node):
-                node = node[item]
-                if isinstance(node, Mapping) and isinstance(node.get("id"), str):
-                    label += f" (id {node['id']!r})"
-            parts.append(label)
-        else:
-            parts.append(("." if parts else "") + item)
-            node = node.get(item) if isinstance(node, Mapping) else None
-    return "".join(parts) or "(top level)"
-
-
-def _expand_env(value: Any, environ: Mapping[str, str], loc: tuple[str | int, ...]) -> Any:
-    """Replace ``${VAR}`` in string values; a missing variable is a located error."""
-    if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in environ:
-                raise _FieldProblem(loc, f"environment variable {name} is not set")
-            return environ[name]
-
-        return ENV_REFERENCE.sub(substitute, value)
-    if isinstance(value, list):
-        return [_expand_env(v, environ, (*loc, i)) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: _expand_env(v, environ, (*loc, str(k))) for k, v in value.items()}
-    return value
-
-
-def parse_subscriber_file(
-    text: str, *, source: str, environ: Mapping[str, str] | None = None
-) -> SubscriberFile:
-    """Parse and validate subscriber-file ``text``; ``source`` names it in errors."""
-    environ = os.environ if environ is None else environ
-    raw = read_yaml(text, source=source, known_keys=_KNOWN_KEYS)
-    if raw is None:
-        # A worker with nothing to deliver to would report "0 subscriber(s) OK" and idle.
-        raise ConfigError(f"{source}: no subscribers: the file is empty or holds only comments")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping with 'subscribers:'")
-    try:
-        expanded = _expand_env(raw, environ, ())
-        file = SubscriberFile.model_validate(expanded)
-    except _FieldProblem as problem:
-        raise ConfigError(f"{source}: {_describe(raw, problem.loc)}: {problem.message}") from None
-    except ValidationError as exc:
-        messages = []
-        for error in exc.errors():
-            ctx_error = (error.get("ctx") or {}).get("error")
-            if isinstance(ctx_error, _FieldProblem):
-                # Relative to the model that raised it (the file, or one subscriber).
-                loc, message = (*error["loc"], *ctx_error.loc), ctx_error.message
-            else:
-                loc, message = tuple(error["loc"]), plain_message(error)
-            messages.append(f"{source}: {_describe(raw, loc)}: {message}")
-        raise ConfigError("\n".join(messages)) from None
-    if not file.subscribers:
-        raise ConfigError(f"{source}: no subscribers: list at least one under 'subscribers:'")
-    return file
-
-
-def plain_message(error: Any) -> str:
-    """Pydantic's message without its 'Value error, ' prefix, and no secret input echoed."""
-    message = str(error["msg"])
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    return message.removeprefix("Value error, ")
-
-
-def load_subscriber_file(path: Path, environ: Mapping[str, str] | None = None) -> SubscriberFile:
-    """Read and validate the subscriber file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: subscriber file not found (set WEBHOOK_CONFIG)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read subscriber file: {exc}") from None
-    return parse_subscriber_file(text, source=str(path), environ=environ)

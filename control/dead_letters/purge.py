@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO, cast
 
 from broker.url import BrokerUrl
 from control.dead_letters.filters import Filters
@@ -44,7 +44,7 @@ def default_backup_path(directory: Path, now: datetime | None = None) -> Path:
     return directory / f"dlq-backup-{stamp}.jsonl"
 
 
-def open_backup(path: Path) -> IO[str]:
+def open_owner_only(path: Path) -> TextIO:
     """Open ``path`` for appending, readable by its owner only (0600; its folder 0700).
 
     Backups hold customers' names, phones and addresses: the file must never be
@@ -56,8 +56,8 @@ def open_backup(path: Path) -> IO[str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)  # an existing file created by someone else's umask
     except OSError as exc:
-        raise OSError(f"cannot write the backup file {path}: {exc.strerror}") from None
-    return os.fdopen(fd, "a", encoding="utf-8")
+        raise OSError(f"cannot write {path}: {exc.strerror}") from None
+    return cast(TextIO, os.fdopen(fd, "a", encoding="utf-8"))
 
 
 def _backup_line(letter: DeadLetter, purged_at: datetime, redactor: Redactor) -> str:
@@ -97,7 +97,7 @@ def purge(
     now = datetime.now(UTC)
     out: IO[str] | None = None
     if backup_file is not None and not dry_run:
-        out = open_backup(backup_file)
+        out = open_owner_only(backup_file)
     try:
         with broker_connection(broker) as connection:
             for queue in dead_letter_queues(subscribers):

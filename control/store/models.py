@@ -15,6 +15,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from config.errors import InvalidInputError
+from config.subscriber_file import plain_message
 from config.subscribers import (
     CircuitBreakerOverride,
     MaxInFlight,
@@ -22,7 +23,6 @@ from config.subscribers import (
     TimeoutSeconds,
     TopicPatterns,
     WebhookUrl,
-    plain_message,
 )
 
 DESCRIPTION_MAX = 1000

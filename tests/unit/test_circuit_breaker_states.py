@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from config.errors import ConfigError
-from config.subscribers import CircuitBreakerPolicy, parse_subscriber_file
+from config.subscriber_file import parse_subscriber_file
+from config.subscribers import CircuitBreakerPolicy
 from worker.circuit_breaker import CircuitBreaker, CircuitState
 from worker.delivery import DeliveryResult
 from worker.retry import DeadLetter, next_attempt
@@ -159,8 +160,7 @@ def test_defaults_apply_without_any_setting() -> None:
     [
         (
             "circuit_breaker: {failure_threshold: 0}\n",
-            "subs.yaml: circuit_breaker.failure_threshold: "
-            "Input should be greater than or equal to 1",
+            "subs.yaml: circuit_breaker.failure_threshold: must be at least 1",
         ),
         ("circuit_breaker: {bogus: 1}\n", "subs.yaml: circuit_breaker.bogus: unknown key"),
         (
@@ -176,9 +176,9 @@ def test_defaults_apply_without_any_setting() -> None:
         (
             "    circuit_breaker: {cooldown_seconds: fast}\n",
             "subs.yaml: subscribers[0] (id 'shop').circuit_breaker.cooldown_seconds: "
-            "Input should be a valid number, unable to parse string as a number",
+            "must be a number",
         ),
-        ("circuit_breaker: 5\n", "subs.yaml: circuit_breaker: Input should be a valid dictionary"),
+        ("circuit_breaker: 5\n", "subs.yaml: circuit_breaker: must be a mapping of keys to values"),
     ],
 )
 def test_circuit_breaker_mistakes_are_located(extra: str, message: str) -> None:

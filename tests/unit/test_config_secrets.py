@@ -9,7 +9,7 @@ import pytest
 from cli.worker import main as worker_cli
 from config.errors import ConfigError
 from config.settings import load_settings
-from config.subscribers import parse_subscriber_file
+from config.subscriber_file import parse_subscriber_file
 
 SECRET = "s3cret-value"
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "redteam" / "secret-in-yaml-error"

@@ -30,7 +30,7 @@ from broker.url import DEFAULT_URL
 from cli.publish import build_parser as producer_parser
 from cli.worker import main as worker_main
 from config.settings import Settings, environment_variables, load_settings
-from config.subscribers import ENV_REFERENCE, parse_subscriber_file
+from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from wire.samples import SAMPLE_EVENTS
 from worker import metrics

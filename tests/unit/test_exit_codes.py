@@ -43,13 +43,19 @@ def test_each_error_has_one_exit_code(error: BaseException, code: ExitCode) -> N
     assert exit_code_for(error) is code
 
 
-def test_run_command_reports_one_line_and_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_command_reports_one_line_per_problem_and_the_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     def broken() -> int:
-        raise ConfigError("file.yaml: subscribers[0].url:\n  must start with http://")
+        raise ConfigError(
+            "file.yaml: subscribers[0].url: must  start with http://\n"
+            "file.yaml: subscribers[1].events: must not be empty"
+        )
 
     assert run_command("tool", broken) == ExitCode.CONFIG
     assert capsys.readouterr().err == (
-        "tool: error: file.yaml: subscribers[0].url:; must start with http://\n"
+        "tool: error: file.yaml: subscribers[0].url: must start with http://\n"
+        "tool: error: file.yaml: subscribers[1].events: must not be empty\n"
     )
 
 

@@ -28,7 +28,7 @@ import yaml
 
 from cli.worker import main as worker_main
 from config.settings import load_settings
-from config.subscribers import ENV_REFERENCE, parse_subscriber_file
+from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from tests.unit.test_deploy_files import (
     ALERT_RULES,
     METRICS_PORT,

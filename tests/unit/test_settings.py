@@ -10,7 +10,7 @@ import pytest
 from broker.url import DEFAULT_URL, BrokerUrl, redact_url
 from config.errors import ConfigError
 from config.settings import load_settings
-from config.subscribers import parse_subscriber_file
+from config.subscriber_file import parse_subscriber_file
 
 SECRET = "whsec-very-secret-value-42"
 PASSWORD = "rabbit-pw-Zq9x"
@@ -152,7 +152,7 @@ MISTAKES = [
     (_shop(id="first"), ["subscribers[1] (id 'first').id", "duplicate id 'first'"]),
     (_shop(id="My_Shop"), ["(id 'My_Shop').id", "a-z, 0-9"]),
     (_shop(id="-shop"), ["(id '-shop').id"]),
-    (_shop(id="<absent>"), ["subscribers[1].id", "Field required"]),
+    (_shop(id="<absent>"), ["subscribers[1].id", "is required"]),
     (_shop(url="ftp://shop.example/"), ["(id 'my-shop').url", "http:// or https://"]),
     (_shop(url="https:///path"), ["(id 'my-shop').url", "no host"]),
     (_shop(url="https://u:p@shop.example/"), ["(id 'my-shop').url", "credentials"]),

@@ -9,7 +9,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from config.errors import InvalidInputError, NotFoundError, StoreError
-from config.subscribers import SUBSCRIBER_ID, Subscriber, plain_message
+from config.subscriber_file import plain_message
+from config.subscribers import SUBSCRIBER_ID, Subscriber
 from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
 from control.store.migrator import current_revision, head_revision

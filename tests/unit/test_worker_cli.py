@@ -103,3 +103,44 @@ def test_test_endpoint_unknown_subscriber(
     monkeypatch.setenv("WEBHOOK_CONFIG", str(_config(env, "https://shop.example/hook")))
     assert main(["test-endpoint", "nope"]) == 2
     assert "no subscriber 'nope'" in capsys.readouterr().err
+
+
+def test_check_config_reports_every_mistake_one_per_line_in_plain_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text(
+        "subscribers:\n"
+        "  - id: a\n    account: acme\n    url: ftp://a.example/\n    secret: ${NOPE_A}\n"
+        "    events: []\n    timeout_seconds: -1\n    max_in_flight: lots\n"
+        "  - id: b\n    url: https://b.example/\n    secret: s\n    events: [x]\n    colour: red\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("WEBHOOK_CONFIG", str(path))
+    monkeypatch.delenv("NOPE_A", raising=False)
+    assert main(["check-config"]) == 3
+    lines = capsys.readouterr().err.splitlines()
+    assert all(line.startswith(f"webhook-worker: error: {path}: ") for line in lines)
+    text = "\n".join(lines)
+    for expected in (
+        "subscribers[0] (id 'a').secret: environment variable NOPE_A is not set",
+        "subscribers[0] (id 'a').url: must start with http:// or https://",
+        "subscribers[0] (id 'a').events: must not be empty",
+        "subscribers[0] (id 'a').timeout_seconds: must be more than 0",
+        "subscribers[0] (id 'a').max_in_flight: must be a whole number",
+        "subscribers[1] (id 'b').colour: unknown key",
+    ):
+        assert expected in text, text
+    assert len(lines) == 6, text
+    assert "Input should" not in text and "Tuple should" not in text
+
+
+def test_check_config_warns_about_a_target_the_worker_will_refuse(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(env, "http://127.0.0.1:9/hook", private=False)
+    monkeypatch.setenv("WEBHOOK_CONFIG", str(config))
+    assert main(["check-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 subscriber(s) OK, 1 warning(s)" in out
+    assert "webhook-worker: warning: shop-a: 127.0.0.1 is a private address" in err
