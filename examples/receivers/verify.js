@@ -12,6 +12,22 @@ const crypto = require('crypto');
 const http = require('http');
 
 const TOLERANCE_MS = 5 * 60 * 1000;
+const SEEN_LIMIT = 100000; // in production: a unique key on X-Webhook-Id in your database
+// Event ids already handled: every attempt and every replay carries the same one.
+const seen = new Set();
+// Per order, the newest updatedAt handled: events of one order may arrive out of order.
+const latest = new Map();
+
+function handle(eventType, order) {
+  const stamp = order.updatedAt || order.createdAt || '';
+  // ISO-8601 UTC strings compare correctly as text.
+  if (stamp < (latest.get(order.id) || '')) {
+    console.log('stale', eventType, order.orderNumber, '(a newer update was handled)');
+    return;
+  }
+  latest.set(order.id, stamp);
+  console.log(eventType, order.orderNumber, order.status);
+}
 
 function verifyWebhookSignature(payload, signatureHeader, secret) {
   // Parse the signature header: "t=timestamp,v1=signature"
@@ -55,9 +71,19 @@ http.createServer((req, res) => {
       res.writeHead(401, { 'Content-Type': 'application/json' });
       return res.end(JSON.stringify({ error: 'Invalid signature' }));
     }
-    console.log(req.headers['x-webhook-event'], body.data && body.data.orderNumber);
-    // Deliveries are retried (X-Webhook-Attempt): make handling idempotent.
     res.writeHead(200, { 'Content-Type': 'application/json' });
+    if (req.headers['x-webhook-test'] === 'true') {
+      // "Verify & Test" from the dashboard: answer 2xx, change nothing.
+      return res.end(JSON.stringify({ received: true, test: true }));
+    }
+    const eventId = req.headers['x-webhook-id'] || '';
+    if (seen.has(eventId)) {
+      // A retry after a lost answer, or a replay: already handled.
+      return res.end(JSON.stringify({ received: true, duplicate: true }));
+    }
+    handle(req.headers['x-webhook-event'], body.data || {});
+    seen.add(eventId);
+    if (seen.size > SEEN_LIMIT) seen.delete(seen.values().next().value);
     res.end(JSON.stringify({ received: true }));
   });
 }).listen(Number(process.env.PORT || 3000), () => {

@@ -16,9 +16,16 @@ import hmac
 import json
 import os
 import time
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 TOLERANCE_SECONDS = 300  # refuse replays of old deliveries
+SEEN_LIMIT = 100_000  # in production: a unique key on X-Webhook-Id in your database
+
+# Event ids already handled: every attempt and every replay carries the same one.
+seen: OrderedDict[str, None] = OrderedDict()
+# Per order, the newest updatedAt handled: events of one order may arrive out of order.
+latest: dict[str, str] = {}
 
 
 def verify_signature(raw_body: bytes, header: str, secrets: list[str]) -> bool:
@@ -42,6 +49,18 @@ def verify_signature(raw_body: bytes, header: str, secrets: list[str]) -> bool:
     return False
 
 
+def handle(event_type: str, order: dict[str, object]) -> None:
+    """Your business logic; here, print what would change."""
+    stamp = str(order.get("updatedAt") or order.get("createdAt") or "")
+    order_id = str(order.get("id"))
+    # ISO-8601 UTC strings compare correctly as text.
+    if stamp < latest.get(order_id, ""):
+        print("stale", event_type, order.get("orderNumber"), "(a newer update was handled)")
+        return
+    latest[order_id] = stamp
+    print(event_type, order.get("orderNumber"), order.get("status"), flush=True)
+
+
 class WebhookHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -49,8 +68,17 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if not verify_signature(raw, self.headers.get("X-Webhook-Signature", ""), secrets):
             return self._reply(401, {"error": "Invalid signature"})
         event = json.loads(raw)  # parse only once the bytes are trusted
-        print(self.headers.get("X-Webhook-Event"), event["data"].get("orderNumber"))
-        # Deliveries are retried (X-Webhook-Attempt): make handling idempotent.
+        if self.headers.get("X-Webhook-Test") == "true":
+            # "Verify & Test" from the dashboard: answer 2xx, change nothing.
+            return self._reply(200, {"received": True, "test": True})
+        event_id = self.headers.get("X-Webhook-Id", "")
+        if event_id in seen:
+            # A retry after a lost answer, or a replay: already handled.
+            return self._reply(200, {"received": True, "duplicate": True})
+        handle(self.headers.get("X-Webhook-Event", ""), event["data"])
+        seen[event_id] = None
+        if len(seen) > SEEN_LIMIT:
+            seen.popitem(last=False)
         self._reply(200, {"received": True})
 
     def _reply(self, status: int, payload: dict[str, object]) -> None:
