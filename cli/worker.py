@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import socket
 import sys
@@ -12,7 +13,8 @@ from urllib.parse import urlsplit
 
 from cli.arguments import OneLineParser, UsageError
 from cli.exit_codes import EXIT_CODES_HELP, ExitCode, run_command
-from cli.terminal import add_version, format_table
+from cli.terminal import PipeOutput, add_version, format_table
+from cli.worker_status import fetch_status, render_status, status_url
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
 from config.topology import dead_letter_queue, work_queue
@@ -182,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands.add_parser("check-config", help="validate the subscriber file and print it")
+    status = commands.add_parser(
+        "status", help="ask the running worker on this host for its lanes (GET /status)"
+    )
+    status.add_argument("--url", help="the worker's /status URL (default: METRICS_HOST:PORT)")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     test = commands.add_parser(
         "test-endpoint", help="send one signed sample event straight to a subscriber"
     )
@@ -211,6 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "status":
+        # Asking a running worker needs no subscriber file and no secret.
+        settings = load_settings(require_subscriber_file=False, require_secrets=False)
+        document = fetch_status(args.url or status_url(settings))
+        shown = json.dumps(document, indent=2) if args.output == "json" else render_status(document)
+        PipeOutput().line(shown)
+        return ExitCode.OK
     settings = load_settings()
     if args.command == "check-config":
         return check_config(settings)
