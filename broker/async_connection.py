@@ -133,6 +133,9 @@ class AmqpConnection:
     @classmethod
     async def open(cls, broker: BrokerUrl, *, name: str) -> AmqpConnection:
         """Connect to the first reachable broker URL, or raise BrokerUnavailableError."""
+        # A message whose properties pika cannot decode would otherwise drop the
+        # connection and bring every message in flight on it back (see processor).
+        pika_internals.install_guarded_decode()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
 

@@ -9,6 +9,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
+from broker import pika_internals
 from broker.url import BrokerUrl
 from config.errors import BrokerError, BrokerUnavailableError
 
@@ -23,6 +24,9 @@ def blocking_connection(
     else (on connect or inside the block) BrokerUnavailableError, both naming
     ``operation``; the connection is always closed.
     """
+    # A message whose properties pika cannot decode must not drop the connection
+    # (the dead-letter tools read whatever a DLQ holds).
+    pika_internals.install_guarded_decode()
     try:
         connection = pika.BlockingConnection(broker.parameters(connection_name=name))
     except pika.exceptions.AMQPError as exc:

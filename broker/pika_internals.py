@@ -6,23 +6,42 @@ speed documented in docs/performance.md needs a few of its internals; they are
 reached only through the functions here, and :func:`missing_internals` (run by
 tests/unit/test_pika_internals.py) fails loudly if an upgrade of pika moves one.
 pyproject.toml pins pika below 2 for the same reason.
+
+pika also decodes every content header while reading the socket, and a header
+it cannot decode raises there, which drops the whole connection (and requeues
+everything in flight on it).  :func:`install_guarded_decode` replaces that
+decode with one that never raises; see :mod:`broker.property_salvage`.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pika
+import pika.data
+import pika.frame
+import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.base_connection import BaseConnection
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.adapters.utils import io_services_utils
 from pika.channel import Channel
 
+from broker.property_salvage import error_name, salvage, unfit_header
+
 SUPPORTED_MAJOR = 1
 _PLAINTEXT_TRANSPORT = io_services_utils._AsyncPlaintextTransport
+_PROPERTIES = pika.spec.BasicProperties
+# pika's own decode, captured before anything replaces it.
+_PIKA_DECODE = _PROPERTIES.decode
+_INSTALL_LOCK = threading.Lock()
+# Set on the guarded function, and on a BasicProperties that could not be decoded.
+_GUARD_MARK = "_webhook_relay_guard"
+_FAILURE = "_webhook_relay_decode_failure"
 
 
 def channel_under(channel: BlockingChannel) -> Channel:
@@ -86,6 +105,50 @@ def write_through_pika(connection: AsyncioConnection, data: bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeFailure:
+    """Why a message's properties could not be decoded, and their bytes as received."""
+
+    reason: str
+    raw: bytes
+
+
+def _guarded_decode(self: Any, encoded: bytes, offset: int = 0) -> Any:
+    """pika's decode, except that undecodable or unfit properties yield a marked object."""
+    try:
+        _PIKA_DECODE(self, encoded, offset)
+    except Exception as exc:  # OverflowError, RecursionError, ValueError, struct.error, ...
+        error = error_name(exc)
+    else:
+        headers = self.headers
+        if not headers or not unfit_header(headers):
+            return self
+        error = "header that cannot be sent on"
+    # The frame is consumed normally; the message arrives with what could be read.
+    raw = bytes(encoded[offset:])  # bounded: a content header fits in one frame
+    rescued = salvage(raw, pika.data.decode_value)
+    for name, value in rescued.values.items():
+        setattr(self, name, value)
+    setattr(self, _FAILURE, DecodeFailure(rescued.reason(error), raw))
+    return self
+
+
+setattr(_guarded_decode, _GUARD_MARK, True)
+
+
+def install_guarded_decode() -> None:
+    """Make pika's content-header decoding survive any property bytes (idempotent)."""
+    with _INSTALL_LOCK:
+        if not getattr(_PROPERTIES.decode, _GUARD_MARK, False):
+            _PROPERTIES.decode = _guarded_decode
+
+
+def decode_failure(properties: pika.BasicProperties) -> DecodeFailure | None:
+    """Set on properties the guarded decode could not (fully) decode; else None."""
+    failure: DecodeFailure | None = getattr(properties, _FAILURE, None)
+    return failure
+
+
 def missing_internals() -> list[str]:
     """The internals above that the installed pika no longer has (empty when all is well)."""
     missing = []
@@ -97,7 +160,14 @@ def missing_internals() -> list[str]:
         (_PLAINTEXT_TRANSPORT, "_STATE_ACTIVE"),
         (_PLAINTEXT_TRANSPORT, "get_write_buffer_size"),
         (_PLAINTEXT_TRANSPORT, "write"),
+        (_PROPERTIES, "decode"),
+        (pika.data, "decode_value"),
     ):
         if not hasattr(owner, name):
-            missing.append(f"{owner.__qualname__}.{name}")
+            missing.append(f"{getattr(owner, '__qualname__', owner.__name__)}.{name}")
+    # The frame decoder builds the class registered here and calls its decode.
+    if pika.spec.props.get(pika.spec.Basic.INDEX) is not _PROPERTIES:
+        missing.append("pika.spec.props[Basic.INDEX] is BasicProperties")
+    if not hasattr(pika.frame, "decode_frame"):
+        missing.append("pika.frame.decode_frame")
     return missing

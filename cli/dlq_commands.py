@@ -23,6 +23,7 @@ from cli.dlq_output import (
     list_json,
     list_table,
     move_line,
+    note_line,
     show_json,
     show_text,
 )
@@ -181,6 +182,8 @@ def cmd_replay(run: Run, args: argparse.Namespace, outcome: dict[str, Any]) -> i
     if args.dry_run:
         for letter in preview:
             print(f"would move {move_line(letter)}")
+            if note := note_line(letter):
+                print(note)
         print(f"dry run: {count_phrase(len(preview))} would be replayed; nothing was moved")
         outcome["outcome"] = "dry_run"
         return ExitCode.OK
@@ -197,6 +200,8 @@ def cmd_replay(run: Run, args: argparse.Namespace, outcome: dict[str, Any]) -> i
             moved += 1
             outcome["counts"]["replayed"] = moved
             print(f"moved {move_line(letter)}", flush=True)
+            if note := note_line(letter):
+                print(note, flush=True)
             advance()
 
         result = replay(

@@ -2,13 +2,15 @@
 
 Payloads and headers are untrusted and land on a terminal: control and
 bidirectional-override characters are escaped, and every value from a message
-passes through the :class:`~control.redaction.Redactor` first.
+passes through the :class:`~control.redaction.Redactor` first (raw property
+bytes too, before they are shown as base64).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import textwrap
 import unicodedata
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -18,7 +20,9 @@ from cli.terminal import format_table
 from config.topology import dead_letter_queue, subscriber_of_queue, work_queue
 from control.dead_letters.model import DeadLetter, jsonable
 from control.dead_letters.reader import MAX_WINDOW
+from control.dead_letters.replay import replay_note
 from control.redaction import MAX_WALK_DEPTH, Redactor, nesting_depth
+from wire import contract
 
 _LAST_ERROR_CHARS = 40
 # Bidirectional overrides can make a terminal show text other than what it is.
@@ -78,6 +82,12 @@ def move_line(letter: DeadLetter) -> str:
         f"{cell(letter.event_id)}  {cell(letter.subscriber)}  {cell(letter.event_type)}  "
         f"{letter.queue} -> {work_queue(subscriber_of_queue(letter.queue) or '?')}"
     )
+
+
+def note_line(letter: DeadLetter) -> str | None:
+    """The line under a replayed letter's when its copy leaves headers out, else None."""
+    note = replay_note(letter)
+    return None if note is None else f"  note: {cell(note)}"
 
 
 def delete_line(letter: DeadLetter) -> str:
@@ -148,7 +158,24 @@ def depth_table(depths: Mapping[str, int | None]) -> str:
 
 def show_json(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
     """``show --format json``: every record, with the body also parsed as ``payload``."""
-    return json_text([redactor.data(_with_payload(letter.to_json())) for letter in letters])
+    return json_text([_shown_record(letter, redactor) for letter in letters])
+
+
+def _shown_record(letter: DeadLetter, redactor: Redactor) -> dict[str, Any]:
+    record: dict[str, Any] = redactor.data(_with_payload(letter.to_json()))
+    masked = _masked_raw(letter, redactor)
+    if masked is not None:
+        record["raw_properties_base64"] = masked
+        if contract.RAW_PROPERTIES in record["headers"]:
+            record["headers"][contract.RAW_PROPERTIES] = masked
+    return record
+
+
+def _masked_raw(letter: DeadLetter, redactor: Redactor) -> str | None:
+    """The raw property bytes as base64, with what the redactor hides blanked out first."""
+    if letter.raw_properties is None:
+        return None
+    return base64.b64encode(redactor.raw(letter.raw_properties, letter.headers)).decode()
 
 
 def show_text(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
@@ -179,19 +206,35 @@ def _show_block(letter: DeadLetter, redactor: Redactor) -> str:
         f"last error:        {cell(summary['last_error'])}",
         f"reason:            {cell(summary['reason'])}",
         f"dead-lettered at:  {cell(summary['dead_lettered_at'])}",
-        "properties:",
     ]
+    if letter.undecodable is not None:
+        lines.append(f"undecodable:       {cell(letter.undecodable)}")
+    lines.append("properties:")
     for key, value in redactor.data(jsonable(letter.properties)).items():
         lines.append(f"  {printable(key)}: {cell(value)}")
     lines.append("headers:")
     headers = redactor.data(jsonable(letter.headers))
     for key in sorted(headers):
         value = headers[key]
+        if key == contract.RAW_PROPERTIES and letter.raw_properties is not None:
+            value = "(shown below as raw properties)"
         shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
         lines.append(f"  {printable(key)}: {cell(shown)}")
+    lines.extend(_raw_block(letter, redactor))
     lines.append(f"payload ({len(letter.body)} bytes):")
     lines.append(printable(redactor.text(_pretty(letter.body, redactor)), newlines=True))
     return "\n".join(lines)
+
+
+def _raw_block(letter: DeadLetter, redactor: Redactor) -> list[str]:
+    masked = _masked_raw(letter, redactor)
+    if masked is None or letter.raw_properties is None:
+        return []
+    size = len(letter.raw_properties)
+    full = letter.headers.get(contract.RAW_PROPERTIES_SIZE)
+    of = f" of {full}" if isinstance(full, int) and full > size else ""
+    title = f"raw properties ({size}{of} bytes, base64, secrets blanked):"
+    return [title, *textwrap.wrap(masked, 76, initial_indent="  ", subsequent_indent="  ")]
 
 
 def _pretty(body: bytes, redactor: Redactor) -> str:

@@ -7,6 +7,7 @@ whatever they hold.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +39,31 @@ class Redactor:
             value = value.replace(secret, MASK)
         return value
 
+    def raw(self, value: bytes, headers: Mapping[Any, Any]) -> bytes:
+        """Raw message bytes with every secret, and the text of sensitive ``headers``, blanked.
+
+        Each is overwritten with as many ``*`` as it has bytes, so the bytes keep
+        their layout (and still parse where they did).
+        """
+        hidden = [secret.encode("utf-8", "surrogatepass") for secret in self.secrets]
+        for key, text in headers.items():
+            name = key if isinstance(key, str) else key.decode("utf-8", "replace")
+            if _sensitive(name) and isinstance(text, str | bytes):
+                hidden.append(
+                    text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+                )
+        for needle in sorted(hidden, key=len, reverse=True):
+            if needle:
+                value = value.replace(needle, b"*" * len(needle))
+        return value
+
     def data(self, value: Any, key: str = "") -> Any:
         """A JSON-like value with secrets masked in its strings and sensitive keys hidden.
 
         Call it only on values no deeper than :data:`MAX_WALK_DEPTH` (see
         :func:`nesting_depth`).
         """
-        if key and any(word in key.lower() for word in SENSITIVE_KEYS):
+        if key and _sensitive(key):
             return MASK
         if isinstance(value, str):
             return self.text(value)
@@ -70,3 +89,7 @@ def nesting_depth(value: Any, *, stop_at: int = MAX_WALK_DEPTH + 1) -> int:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth) for child in children)
     return deepest
+
+
+def _sensitive(key: str) -> bool:
+    return any(word in key.lower() for word in SENSITIVE_KEYS)

@@ -35,6 +35,18 @@ DEAD_LETTER_REASON = "x-webhook-dead-letter-reason"  # "exhausted", "poison: ...
 DEAD_LETTERED_AT = "x-webhook-dead-lettered-at"
 REPLAYED_AT = "x-webhook-replayed-at"  # set by the replay tool
 
+# The dead-letter reason of a message whose properties could not be decoded is
+# f"{UNDECODABLE_REASON} (<what could not be read>)".
+UNDECODABLE_REASON = "poison: message properties cannot be decoded"
+# On the dead-letter copy of a message whose properties could not be decoded: the
+# property bytes as received, base64 (the first RAW_PROPERTIES_CAP bytes), and
+# their full size, so an operator can see what the producer sent.
+RAW_PROPERTIES = "x-webhook-raw-properties"
+RAW_PROPERTIES_SIZE = "x-webhook-raw-properties-size"
+RAW_PROPERTIES_CAP = 16 * 1024
+# Set by the replay tool when it replays a letter without the headers it could not read.
+REPLAY_NOTE = "x-webhook-replay-note"
+
 # HTTP headers of a delivery (the product page's contract, plus the event id).
 HTTP_SIGNATURE = "X-Webhook-Signature"
 HTTP_EVENT = "X-Webhook-Event"

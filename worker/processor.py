@@ -9,6 +9,7 @@ fails, the message stays unacked and the broker hands it out again.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +65,14 @@ def _moved_properties(
         correlation_id=properties.correlation_id,
         headers=headers,
     )
+
+
+def _raw_properties_headers(raw: bytes) -> dict[str, Any]:
+    """The undecodable property bytes for the operator, capped so the copy fits in a frame."""
+    return {
+        contract.RAW_PROPERTIES: base64.b64encode(raw[: contract.RAW_PROPERTIES_CAP]).decode(),
+        contract.RAW_PROPERTIES_SIZE: len(raw),
+    }
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,13 @@ class MessageProcessor:
     async def _process(
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
     ) -> Settlement | None:
+        undecodable = message.properties.undecodable
+        if undecodable is not None:
+            # Headers it needs (account, attempt) may be among those that could not
+            # be read: it is never delivered, and the operator sees its raw bytes.
+            reason = f"{contract.UNDECODABLE_REASON} ({undecodable})"
+            await self._dead_letter_unread(subscriber, message, publisher, reason)
+            return None
         try:
             event = read_event(
                 message.properties, message.body, max_attempts=self._retry.max_attempts
@@ -282,6 +298,8 @@ class MessageProcessor:
         headers[contract.DEAD_LETTER_REASON] = reason
         headers[contract.DEAD_LETTERED_AT] = now
         headers.setdefault(contract.ATTEMPTS, 0)
+        if message.properties.raw is not None:
+            headers.update(_raw_properties_headers(message.properties.raw))
         await publisher.publish(
             DEAD_LETTER_EXCHANGE,
             subscriber.id,

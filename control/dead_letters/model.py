@@ -1,8 +1,16 @@
-"""A dead letter as the tools see it: the message plus what its headers and properties say."""
+"""A dead letter as the tools see it: the message plus what its headers and properties say.
+
+A letter's properties may have been undecodable (a copy the broker dead-lettered
+after a worker without the guarded decode kept dropping its connection): it then
+carries what could be read and the raw bytes.  A copy the worker dead-lettered
+for that reason has decodable properties and the raw bytes in a header.  Both
+show the raw bytes the same way.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,10 +43,15 @@ class DeadLetter:
     headers: dict[str, Any]
     body: bytes = field(repr=False)
     properties: dict[str, Any] = field(default_factory=dict)
+    # Why this message's own properties could not be fully decoded (None: they could).
+    undecodable: str | None = None
+    # The undecodable property bytes: this message's own, or those the worker kept in
+    # its copy's x-webhook-raw-properties header (possibly cut at RAW_PROPERTIES_CAP).
+    raw_properties: bytes | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        """The fields of one ``list`` row, JSON-ready."""
-        return {
+        """The fields of one ``list`` row, JSON-ready (``undecodable`` only when set)."""
+        row = {
             "event_id": self.event_id,
             "subscriber": self.subscriber,
             "account": self.account,
@@ -50,12 +63,17 @@ class DeadLetter:
             "reason": self.reason,
             "queue": self.queue,
         }
+        if self.undecodable is not None:
+            row["undecodable"] = self.undecodable
+        return row
 
     def to_json(self) -> dict[str, Any]:
         """Everything, JSON-ready: the summary, headers, properties and the body."""
         record = self.summary()
         record["headers"] = jsonable(self.headers)
         record["properties"] = jsonable(self.properties)
+        if self.raw_properties is not None:
+            record["raw_properties_base64"] = base64.b64encode(self.raw_properties).decode()
         try:
             record["body"] = self.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -140,11 +158,22 @@ def _event_type(properties: MessageProperties, body: bytes) -> str | None:
     return event if isinstance(event, str) else None
 
 
+def _raw_from_header(value: Any) -> bytes | None:
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def decode_dead_letter(queue: str, properties: MessageProperties, body: bytes) -> DeadLetter:
     """A :class:`DeadLetter` from a message read from ``queue``.
 
     Messages the broker dead-lettered itself (work-queue delivery limit) carry no
-    worker headers; their reason and time come from ``x-death``.
+    worker headers; their reason and time come from ``x-death`` (when their
+    header table could be read).
     """
     headers = dict(properties.headers)
     deaths = headers.get("x-death")
@@ -171,4 +200,10 @@ def decode_dead_letter(queue: str, properties: MessageProperties, body: bytes) -
         headers=headers,
         body=body,
         properties=properties.present(),
+        undecodable=properties.undecodable,
+        raw_properties=(
+            properties.raw
+            if properties.raw is not None
+            else _raw_from_header(headers.get(contract.RAW_PROPERTIES))
+        ),
     )

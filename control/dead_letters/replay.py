@@ -2,6 +2,11 @@
 
 A letter leaves its DLQ only once the broker has confirmed its copy, and what
 stays behind keeps its order (see :mod:`control.dead_letters.reader`).
+
+A letter whose properties could not be decoded is replayed with what could be
+read: the headers that could not are left out, the copy says so in
+``x-webhook-replay-note``, and :func:`replay_note` gives the tool the same line
+to print.  Its raw bytes stay in the backup a purge writes, not in the copy.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ _CYCLE_HEADERS = (
     contract.DEAD_LETTER_REASON,
     contract.DEAD_LETTERED_AT,
     contract.REPLAYED_AT,
+    contract.RAW_PROPERTIES,
+    contract.RAW_PROPERTIES_SIZE,
+    contract.REPLAY_NOTE,
 )
 # Broker bookkeeping: x-death would make the broker see a dead-letter cycle on the
 # way back through a delay queue, x-delivery-count counts our own inspections.
@@ -54,15 +62,34 @@ def replay_headers(headers: dict[str, Any], now: datetime | None = None) -> dict
         for key, value in headers.items()
         if key not in _CYCLE_HEADERS
         and key not in _BROKER_HEADERS
-        and not key.startswith(_BROKER_HEADER_PREFIXES)
+        # A key that is not UTF-8 arrives as bytes; it is the producer's, kept as is.
+        and not (isinstance(key, str) and key.startswith(_BROKER_HEADER_PREFIXES))
     }
     fresh[contract.ATTEMPT] = 1
     fresh[contract.REPLAYED_AT] = iso_utc(now or datetime.now(UTC))
     return fresh
 
 
+def replay_note(letter: DeadLetter) -> str | None:
+    """What a replayed copy of ``letter`` leaves out, when its headers could not all be read."""
+    if letter.undecodable is not None:
+        why = letter.undecodable
+    elif contract.RAW_PROPERTIES in letter.headers:
+        # The worker's copy: its reason says what could not be read.
+        reason = letter.reason or ""
+        prefix = f"{contract.UNDECODABLE_REASON} ("
+        why = reason[len(prefix) : -1] if reason.startswith(prefix) else "see its reason"
+    else:
+        return None
+    return f"replayed without the headers that could not be decoded ({why})"
+
+
 def _replay_properties(letter: DeadLetter) -> pika.BasicProperties:
     props = letter.properties
+    headers = replay_headers(letter.headers)
+    note = replay_note(letter)
+    if note is not None:
+        headers[contract.REPLAY_NOTE] = note
     return pika.BasicProperties(
         content_type=props.get("content_type") or contract.CONTENT_TYPE,
         content_encoding=props.get("content_encoding"),
@@ -72,7 +99,7 @@ def _replay_properties(letter: DeadLetter) -> pika.BasicProperties:
         timestamp=props.get("timestamp"),
         app_id=props.get("app_id"),
         correlation_id=props.get("correlation_id"),
-        headers=replay_headers(letter.headers),
+        headers=headers,
     )
 
 

@@ -11,6 +11,8 @@ import socket
 from typing import Any
 
 import pika
+import pika.spec
+import pytest
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.blocking_connection import BlockingChannel
 
@@ -56,6 +58,20 @@ def test_frames_are_not_intercepted_without_a_plaintext_transport() -> None:
     assert pika_internals.intercept_frames(connection, lambda _data: None) is False
     assert pika_internals.idle_socket(connection) is None
     assert pika_internals.write_through_pika(connection, b"x") is False
+
+
+def test_the_guarded_decode_is_what_pikas_frame_decoder_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pika_internals.install_guarded_decode()
+    assert pika.spec.props[pika.spec.Basic.INDEX].decode is pika_internals._guarded_decode
+    # missing_internals notices if the frame decoder would build another class.
+    monkeypatch.setitem(pika.spec.props, pika.spec.Basic.INDEX, object)
+    assert "pika.spec.props[Basic.INDEX] is BasicProperties" in pika_internals.missing_internals()
+
+
+def test_properties_pika_decodes_carry_no_failure() -> None:
+    assert pika_internals.decode_failure(pika.BasicProperties(message_id="m")) is None
 
 
 def test_pika_major_version_is_pinned_in_pyproject() -> None:
