@@ -491,7 +491,7 @@ FILE_MISTAKES: list[tuple[str, str]] = [
     (_SUB + "    max_in_flight: lots\n", ".max_in_flight: must be a whole number"),
     (_SUB + "retry:\n  delays_seconds: [1, 2, 3]\n", "at most 2 delays"),
     (_SUB + "retry:\n  delays_seconds: [0]\n", "is out of range"),
-    (_SUB + "security:\n  allow_private_networks: maybe\n", "valid boolean"),
+    (_SUB + "security:\n  allow_private_networks: maybe\n", "must be true or false"),
     (
         _SUB + "circuit_breaker:\n  failure_threshold: 0\n",
         "circuit_breaker.failure_threshold: must be at least 1",
