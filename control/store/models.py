@@ -146,6 +146,7 @@ class EndpointWithSecrets(_Frozen):
             url=endpoint.url,
             secret=self.secret,
             events=endpoint.events,
+            enabled=endpoint.enabled,
             **options,
         )
 
