@@ -29,8 +29,8 @@ from worker.subscriber_source.snapshot import SourceSnapshot, SubscriberSpec
 
 log = structlog.get_logger("worker")
 
-# Often enough that an edit shows within seconds; a stat costs microseconds.
-FILE_POLL_SECONDS = 2.0
+# Often enough that an edit shows within a second or two; a stat costs microseconds.
+FILE_POLL_SECONDS = 1.0
 # Re-hash even when size and mtime stand still: some tools keep the mtime.
 REHASH_SECONDS = 30.0
 
