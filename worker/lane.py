@@ -122,6 +122,7 @@ class Lanes:
         self._lanes[subscriber.id] = lane
         metrics.set_circuit_state(subscriber.id, lane.breaker.state.label)
         metrics.SUBSCRIBER_PAUSED.labels(subscriber.id).set(0)
+        metrics.SUBSCRIBER_DISABLED.labels(subscriber.id).set(config_state != ENABLED)
         return lane
 
     def update(
@@ -135,6 +136,7 @@ class Lanes:
         """
         lane = self._lanes[subscriber.id]
         lane.subscriber, lane.config_state = subscriber, config_state
+        metrics.SUBSCRIBER_DISABLED.labels(subscriber.id).set(config_state != ENABLED)
         lane.breaker.policy = policy
         if not policy.enabled:
             state = lane.breaker.reset()

@@ -108,6 +108,12 @@ SUBSCRIBER_PAUSED = Gauge(
     "1 while a subscriber is paused (it answered 410 Gone) until an operator resumes it.",
     ["subscriber"],
 )
+SUBSCRIBER_DISABLED = Gauge(
+    "webhook_subscriber_disabled",
+    "1 while the configuration keeps a subscriber from being consumed on purpose "
+    "(enabled: false, or paused in the endpoint store); its events wait in its queue.",
+    ["subscriber"],
+)
 
 CONFIG_VERSION = Gauge(
     "webhook_config_version",
@@ -143,5 +149,6 @@ def forget_subscriber(subscriber: str) -> None:
     for each in CIRCUIT_STATES:
         with contextlib.suppress(KeyError):
             CIRCUIT_STATE.remove(subscriber, each)
-    with contextlib.suppress(KeyError):
-        SUBSCRIBER_PAUSED.remove(subscriber)
+    for gauge in (SUBSCRIBER_PAUSED, SUBSCRIBER_DISABLED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(subscriber)
