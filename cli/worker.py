@@ -13,6 +13,7 @@ from cli.exit_codes import EXIT_CODES_HELP, ExitCode, run_command
 from cli.terminal import format_table
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
+from config.subscribers import Subscriber
 from config.topology import dead_letter_queue, work_queue
 
 PROG = "webhook-worker"
@@ -49,16 +50,40 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def configured_subscribers(settings: Settings) -> tuple[Subscriber, ...]:
+    """The subscribers as a worker starting now would see them: the file's, or the store's."""
+    if not settings.uses_store:
+        return settings.subscribers
+    from control.store.endpoints import EndpointStore
+
+    store = EndpointStore.from_settings(settings)
+    try:
+        return tuple(endpoint.subscriber() for endpoint in store.load_all().endpoints)
+    finally:
+        store.close()
+
+
+def _where(settings: Settings) -> str:
+    if settings.uses_store:
+        from control.store.database import DatabaseUrl
+
+        assert settings.database_url is not None
+        url = DatabaseUrl.parse(settings.database_url.get_secret_value())
+        return f"endpoint store {url.redacted} (DATABASE_URL)"
+    return str(settings.config_path)
+
+
 def check_config(settings: Settings) -> int:
     """Print the subscriber table of a valid config (validation already happened)."""
-    print(f"config: {settings.config_path}")
+    subscribers = configured_subscribers(settings)
+    print(f"config: {_where(settings)}")
     print(f"broker: {settings.broker.redacted}")
     delays = ", ".join(f"{d:g}s" for d in settings.retry.delays_seconds) or "none"
     print(f"retry delays: {delays} (max {settings.retry.max_attempts} attempts)")
     print(f"private networks allowed: {settings.security.allow_private_networks}")
     print()
     rows = [("ID", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "CIRCUIT", "QUEUES")]
-    for sub in settings.subscribers:
+    for sub in subscribers:
         breaker = settings.breaker_policy(sub)
         circuit = (
             f"{breaker.failure_threshold} fails, "
@@ -68,7 +93,7 @@ def check_config(settings: Settings) -> int:
         )
         rows.append(
             (
-                sub.id,
+                sub.id if sub.enabled else f"{sub.id} (disabled)",
                 sub.url,
                 ",".join(sub.events),
                 f"{sub.timeout_seconds:g}s",
@@ -78,8 +103,18 @@ def check_config(settings: Settings) -> int:
             )
         )
     print(format_table(rows))
-    print(f"\n{len(settings.subscribers)} subscriber(s) OK")
+    print(f"\n{len(subscribers)} subscriber(s) OK")
     return 0
+
+
+def _subscriber(settings: Settings, subscriber_id: str) -> Subscriber:
+    subscribers = configured_subscribers(settings)
+    for subscriber in subscribers:
+        if subscriber.id == subscriber_id:
+            return subscriber
+    known = ", ".join(s.id for s in subscribers) or "none"
+    where = _where(settings)
+    raise UsageError(f"no subscriber {subscriber_id!r} in {where} (known: {known})")
 
 
 async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str) -> int:
@@ -88,9 +123,7 @@ async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str
     from wire.samples import sample_data
     from worker.delivery import Deliverer
 
-    subscriber = settings.subscriber(subscriber_id)
-    if subscriber is None:
-        raise _unknown_subscriber(settings, subscriber_id)
+    subscriber = _subscriber(settings, subscriber_id)
     body = build_envelope(event_type, sample_data(event_type))
     event = QueuedEvent(new_event_id(), event_type, 1, body, None, None, account=subscriber.account)
     async with Deliverer(allow_private_networks=settings.security.allow_private_networks) as d:
@@ -112,18 +145,12 @@ def resume_subscriber(settings: Settings, subscriber_id: str) -> int:
     """Delete a subscriber's pause marker; running workers resume within their poll interval."""
     from worker.pause import resume
 
-    if settings.subscriber(subscriber_id) is None:
-        raise _unknown_subscriber(settings, subscriber_id)
+    _subscriber(settings, subscriber_id)
     if resume(settings.broker, subscriber_id):
         print(f"{subscriber_id}: resumed; workers consume its queue again within seconds")
     else:
         print(f"{subscriber_id}: was not paused")
     return 0
-
-
-def _unknown_subscriber(settings: Settings, subscriber_id: str) -> UsageError:
-    known = ", ".join(s.id for s in settings.subscribers) or "none"
-    return UsageError(f"no subscriber {subscriber_id!r} in {settings.config_path} (known: {known})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
     commands.add_parser("run", help="consume and deliver until SIGTERM (the default)")
-    commands.add_parser("check-config", help="validate the subscriber file and print it")
+    commands.add_parser(
+        "check-config", help="validate the configuration and print the subscribers (file or store)"
+    )
     test = commands.add_parser(
         "test-endpoint", help="send one signed sample event straight to a subscriber"
     )

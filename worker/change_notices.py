@@ -12,6 +12,7 @@ itself, and its periodic reconciliation covers a notice that never arrives.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,8 +101,8 @@ class ChangeNotices:
         return cls(channel)
 
     @property
-    def closed(self) -> Any:
-        """Resolves when the channel goes away (the connection is then reconnected)."""
+    def closed(self) -> asyncio.Future[BaseException]:
+        """Resolves when the channel goes away (the worker then reconnects)."""
         return self._channel.closed
 
     async def close(self) -> None:
