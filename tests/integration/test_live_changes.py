@@ -282,6 +282,28 @@ async def test_a_new_secret_signs_from_the_next_attempt(
     assert all(current[1] not in repr(e) and current[0] not in repr(e) for e in logs)
 
 
+@pytest.mark.parametrize("endpoints", ["file", "sqlite"], indirect=True)
+async def test_a_new_max_in_flight_reapplies_the_prefetch(
+    endpoints: Endpoints, vhost_url: str, receiver: Receiver
+) -> None:
+    async with live_worker(endpoints, vhost_url, receiver) as worker:
+        endpoint_id, _ = await endpoints.create(
+            f"{receiver.url}/ep", account=ACCOUNT, max_in_flight=4
+        )
+        await changed(endpoints, worker)
+        assert (_lane(worker, endpoint_id) or {})["prefetch"] == 4
+        with structlog.testing.capture_logs() as logs:
+            await endpoints.update(endpoint_id, max_in_flight=2, timeout_seconds=3)
+            await changed(endpoints, worker)
+        lane = _lane(worker, endpoint_id)
+        assert lane is not None and lane["prefetch"] == 2 and lane["consuming"]
+        assert await asyncio.to_thread(consumers, vhost_url, work_queue(endpoint_id)) == 1
+        await asyncio.to_thread(publish, vhost_url, count=2)
+        await receiver.wait_for(lambda rs: len(at(receiver, "/ep")) == 2, BOUND)
+    [change] = [e for e in logs if e["event"] == "endpoint_changed"]
+    assert change["fields"] == ["timeout_seconds", "max_in_flight"]
+
+
 @pytest.mark.parametrize(
     ("endpoints", "how"),
     [
