@@ -24,7 +24,14 @@ from broker import pika_internals
 from broker.confirms import ConfirmTracker
 from broker.properties import MessageProperties
 from broker.url import BrokerUrl
-from config.errors import BrokerUnavailableError, NackedError, UnroutableError
+from config.errors import (
+    BrokerUnavailableError,
+    NackedError,
+    NotFoundError,
+    TopologyError,
+    UnroutableError,
+)
+from config.topology import Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,8 @@ class Message:
 
 
 OnMessage = Callable[[Message], None]
+
+_NOT_FOUND = 404  # AMQP reply code: no such queue or exchange
 
 # See AmqpChannel.flush_acks.
 _SETTLED_COMPACT_AT = 10_000
@@ -195,7 +204,7 @@ async def _or_closed(future: asyncio.Future[Any], closed: asyncio.Future[Any]) -
 
 
 class AmqpChannel:
-    """A channel: consume, settle, and publish-with-confirm."""
+    """A channel: consume, settle, publish-with-confirm, and declare or unbind."""
 
     def __init__(self, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
         self._channel = channel
@@ -248,6 +257,82 @@ class AmqpChannel:
         except (pika.exceptions.AMQPError, ValueError) as exc:
             raise BrokerUnavailableError(f"channel operation failed: {exc!r}") from None
         return await _or_closed(done, self.closed)
+
+    async def _declaring(self, step: str, start: Callable[[Callable[[Any], None]], Any]) -> Any:
+        """One declaration RPC. The broker refusing it closes the channel: NotFoundError
+        for a missing queue or exchange, TopologyError for any other refusal."""
+        try:
+            return await self._rpc(start)
+        except BrokerUnavailableError:
+            reason = self.closed.result() if self.closed.done() else None
+            if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+                error = NotFoundError if reason.reply_code == _NOT_FOUND else TopologyError
+                raise error(f"{step} refused: {reason.reply_text}") from None
+            raise
+
+    async def declare(self, topology: Topology) -> None:
+        """Declare ``topology`` (idempotent, never deletes); TopologyError names a refused step.
+
+        One RPC at a time: the worker declares a few objects per new endpoint
+        here, while whole topologies go through broker.declarer, pipelined.
+        """
+        for exchange in topology.exchanges:
+            await self.declare_exchange(exchange.name, exchange.type)
+        for queue in topology.queues:
+            await self.declare_queue(queue.name, arguments=queue.arguments)
+        for binding in topology.bindings:
+            await self.bind(binding.queue, binding.exchange, binding.routing_key)
+
+    async def declare_exchange(self, name: str, exchange_type: str) -> None:
+        """Declare a durable exchange."""
+        await self._declaring(
+            f"exchange {name}",
+            lambda cb: self._channel.exchange_declare(
+                name, exchange_type, durable=True, callback=cb
+            ),
+        )
+
+    async def declare_queue(
+        self,
+        name: str = "",
+        *,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> str:
+        """Declare a queue and return its name (the broker picks one when ``name`` is "")."""
+        frame = await self._declaring(
+            f"queue {name or '(server-named)'}",
+            lambda cb: self._channel.queue_declare(
+                name,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=arguments,
+                callback=cb,
+            ),
+        )
+        return str(frame.method.queue)
+
+    async def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Bind ``queue`` to ``exchange`` with ``routing_key`` (binding twice is harmless)."""
+        await self._declaring(
+            f"binding {exchange} -> {queue} ({routing_key!r})",
+            lambda cb: self._channel.queue_bind(
+                queue, exchange, routing_key=routing_key, callback=cb
+            ),
+        )
+
+    async def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Remove that binding; removing one that does not exist is harmless, but a
+        missing queue or exchange is a NotFoundError (and closes the channel)."""
+        await self._declaring(
+            f"unbinding {exchange} -> {queue} ({routing_key!r})",
+            lambda cb: self._channel.queue_unbind(
+                queue, exchange, routing_key=routing_key, callback=cb
+            ),
+        )
 
     async def enable_confirms(self) -> None:
         """Put the channel in publisher-confirm mode and watch for returned messages."""

@@ -13,21 +13,9 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import yaml
-
-from control.store.models import OPTION_FIELDS
 
 STORE_FILE = "webhooks.db"
-SUBSCRIBER_FILE = "subscribers.yaml"
 ENV_FILE = "env"
-
-SUBSCRIBER_FILE_HEADER = """\
-# Written by run-local from the endpoint webhook-api created (and its secret).
-# The worker reads this file because workers do not read the store yet; once
-# they do, run-local gives the worker DATABASE_URL instead and this file goes.
-"""
 
 
 class RunDirectory:
@@ -57,31 +45,6 @@ class RunDirectory:
     def env_file(self) -> Path:
         """The file a second shell sources."""
         return self.path / ENV_FILE
-
-    def write_subscriber_file(
-        self, endpoint: Mapping[str, Any], *, retry_delays: Iterable[float]
-    ) -> Path:
-        """The subscriber file for an endpoint as webhook-api answered its creation."""
-        subscriber: dict[str, Any] = {"id": endpoint["id"]}
-        if endpoint.get("all_accounts"):
-            subscriber["all_accounts"] = True
-        else:
-            subscriber["account"] = endpoint["account_id"]
-        subscriber |= {
-            "url": endpoint["url"],
-            "secret": endpoint["secret"],
-            "events": list(endpoint["events"]),
-        }
-        subscriber |= {k: endpoint[k] for k in OPTION_FIELDS if endpoint.get(k) is not None}
-        document = {
-            "subscribers": [subscriber],
-            "retry": {"delays_seconds": list(retry_delays)},
-            # The demo receiver listens on loopback.
-            "security": {"allow_private_networks": True},
-        }
-        path = self.path / SUBSCRIBER_FILE
-        _write_private(path, SUBSCRIBER_FILE_HEADER + yaml.safe_dump(document, sort_keys=False))
-        return path
 
     def write_env_file(self, variables: Mapping[str, str], *, unset: Iterable[str] = ()) -> Path:
         """``export NAME=value`` lines (shell-quoted) a second shell can ``source``.

@@ -24,7 +24,6 @@ import signal
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 from broker.url import BrokerUrl
 from config.logs import configure_logging
@@ -75,15 +74,22 @@ def base_environment(broker_url: str, *, own_broker: bool) -> dict[str, str]:
     return env | {"RABBITMQ_URL": broker_url, "LOG_FORMAT": "console", "PYTHONUNBUFFERED": "1"}
 
 
+def store_variables(run: RunDirectory) -> dict[str, str]:
+    """What the worker, webhook-api and the tools need to share the run's store."""
+    return {
+        "DATABASE_URL": run.database_url,  # its key file is created beside it
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the demo receiver is on loopback
+        "WEBHOOK_RETRY_DELAYS": ",".join(f"{d:g}" for d in RETRY_DELAYS),
+    }
+
+
 def second_shell_variables(
-    run: RunDirectory, *, broker_url: str, config_file: Path, api: ApiClient, endpoint_id: str
+    run: RunDirectory, *, broker_url: str, api: ApiClient, endpoint_id: str
 ) -> dict[str, str]:
     """The variables that make the printed commands work from another shell."""
     return {
         "RABBITMQ_URL": broker_url,
-        "WEBHOOK_CONFIG": str(config_file),  # webhook-worker test-endpoint, webhook-publish
-        "DATABASE_URL": run.database_url,  # webhook-admin; its key file is beside it
-        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the demo receiver is on loopback
+        **store_variables(run),  # webhook-worker test-endpoint, webhook-admin
         "WEBHOOK_API_URL": api.base_url,  # for curl
         "WEBHOOK_API_TOKEN": api.token,
         "DEMO_ACCOUNT": DEMO_ACCOUNT,
@@ -152,8 +158,7 @@ def _demo(
             "API_HOST": "127.0.0.1",
             "API_PORT": str(api_port),
             "API_TOKENS": api.token,
-            "DATABASE_URL": run.database_url,
-            "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the demo receiver is on loopback
+            **store_variables(run),
         },
     )
     api.wait_healthy(60, still_starting=lambda: api_process.poll() is None)
@@ -167,17 +172,9 @@ def _demo(
     )
     endpoint_id = str(endpoint["id"])
     _say(f"webhook-api at {api.base_url} created endpoint {endpoint_id} of {DEMO_ACCOUNT}")
-    # Workers do not read the store yet (no store-backed subscriber source in
-    # worker/): they get a subscriber file written from what the API returned.
-    # Once they do, the worker gets DATABASE_URL=run.database_url instead.
-    config_file = run.write_subscriber_file(endpoint, retry_delays=RETRY_DELAYS)
     run.write_env_file(
         second_shell_variables(
-            run,
-            broker_url=env["RABBITMQ_URL"],
-            config_file=config_file,
-            api=api,
-            endpoint_id=endpoint_id,
+            run, broker_url=env["RABBITMQ_URL"], api=api, endpoint_id=endpoint_id
         ),
         unset=STORE_VARIABLES + BROKER_CREDENTIALS,
     )
@@ -192,7 +189,8 @@ def _demo(
     processes.start(
         "worker",
         [sys.executable, "-m", "worker", "run"],
-        env | {"WEBHOOK_CONFIG": str(config_file), "METRICS_PORT": str(metrics_port)},
+        # The worker reads the endpoint webhook-api just created from the same store.
+        env | store_variables(run) | {"METRICS_PORT": str(metrics_port)},
     )
     _wait_ready(f"http://127.0.0.1:{metrics_port}/readyz", timeout=60)
     _say(f"worker ready; metrics at http://127.0.0.1:{metrics_port}/metrics")

@@ -1071,6 +1071,11 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.gone.work"),
             series("webhook_subscriber_paused", "1x40", **worker, instance="w1", subscriber="gone"),
             series("webhook_subscriber_paused", "0x40", **worker, instance="w1", subscriber="ok"),
+            # Switched off in the configuration (enabled: false / paused in the store).
+            series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.off.work"),
+            series(
+                "webhook_subscriber_disabled", "1x40", **worker, instance="w1", subscriber="off"
+            ),
             # Open for a while, then a probe succeeded: no alert.
             *circuit(
                 "healed", "w1", open="1x10 0 0x28", half_open="0x10 1 0x28", closed="0x11 1x28"

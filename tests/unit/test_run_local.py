@@ -13,7 +13,6 @@ import pytest
 from cli.publish import build_parser as publish_parser
 from cli.worker import build_parser as worker_parser
 from config.settings import environment_variables, load_settings
-from config.subscriber_file import load_subscriber_file
 from devtools import run_local
 from devtools.api_client import ApiClient, ApiError
 from devtools.process_group import ProcessGroup
@@ -49,32 +48,12 @@ def test_the_run_directory_is_private_and_removed(tmp_path: Path) -> None:
     run.remove()  # twice is fine
 
 
-def test_the_subscriber_file_is_the_endpoint_the_api_created(tmp_path: Path) -> None:
-    with RunDirectory(tmp_path) as run:
-        path = run.write_subscriber_file(CREATED, retry_delays=(2, 5))
-        assert _mode(path) == 0o600  # it holds the signing secret
-        loaded = load_subscriber_file(path, environ={})
-        [subscriber] = loaded.subscribers
-        assert subscriber.id == CREATED["id"] and subscriber.account == "demo-merchant"
-        assert subscriber.secret.get_secret_value() == CREATED["secret"]
-        assert subscriber.url == CREATED["url"] and subscriber.events == ("order.*",)
-        assert subscriber.max_in_flight == 4 and subscriber.timeout_seconds == 10
-        assert loaded.retry.delays_seconds == (2, 5)
-        assert loaded.security.allow_private_networks
-
-        sink = run.write_subscriber_file(CREATED | {"all_accounts": True}, retry_delays=())
-        [subscriber] = load_subscriber_file(sink, environ={}).subscribers
-        assert subscriber.all_accounts and subscriber.account is None
-
-
 def test_the_env_file_gives_a_second_shell_the_runs_settings(tmp_path: Path) -> None:
     with RunDirectory(tmp_path) as run:
-        config = run.write_subscriber_file(CREATED, retry_delays=(2, 5))
         api = ApiClient("http://127.0.0.1:40001", "token with 'quotes' and $dollars")
         variables = run_local.second_shell_variables(
             run,
             broker_url="amqp://guest:guest@127.0.0.1:5999/%2F",
-            config_file=config,
             api=api,
             endpoint_id=CREATED["id"],
         )
@@ -100,8 +79,9 @@ def test_the_env_file_gives_a_second_shell_the_runs_settings(tmp_path: Path) -> 
         shell_only = {"WEBHOOK_API_URL", "WEBHOOK_API_TOKEN", "DEMO_ACCOUNT", "DEMO_ENDPOINT"}
         assert set(variables) - tools == shell_only
         settings = load_settings(environ)
-        assert settings.subscriber(CREATED["id"]) is not None
+        assert settings.uses_store  # the worker and the tools read the run's store
         assert settings.store_database_url() == run.database_url
+        assert settings.retry.delays_seconds == (2, 5)
         assert settings.store_allows_private_networks
 
 
@@ -149,7 +129,6 @@ def test_main_stops_everything_and_removes_the_directory_however_it_ends(
     def fail(
         _args: argparse.Namespace, run: RunDirectory, _group: ProcessGroup, env: dict[str, str]
     ) -> int:
-        run.write_subscriber_file(CREATED, retry_delays=(2, 5))
         run.write_env_file({"RABBITMQ_URL": env["RABBITMQ_URL"]})
         raise failure
 
