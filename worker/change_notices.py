@@ -20,7 +20,8 @@ from typing import Any
 
 import structlog
 
-from broker.async_connection import AmqpChannel, AmqpConnection, Message
+from broker.async_channel import AmqpChannel, Message
+from broker.async_connection import AmqpConnection
 from config.topology import CONTROL_EXCHANGE
 
 log = structlog.get_logger("worker")

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from broker.async_connection import AmqpChannel, Message
+from broker.async_channel import AmqpChannel, Message
 from broker.url import BrokerUrl
 from config.errors import BrokerError
 from config.subscribers import CircuitBreakerPolicy, Subscriber

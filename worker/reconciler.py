@@ -29,7 +29,8 @@ from collections.abc import Mapping
 
 import structlog
 
-from broker.async_connection import AmqpChannel, AmqpConnection
+from broker.async_channel import AmqpChannel
+from broker.async_connection import AmqpConnection
 from broker.url import BrokerUrl
 from config.errors import BrokerError, NotFoundError
 from config.subscribers import RetryPolicy

@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from broker.async_connection import AmqpChannel, AmqpConnection, Message
+from broker.async_channel import AmqpChannel, Message
+from broker.async_connection import AmqpConnection
 from broker.declarer import declare_topology
 from config.errors import BrokerError, ConfigError, StoreError
 from config.settings import Settings
