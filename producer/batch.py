@@ -16,6 +16,7 @@ import pika.exceptions
 
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, PayloadError, PublishError, UnroutableError
+from producer import metrics
 from producer.channel import LINK_ERRORS, ConfirmChannel
 from producer.outgoing import Outgoing, closed_by_broker_error, prepare
 
@@ -81,12 +82,17 @@ class BatchRun:
                 try:
                     outgoing = prepare(account, event_type, data, given_id)
                 except PayloadError as exc:
+                    metrics.count_event(event_type, "invalid")
                     self._fail(len(self.ids), exc)
                     break
                 self._send(outgoing, flush=count % burst == 0)
                 if self._failure is not None:
                     break
             self._finish()
+        except BrokerUnavailableError:
+            # Whether the broker stored the unconfirmed events is unknown: not published.
+            self._count_unsettled("unavailable")
+            raise
         finally:
             self._unconfirmed.clear()
         return self.ids
@@ -126,7 +132,11 @@ class BatchRun:
     def _collect(self, channel: ConfirmChannel) -> None:
         for (index, _), error in channel.take_settled():
             outgoing = self._unconfirmed.pop(index, None)
-            if error is None or outgoing is None:
+            if outgoing is None:  # given up on already, and counted then
+                continue
+            outcome = "published" if error is None else metrics.outcome_of(error)
+            metrics.count_event(outgoing.event_type, outcome)
+            if error is None:
                 continue
             problem = "unroutable" if isinstance(error, UnroutableError) else "nacked"
             self._log.warning(f"event_{problem}", event_id=outgoing.event_id)
@@ -148,6 +158,10 @@ class BatchRun:
             if self._attempt(operation):
                 return
 
+    def _count_unsettled(self, outcome: str) -> None:
+        for outgoing in self._unconfirmed.values():
+            metrics.count_event(outgoing.event_type, outcome)
+
     def _resend(self, channel: ConfirmChannel) -> None:
         for index in sorted(self._unconfirmed):
             channel.publish(index, self._unconfirmed[index])
@@ -162,8 +176,9 @@ class BatchRun:
             self._channel = None
             first = min(self._unconfirmed, default=len(self.ids) - 1)
             event_type = self._unconfirmed[first].event_type if self._unconfirmed else ""
-            self._unconfirmed.clear()
             error = closed_by_broker_error(exc, event_type)
+            self._count_unsettled(metrics.outcome_of(error))
+            self._unconfirmed.clear()
             self._fail(first, error)
             raise error from None
         except LINK_ERRORS as exc:

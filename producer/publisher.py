@@ -22,6 +22,7 @@ from broker.declarer import apply_topology
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError
 from config.topology import EVENTS_EXCHANGE, Topology, build_topology
+from producer import metrics
 from producer.backoff import Backoff, Transient
 from producer.batch import DEFAULT_WINDOW, BatchRun, Event
 from producer.channel import LINK_ERRORS, ConfirmChannel
@@ -141,6 +142,12 @@ class Publisher:
         endpoint of the account takes ``event_type``), NackedError (the broker
         refused it) or BrokerUnavailableError (no connection after the retries).
         """
+        with metrics.event_outcome(event_type):
+            return self._publish_one(event_type, data, account, event_id)
+
+    def _publish_one(
+        self, event_type: str, data: dict[str, Any], account: str, event_id: str | None
+    ) -> str:
         outgoing = prepare(account, event_type, data, event_id)
         event_id = outgoing.event_id
         # "event" is structlog's own key (the log message), hence event_type.
@@ -173,7 +180,8 @@ class Publisher:
                 raise Transient(self._describe(exc)) from None
 
         started = time.monotonic()
-        self._backoff.run(attempt)
+        with metrics.timed("publish"):
+            self._backoff.run(attempt)
         event_log.info("event_published", seconds=round(time.monotonic() - started, 4))
         return event_id
 
@@ -203,7 +211,9 @@ class Publisher:
         if window < 1:
             raise ValueError("window must be at least 1")
         started = time.monotonic()
-        ids = BatchRun(self, window, self._log).run(events)
+        # Each event's outcome is counted by the batch, where it becomes known.
+        with metrics.timed("publish_many"):
+            ids = BatchRun(self, window, self._log).run(events)
         self._log.info(
             "events_published", count=len(ids), seconds=round(time.monotonic() - started, 4)
         )

@@ -20,6 +20,8 @@ Rules worth knowing:
   connection is published again under the same event id.
 * The envelope's ``timestamp`` is set when the event reaches the broker, not
   when it was spooled; put the business time in ``data``.
+* Metrics (:mod:`producer.metrics`): the depth of the open spools, and events
+  spooled, flushed and rejected.
 
 Like ``Publisher``, one instance per thread.
 """
@@ -39,6 +41,7 @@ import structlog
 
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, NackedError, PayloadError, UnroutableError
+from producer import metrics
 from producer.publisher import Publisher
 from wire.envelope import build_envelope, new_event_id, validate_account, validate_event_id
 
@@ -115,6 +118,9 @@ class SpoolingPublisher:
         self._db.executescript(_SCHEMA)
         _add_account_column(self._db)
         self._log = log.bind(spool=str(self.path))
+        # This spool's share of the process-wide depth gauge (several may be open).
+        self._exported_depth = 0
+        self._sync_depth()
 
     def __enter__(self) -> Self:
         return self
@@ -129,6 +135,7 @@ class SpoolingPublisher:
 
     def close(self) -> None:
         """Close the spool file and the publisher's connection (spooled events stay on disk)."""
+        self._adjust_depth(-self._exported_depth)
         self._db.close()
         self.publisher.close()
 
@@ -164,12 +171,14 @@ class SpoolingPublisher:
         validate_account(account)
         build_envelope(event_type, data)  # validate now: a spooled event must be publishable
         if self.pending() and self.flush() is None:
-            self._spool(event_id, account, event_type, data, "earlier events still spooled")
+            why = "earlier events still spooled"
+            self._spool(event_id, account, event_type, data, "behind_spooled", why)
             return event_id
         try:
             return self.publisher.publish(event_type, data, account=account, event_id=event_id)
         except (BrokerUnavailableError, NackedError) as exc:
-            self._spool(event_id, account, event_type, data, str(exc))
+            # outcome_of names these two "unavailable" and "nacked": the spool's reasons.
+            self._spool(event_id, account, event_type, data, metrics.outcome_of(exc), str(exc))
             return event_id
 
     def flush(self) -> int | None:
@@ -184,6 +193,7 @@ class SpoolingPublisher:
                 "FROM spool ORDER BY seq LIMIT 1"
             ).fetchone()
             if row is None:
+                self._sync_depth()  # cheap on an empty table, and corrects any drift
                 if published:
                     self._log.info("spool_flushed", published=published)
                 return published
@@ -196,36 +206,58 @@ class SpoolingPublisher:
                 self._log.warning(
                     "spool_flush_paused",
                     published=published,
-                    pending=self.pending(),
+                    pending=self._sync_depth(),
                     error=str(exc),
                 )
                 return None
             except (UnroutableError, PayloadError) as exc:
                 row_values = (seq, event_id, account, event_type, data, spooled_at)
-                self._reject(row_values, str(exc))
+                self._reject(row_values, str(exc), metrics.outcome_of(exc))
                 continue
             self._db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
+            metrics.SPOOL_FLUSHED.inc()
+            self._adjust_depth(-1)
             published += 1
 
     def _spool(
-        self, event_id: str, account: str, event_type: str, data: dict[str, Any], reason: str
+        self,
+        event_id: str,
+        account: str,
+        event_type: str,
+        data: dict[str, Any],
+        kind: str,
+        reason: str,
     ) -> None:
+        """Store one event; ``kind`` is the metric's reason label, ``reason`` the text kept."""
         # ASCII JSON: lone surrogates survive the round trip through SQLite's UTF-8.
-        self._db.execute(
+        inserted = self._db.execute(
             "INSERT OR IGNORE INTO spool "
             "(event_id, account, event_type, data, spooled_at, reason) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (event_id, account, event_type, json.dumps(data), _now(), reason[:500]),
-        )
+        ).rowcount
+        if inserted:  # a caller retrying an id already spooled adds nothing
+            metrics.SPOOLED.labels(kind).inc()
         self._log.warning(
             "event_spooled",
             event_id=event_id,
             event_type=event_type,
-            pending=self.pending(),
+            pending=self._sync_depth(),
             reason=reason[:200],
         )
 
-    def _reject(self, row: tuple[int, str, str, str, str, str], error: str) -> None:
+    def _sync_depth(self) -> int:
+        """Export the spool's depth as counted in the file; return it."""
+        depth = self.pending()
+        self._adjust_depth(depth - self._exported_depth)
+        return depth
+
+    def _adjust_depth(self, change: int) -> None:
+        # Counted, not re-read, while flushing: COUNT(*) reads the whole table.
+        self._exported_depth += change
+        metrics.SPOOL_DEPTH.inc(change)
+
+    def _reject(self, row: tuple[int, str, str, str, str, str], error: str, kind: str) -> None:
         seq, event_id, account, event_type, data, spooled_at = row
         with self._db:
             self._db.execute("BEGIN")
@@ -236,6 +268,8 @@ class SpoolingPublisher:
                 (seq, event_id, event_type, data, spooled_at, _now(), error[:500], account),
             )
             self._db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
+        metrics.SPOOL_REJECTED.labels(kind).inc()
+        self._adjust_depth(-1)
         self._log.error(
             "spooled_event_rejected", event_id=event_id, event_type=event_type, error=error
         )

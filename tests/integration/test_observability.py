@@ -71,6 +71,10 @@ MAIN_PANELS = {
     "In flight per subscriber",
     "Broker resource alarms",
     "Workers ready",
+    "Top 20 failing subscribers",
+    # The worker runs in this test's process, so its /metrics (the default registry)
+    # also carries the producer metrics of the events this test publishes.
+    "Producer events per second by outcome",
 }
 OK, FLAKY, DOWN = "obs-ok", "obs-flaky", "obs-down"
 EVENTS = 4  # published after one warm-up event
@@ -216,8 +220,9 @@ def _prometheus_config(worker_port: int, node: LocalRabbitMQ) -> dict[str, Any]:
             "metrics_path": job.get("metrics_path", "/metrics"),
             "static_configs": [{"targets": [targets[job["job_name"]]]}],
         }
-        if "params" in job:
-            local["params"] = job["params"]
+        for key in ("params", "metric_relabel_configs"):
+            if key in job:
+                local[key] = job[key]
         jobs.append(local)
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
@@ -462,6 +467,15 @@ async def _check_queries(prom: Prometheus) -> None:
         for labels, _ in await asyncio.to_thread(prom.values, expr)
     }
     assert delay_queues == {"webhooks.delay.200ms"}
+    # The top-N table has one row per failing subscriber, named in its own column.
+    for choice, expected in ((".*", {DOWN, FLAKY}), (FLAKY, {FLAKY})):
+        for title, expr in dashboard_expressions():
+            if title != "Top 20 failing subscribers":
+                continue
+            query = expr.replace("$subscriber", choice)
+            rows = await asyncio.to_thread(prom.values, query)
+            assert {labels["subscriber"] for labels, _ in rows} == expected, (query, rows)
+            assert all(set(labels) == {"subscriber"} for labels, _ in rows), rows
 
     # The broker alarm series the alerts use exist under these names, from the
     # aggregated endpoint (job rabbitmq-node), at 0 on a healthy node.
@@ -471,6 +485,17 @@ async def _check_queries(prom: Prometheus) -> None:
     ):
         found = await asyncio.to_thread(prom.values, series)
         assert [(labels["job"], value) for labels, value in found] == [("rabbitmq-node", 0)]
+    # RabbitMQ's own dashboards (linked from ours) join every series on `instance`
+    # with rabbitmq_identity_info: one per node, so job rabbitmq-node keeps no copy.
+    identities = await asyncio.to_thread(prom.values, "rabbitmq_identity_info")
+    assert [labels["job"] for labels, _ in identities] == ["rabbitmq"]
+    cluster = identities[0][0]["rabbitmq_cluster"]
+    overview_query = (  # the "Ready messages" stat of RabbitMQ-Overview
+        "sum(rabbitmq_queue_messages_ready * on(instance) group_left(rabbitmq_cluster) "
+        f'rabbitmq_identity_info{{rabbitmq_cluster="{cluster}", namespace=""}})'
+    )
+    answer = await asyncio.to_thread(prom.query, overview_query)
+    assert answer["status"] == "success" and answer["data"]["result"], answer
     # The broker runs with config/rabbitmq/conf.d (memory alarm at 600 MB, disk 1 GB):
     # the file parses and takes effect.
     limits = {
@@ -479,7 +504,7 @@ async def _check_queries(prom: Prometheus) -> None:
             "rabbitmq_resident_memory_limit_bytes",
             "rabbitmq_disk_space_available_limit_bytes",
         )
-        for _, value in await asyncio.to_thread(prom.values, f'{name}{{job="rabbitmq-node"}}')
+        for _, value in await asyncio.to_thread(prom.values, f'{name}{{job="rabbitmq"}}')
     }
     assert limits == {
         "rabbitmq_resident_memory_limit_bytes": 600e6,

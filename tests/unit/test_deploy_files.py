@@ -17,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work
 from control.api.auth import ApiTokens
 from control.store.database import DatabaseUrl
 from control.store.key import load_secrets_key
+from producer import metrics as producer_metrics
 from wire.samples import SAMPLE_EVENTS
 from worker import metrics
 
@@ -102,7 +103,11 @@ REQUIRED_ALERTS = {
     "WebhookBrokerReconnectStorm",
     "WebhookBrokerMemoryAlarm",
     "WebhookBrokerDiskAlarm",
+    "WebhookProducerPublishFailures",
+    "WebhookProducerSpoolNotDraining",
 }
+# RabbitMQ's own overview dashboard (grafana.com 10991) keeps this uid when imported.
+RABBITMQ_OVERVIEW_UID = "Kn5xm-gZk"
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 
@@ -256,19 +261,27 @@ def _effective_env(name: str, env_file: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def metric_families() -> list[Any]:
+    """Every metric family the worker and the producer library define."""
+    return [
+        family
+        for module in (metrics, producer_metrics)
+        for value in vars(module).values()
+        if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+    ]
+
+
 def _metric_sample_names() -> set[str]:
     names: set[str] = set()
-    for value in vars(metrics).values():
-        if not isinstance(value, MetricWrapperBase):
-            continue
-        for family in value.describe():
-            # No `_created`: worker/metrics.py disables those series.
-            suffixes = {
-                "counter": ("_total",),
-                "histogram": ("_bucket", "_sum", "_count"),
-                "gauge": ("",),
-            }[family.type]
-            names.update(family.name + suffix for suffix in suffixes)
+    for family in metric_families():
+        # No `_created`: rules and panels never use those series.
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_sum", "_count"),
+            "gauge": ("",),
+        }[family.type]
+        names.update(family.name + suffix for suffix in suffixes)
     return names
 
 
@@ -705,9 +718,15 @@ def test_prometheus_and_grafana_wiring() -> None:
     assert scrape["rabbitmq"]["metrics_path"] == "/metrics/per-object"
     [static] = scrape["rabbitmq"]["static_configs"]
     assert static["targets"] == [f"rabbitmq:{RABBITMQ_PROMETHEUS_PORT}"]
-    # Node-wide series (the alarms) are only on the aggregated endpoint.
+    # Node-wide series (the alarms) are only on the aggregated endpoint, and only
+    # they are kept from it: everything else would be scraped twice.
     assert scrape["rabbitmq-node"]["metrics_path"] == "/metrics"
     assert scrape["rabbitmq-node"]["static_configs"] == scrape["rabbitmq"]["static_configs"]
+    [keep] = scrape["rabbitmq-node"]["metric_relabel_configs"]
+    assert keep["action"] == "keep" and keep["source_labels"] == ["__name__"]
+    node_series = {name for name in RABBITMQ_SERIES if name.startswith("rabbitmq_alarms_")}
+    assert node_series and all(re.fullmatch(keep["regex"], name) for name in node_series)
+    assert not any(re.fullmatch(keep["regex"], name) for name in RABBITMQ_SERIES - node_series)
 
     grafana = _service("grafana")
     datasource = yaml.safe_load(GRAFANA_DATASOURCE.read_text())["datasources"][0]
@@ -719,6 +738,43 @@ def test_prometheus_and_grafana_wiring() -> None:
     assert (dashboards_dir / DASHBOARD.name).resolve() == DASHBOARD
     home = _environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert _host_path_for(grafana, home).resolve() == DASHBOARD
+
+
+def producer_example_job() -> dict[str, Any]:
+    """The commented-out example scrape job for producers in prometheus.yml."""
+    lines = PROMETHEUS_CONFIG.read_text().splitlines()
+    start = lines.index("  # - job_name: webhook-producer")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        block.append(line.removeprefix("  # "))
+    [job] = yaml.safe_load("\n".join(block))
+    return job  # type: ignore[no-any-return]
+
+
+def test_producer_example_job_is_valid_once_uncommented(tmp_path: Path) -> None:
+    promtool = _need_promtool()
+    job = producer_example_job()
+    assert job["job_name"] == "webhook-producer"
+    [static] = job["static_configs"]
+    [target] = static["targets"]
+    # The port the README's producer example serves its metrics on.
+    operating = (ROOT / "README.md").read_text().split("## Operating it", 1)[1]
+    assert f"start_http_server({target.rsplit(':', 1)[1]}" in operating
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    config["rule_files"] = [str(ALERT_RULES)]
+    config["scrape_configs"].append(job)
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [promtool, "check", "config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ------------------------------------------------------------ Alertmanager
@@ -794,6 +850,7 @@ def test_alertmanager_groups_and_inhibits_known_alerts() -> None:
     # A blocked broker explains a backlog; no worker at all explains the rest.
     for alarm in ("WebhookBrokerMemoryAlarm", "WebhookBrokerDiskAlarm"):
         assert "WebhookWorkQueueBacklog" in inhibits[alarm]
+        assert "WebhookProducerSpoolNotDraining" in inhibits[alarm]
         assert alerts[alarm]["labels"]["severity"] == "critical"
     assert {"WebhookWorkerDown", "WebhookWorkQueueWithoutConsumer"} <= inhibits["WebhookNoWorkerUp"]
     # A page is only ever replaced by another page.
@@ -908,6 +965,11 @@ def test_alerts_are_complete_and_written_for_on_call() -> None:
         "WebhookWorkerDown": ('up{job="webhook-worker"}', "== 0"),
         "WebhookEndToEndLatencyHigh": ("webhook_end_to_end_latency_seconds_bucket", "0.99"),
         "WebhookBrokerReconnectStorm": ("webhook_broker_reconnects_total", "increase"),
+        "WebhookProducerPublishFailures": (
+            "webhook_producer_events_published_total",
+            'outcome=~"unavailable|nacked|unroutable"',
+        ),
+        "WebhookProducerSpoolNotDraining": ("webhook_producer_spool_depth", "> 0"),
     }
     for name, needles in sources.items():
         full = expanded(alerts[name]["expr"])
@@ -957,7 +1019,7 @@ def test_operator_guide_links_resolve() -> None:
 
 
 def test_every_series_used_exists() -> None:
-    """Rules and panels only use metrics the worker defines (names never drift)."""
+    """Rules and panels only use metrics the code defines (names never drift)."""
     worker_series = _metric_sample_names()
     recorded = {rule["record"] for rule in _rules() if "record" in rule}
     expressions = [("rule " + r.get("record", r.get("alert", "")), r["expr"]) for r in _rules()]
@@ -972,15 +1034,15 @@ def test_every_series_used_exists() -> None:
             known = name in worker_series or name in RABBITMQ_SERIES or name in recorded
             assert known or name == "up", f"{where}: unknown series {name}"
         used |= names
-    # Every worker metric is on the dashboard or in a rule.
-    families = {
-        family.name
-        for value in vars(metrics).values()
-        if isinstance(value, MetricWrapperBase)
-        for family in value.describe()
-    }
-    for family in families:
+    # Every worker and producer metric is on the dashboard or in a rule.
+    for family in {family.name for family in metric_families()}:
         assert any(u.startswith(family) for u in used), f"{family} is used nowhere"
+
+
+def panel_query(title: str, subscriber: str = ".*") -> str:
+    """The first query of the panel ``title``, as Grafana would send it for ``subscriber``."""
+    [expr, *_] = [expr for panel, expr in dashboard_expressions() if panel == title]
+    return expr.replace("$__rate_interval", "5m").replace("$subscriber", subscriber)
 
 
 def _rule_test(rules_file: Path) -> dict[str, Any]:
@@ -1128,6 +1190,30 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             alert("WebhookBrokerMetricsMissing"),
         ],
         "promql_expr_test": [
+            # The dashboard's circuit panel counts replicas per state: 2 replicas of
+            # "split", one open and one closed.
+            {
+                "expr": panel_query("Circuit breaker state (worker replicas per state)", "split"),
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": f'{{subscriber="split",state="{state}"}}', "value": count}
+                    for state, count in (("closed", 1), ("half_open", 0), ("open", 1))
+                ],
+            },
+            # The top-N tables list exactly the failing subscribers and the backlogs.
+            {
+                "expr": f"count by (subscriber) ({panel_query('Top 20 failing subscribers')})",
+                "eval_time": "25m",
+                "exp_samples": [
+                    {"labels": f'{{subscriber="{name}"}}', "value": 1}
+                    for name in ("down", "mixed", "quiet")
+                ],
+            },
+            {
+                "expr": f"count by (subscriber) ({panel_query('Top 20 work queues by depth')})",
+                "eval_time": "25m",
+                "exp_samples": [{"labels": '{subscriber="busy"}', "value": 1}],
+            },
             # Summed over replicas, the circuit state counts replicas per state.
             {
                 "expr": 'sum by (state) (webhook_circuit_state{subscriber="split"})',
@@ -1229,6 +1315,11 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
 
 
 def test_alert_logic_with_promtool_unit_tests(tmp_path: Path) -> None:
+    promtool_test_rules(tmp_path, _rule_test)
+
+
+def promtool_test_rules(tmp_path: Path, rule_test: Callable[[Path], dict[str, Any]]) -> None:
+    """Run ``promtool test rules`` on what ``rule_test(rules_file)`` returns."""
     promtool = _need_promtool()
     rules = yaml.safe_load(ALERT_RULES.read_text())
     stripped = copy.deepcopy(rules)
@@ -1238,7 +1329,7 @@ def test_alert_logic_with_promtool_unit_tests(tmp_path: Path) -> None:
     rules_file = tmp_path / "rules.yml"
     rules_file.write_text(yaml.safe_dump(stripped))
     test_file = tmp_path / "rules_test.yml"
-    test_file.write_text(yaml.safe_dump(_rule_test(rules_file), sort_keys=False))
+    test_file.write_text(yaml.safe_dump(rule_test(rules_file), sort_keys=False))
     result = subprocess.run(
         [promtool, "test", "rules", str(test_file)],
         capture_output=True,
@@ -1293,6 +1384,12 @@ def test_dashboard_has_the_operator_panels() -> None:
         "In flight per subscriber",
         "Broker reconnects",
         "Workers ready",
+        "Top 20 failing subscribers",
+        "Top 20 work queues by depth",
+        "Producer events per second by outcome",
+        "Producer publish latency (p50 / p99)",
+        "Producer spool depth",
+        "Producer spool traffic (per minute)",
     } <= titles
     [variable] = dashboard["templating"]["list"]
     assert variable["name"] == "subscriber" and variable["includeAll"]
@@ -1303,3 +1400,35 @@ def test_dashboard_has_the_operator_panels() -> None:
     for title, expr in dashboard_expressions():
         if "histogram_quantile" in expr:
             assert "_bucket" in expr and "le" in expr, title
+
+
+def test_top_subscriber_tables_scale_to_many_subscribers() -> None:
+    """Instant topk(20) queries, one row per subscriber, the subscriber as a column."""
+    tables = [p for p in _panels(_dashboard()) if p["type"] == "table"]
+    assert {p["title"] for p in tables} >= {
+        "Top 20 failing subscribers",
+        "Top 20 work queues by depth",
+    }
+    for panel in tables:
+        targets = panel["targets"]
+        assert all(t["format"] == "table" and t["instant"] for t in targets), panel["title"]
+        # The first query picks the rows; the others add columns for the same rows.
+        [top] = re.findall(r"topk\(20, .*\)$", targets[0]["expr"])
+        for target in targets[1:]:
+            assert target["expr"].endswith(f"and on (subscriber) {top}"), panel["title"]
+        transformations = [t["id"] for t in panel["transformations"]]
+        assert transformations == ["merge", "organize"], panel["title"]
+        organize = panel["transformations"][1]["options"]
+        assert organize["indexByName"]["subscriber"] == 0
+        columns = set(organize["renameByName"].values())
+        assert panel["options"]["sortBy"][0]["displayName"] in columns
+
+
+def test_dashboard_links_rabbitmqs_own_dashboards() -> None:
+    links = {link["title"]: link for link in _dashboard()["links"]}
+    overview = links["RabbitMQ-Overview"]
+    assert overview["type"] == "link"
+    assert overview["url"].startswith(f"/d/{RABBITMQ_OVERVIEW_UID}/")
+    assert overview["keepTime"]
+    # Every dashboard RabbitMQ publishes carries this tag.
+    assert links["RabbitMQ dashboards"]["tags"] == ["rabbitmq-prometheus"]
