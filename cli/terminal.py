@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import io
 import os
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
-from rich.cells import cell_len
+from rich.console import Console
+from rich.table import Table
 
 
 class LiveStderr:
@@ -24,20 +27,25 @@ class LiveStderr:
 def format_table(rows: Sequence[Sequence[str]], *, right_aligned: Sequence[int] = ()) -> str:
     """Rows (the first is the header) as plain aligned columns, two spaces apart.
 
-    Widths are terminal cells, not characters, so wide (CJK) and combining
-    (Bengali) text lines up; ``right_aligned`` lists the numeric columns.
+    rich lays the table out: widths are terminal cells, not characters, so wide
+    (CJK) and combining (Bengali) text lines up; ``right_aligned`` lists the
+    numeric columns.  No colour, no borders: the output is for pipes as much as
+    for people.
     """
     if not rows:
         return ""
-    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = []
-        for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
-            pad = " " * (width - cell_len(cell))
-            cells.append(pad + cell if i in right_aligned else cell + pad)
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, header_style=None)
+    for index, title in enumerate(rows[0]):
+        justify: Literal["left", "right"] = "right" if index in right_aligned else "left"
+        table.add_column(title, justify=justify, no_wrap=True)
+    for row in rows[1:]:
+        table.add_row(*row)
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=1_000_000, color_system=None, markup=False, emoji=False, highlight=False
+    )
+    console.print(table)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
 
 
 class PipeOutput:
