@@ -83,7 +83,8 @@ class Worker:
         )
         try:
             async with Deliverer(
-                allow_private_networks=self.settings.security.allow_private_networks
+                allow_private_networks=self.settings.security.allow_private_networks,
+                proxy=self.settings.egress_proxy_url,
             ) as deliverer:
                 processor = MessageProcessor(
                     deliverer, self.settings.retry, requeue_delay_seconds=self._requeue_delay
