@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from types import TracebackType
 from typing import Any
-from weakref import WeakSet
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import is_ip_address
 from aiohttp.http import RawResponseMessage
 from yarl import URL
@@ -60,15 +60,30 @@ _STALE_RETRIES = 2
 
 # Set by the connector for the task that asked: was its connection used before?
 _reused: ContextVar[bool] = ContextVar("webhook_connection_reused", default=False)
+# Marks a connection (aiohttp's protocol object) once it has carried a request.
+_USED = "_webhook_relay_used"
 
 
-@dataclass(frozen=True)
 class Response:
     """What an attempt got back: status, headers (lower-case names) and a body excerpt."""
 
-    status: int
-    headers: dict[str, str]
-    excerpt: bytes
+    def __init__(self, status: int, raw_headers: Mapping[str, str], excerpt: bytes) -> None:
+        self.status = status
+        self._raw_headers = raw_headers
+        self.excerpt = excerpt
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Lower-case names; a repeated header is one comma-separated list (RFC 9110, 5.3).
+
+        Built on first use: a successful delivery never looks at them.
+        """
+        joined: dict[str, str] = {}
+        for name, value in self._raw_headers.items():
+            key = name.lower()
+            previous = joined.get(key)
+            joined[key] = value if previous is None else f"{previous}, {value}"
+        return joined
 
 
 class _Slots:
@@ -109,10 +124,6 @@ class Target:
 class _Connector(aiohttp.TCPConnector):
     """A TCPConnector that tells the task asking whether its connection was used before."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._handed_out: WeakSet[ResponseHandler] = WeakSet()
-
     async def connect(
         self,
         req: aiohttp.ClientRequest,
@@ -121,10 +132,12 @@ class _Connector(aiohttp.TCPConnector):
     ) -> aiohttp.connector.Connection:
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
-        if protocol in self._handed_out:
+        # An attribute of our own on aiohttp's protocol object: cheaper per
+        # request than a WeakSet lookup, and gone with the connection.
+        if getattr(protocol, _USED, False):
             _reused.set(True)
         elif protocol is not None:
-            self._handed_out.add(protocol)
+            setattr(protocol, _USED, True)
         return connection
 
 
@@ -225,7 +238,7 @@ class HttpClient:
                 response.release()  # read to its end: the connection may be reused
             else:
                 response.close()  # hang up rather than read a body of unknown size
-            return Response(response.status, _joined(response.headers), excerpt)
+            return Response(response.status, response.headers, excerpt)
         except (ForbiddenAddressError, TimeoutError):
             raise
         except aiohttp.ClientError as exc:
@@ -280,6 +293,9 @@ def _before_any_answer(exc: aiohttp.ClientError) -> bool:
 
 
 async def _read_excerpt(content: aiohttp.StreamReader, limit: int) -> bytes:
+    if content.is_eof():
+        # The usual case: a short answer arrived whole with its head.
+        return content.read_nowait(limit)
     excerpt = await content.read(limit)
     while excerpt and len(excerpt) < limit and not content.at_eof():
         more = await content.read(limit - len(excerpt))
@@ -287,13 +303,3 @@ async def _read_excerpt(content: aiohttp.StreamReader, limit: int) -> bytes:
             break
         excerpt += more
     return excerpt
-
-
-def _joined(headers: Any) -> dict[str, str]:
-    """Lower-case names; a repeated header is one comma-separated list (RFC 9110, 5.3)."""
-    joined: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        previous = joined.get(key)
-        joined[key] = value if previous is None else f"{previous}, {value}"
-    return joined
