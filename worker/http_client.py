@@ -234,10 +234,10 @@ class HttpClient:
             except BaseException:
                 response.close()
                 raise
-            if response.content.at_eof():
-                response.release()  # read to its end: the connection may be reused
+            if response.content.is_eof():
+                response.release()  # the whole answer is in: the connection may be reused
             else:
-                response.close()  # hang up rather than read a body of unknown size
+                response.close()  # hang up rather than wait for (or read) the rest
             return Response(response.status, response.headers, excerpt)
         except (ForbiddenAddressError, TimeoutError):
             raise

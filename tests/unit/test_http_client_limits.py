@@ -58,6 +58,18 @@ async def test_a_head_within_the_limits_is_read() -> None:
     assert (response.status, len(response.headers)) == (200, MAX_HEADERS)
 
 
+async def test_a_whole_answer_longer_than_the_excerpt_keeps_its_connection() -> None:
+    ref: list[Server] = []
+    answer = b"HTTP/1.1 500 Oops\r\nContent-Length: 2000\r\n\r\n" + b"e" * 2000
+    async with serving(keep_alive(ref, answer)) as server, client_for() as client:
+        ref.append(server)
+        url = f"http://127.0.0.1:{server.port}/"
+        first = await post(client, url)
+        await post(client, url)
+    assert (first.status, first.excerpt) == (500, b"e" * 512)
+    assert server.connections == 1
+
+
 async def test_redirects_are_answers_and_cookies_are_never_sent_back() -> None:
     redirect = (
         b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nSet-Cookie: session=abc; Path=/\r\n"
