@@ -258,7 +258,8 @@ class HttpClient:
         limits: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
         for retry in range(_STALE_RETRIES + 1):
-            _reused.set(False)
+            if _reused.get():
+                _reused.set(False)  # (a set costs more than a get: only when needed)
             try:
                 return await self._session.post(
                     target.url, data=body, headers=headers, timeout=limits, allow_redirects=False
