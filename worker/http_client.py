@@ -224,8 +224,8 @@ class HttpClient:
         if target.forbidden is not None:
             raise ForbiddenAddressError(target.forbidden)
         timeout = self._timeout(timeout_seconds, connect_timeout_seconds)
-        # Content-Length first: the request head is then the one a hand-written
-        # client would send (aiohttp appends it last otherwise).
+        # Content-Length before the caller's headers (aiohttp would append it
+        # last): the head is Host, Content-Length, then exactly what was given.
         headers = {"Content-Length": str(len(body)), **headers}
         try:
             response = await self._send(target, headers, body, timeout)
