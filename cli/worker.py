@@ -170,7 +170,10 @@ async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str
     subscriber = _subscriber(settings, subscriber_id)
     body = build_envelope(event_type, sample_data(event_type))
     event = QueuedEvent(new_event_id(), event_type, 1, body, None, None, account=subscriber.account)
-    async with Deliverer(allow_private_networks=settings.security.allow_private_networks) as d:
+    async with Deliverer(
+        allow_private_networks=settings.security.allow_private_networks,
+        proxy=settings.egress_proxy_url,
+    ) as d:
         result = await d.deliver(subscriber, event, test=True)
     print(f"subscriber: {subscriber.id}")
     print(f"url:        {subscriber.url}")

@@ -1,6 +1,6 @@
 """The one error tree of the project.
 
-Library errors (pika, httptools, pydantic, PyYAML) are wrapped where they are
+Library errors (pika, aiohttp, pydantic, PyYAML) are wrapped where they are
 raised, so callers only ever need to catch these.  Expected HTTP outcomes of a
 delivery are *values* (``worker.delivery.DeliveryResult``), not exceptions.
 """
@@ -76,19 +76,11 @@ class ConnectError(DeliveryTransportError):
 
 
 class ConnectionClosedError(DeliveryTransportError):
-    """The connection ended before a complete answer arrived.
-
-    ``got_bytes`` tells whether any of the answer had arrived: a keep-alive
-    connection closed before the first byte is safe to retry on a new one.
-    """
-
-    def __init__(self, message: str, got_bytes: bool) -> None:
-        super().__init__(message)
-        self.got_bytes = got_bytes
+    """The connection ended before a complete answer arrived."""
 
 
 class InvalidResponseError(DeliveryTransportError):
-    """The server's answer is not valid HTTP/1.x."""
+    """The server's answer is not valid HTTP/1.x, or its head is over a size limit."""
 
 
 class StoreError(WebhookError):

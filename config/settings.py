@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -94,6 +95,10 @@ class Settings(BaseModel):
     # that a lost notice or a store outage heals by itself.
     reconcile_seconds: float = Field(30.0, gt=0, le=3600, alias="RECONCILE_SECONDS")
 
+    # An HTTP proxy every delivery goes through (CONNECT for https targets). It
+    # may carry credentials, so it is kept as a secret.
+    egress_proxy: SecretStr | None = Field(None, alias="WEBHOOK_EGRESS_PROXY")
+
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     security: SecurityPolicy = SecurityPolicy()
@@ -145,6 +150,28 @@ class Settings(BaseModel):
     def uses_store(self) -> bool:
         """Whether the subscribers come from the endpoint store (DATABASE_URL is set)."""
         return self.database_url is not None
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _check_egress_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        # The messages never quote the value: it may hold a password.
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            parts = urlsplit(value.get_secret_value())
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("not a valid URL") from None
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("must be an HTTP proxy URL: http://[user:password@]host:port")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be http://[user:password@]host:port, with no path")
+        return value
+
+    @property
+    def egress_proxy_url(self) -> str | None:
+        """The egress proxy's URL (credentials included), or None for direct delivery."""
+        return None if self.egress_proxy is None else self.egress_proxy.get_secret_value()
 
     @field_serializer("broker")
     def _redacted_broker(self, broker: BrokerUrl) -> str:

@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from yarl import URL
 
 from wire.envelope import ACCOUNT_ID
 
@@ -88,7 +89,20 @@ def _check_url(value: str) -> str:
         raise ValueError("must not carry credentials; receivers authenticate by signature")
     if parts.fragment:
         raise ValueError("must not have a #fragment")
+    _check_host_encodes(parts.hostname, value)
     return value
+
+
+def _check_host_encodes(host: str, url: str) -> None:
+    """Refuse a host no DNS name can stand for (the message names the host, never the path)."""
+    try:
+        # What the HTTP client (aiohttp, through yarl) does to the URL on every
+        # attempt, and the IDNA labels' own limits (e.g. 63 characters).
+        URL(url)
+        host.encode("idna")
+    except ValueError as exc:  # UnicodeError included
+        reason = str(exc).replace(url, "...")
+        raise ValueError(f"host {host!r} cannot be encoded as a DNS name ({reason})") from None
 
 
 def _check_events(value: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,9 +1,9 @@
 """Which network addresses a delivery may reach (server-side request forgery guard).
 
 The check runs on the addresses the HTTP client will actually connect to
-(``worker.http_client`` resolves names itself and drops the non-public
-answers), so a public name resolving to 127.0.0.1 or the cloud metadata
-address is refused just like the literal address.
+(``worker.public_resolver`` drops the non-public answers of aiohttp's resolver,
+``worker.http_client`` checks IP-literal hosts), so a public name resolving to
+127.0.0.1 or the cloud metadata address is refused just like the literal address.
 """
 
 from __future__ import annotations

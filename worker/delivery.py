@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import hashlib
@@ -18,6 +17,7 @@ from wire import contract
 from wire.queued_event import QueuedEvent
 from wire.signature import sign
 from worker.http_client import HttpClient, Target
+from worker.transport_errors import describe_unexpected
 
 Outcome = Literal["success", "http_error", "timeout", "connection_error", "forbidden_address"]
 
@@ -77,7 +77,7 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 
 
 class Deliverer:
-    """Owns the HTTP connection pool; ``deliver`` never raises for network outcomes."""
+    """Owns the HTTP client and its pool; ``deliver`` never raises for network outcomes."""
 
     def __init__(
         self,
@@ -85,16 +85,20 @@ class Deliverer:
         allow_private_networks: bool,
         pool_size: int = 256,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._allow_private = allow_private_networks
+        self._pool_size = pool_size
         self._ssl_context = ssl_context
+        self._proxy = proxy
         self._client: HttpClient | None = None
-        self._targets: dict[str, Target] = {}  # parsed once per URL, not per attempt
-        self._slots = asyncio.Semaphore(pool_size)
 
     async def start(self) -> None:
         self._client = HttpClient(
-            allow_private_networks=self._allow_private, ssl_context=self._ssl_context
+            allow_private_networks=self._allow_private,
+            proxy=self._proxy,
+            ssl_context=self._ssl_context,
+            pool_size=self._pool_size,
         )
 
     async def close(self) -> None:
@@ -139,16 +143,28 @@ class Deliverer:
         self, subscriber: Subscriber, event: QueuedEvent, *, test: bool = False
     ) -> DeliveryResult:
         """POST ``event`` to ``subscriber`` once; every outcome is a DeliveryResult."""
-        if self._client is None:
+        client = self._client
+        if client is None:
             raise RuntimeError("Deliverer.start() first")
-        # Wait for one of the pool's slots here, holding nothing but this
-        # coroutine: with many subscribers thousands of messages can be in flight
-        # at once, and only this many requests (and connections) run together.
-        async with self._slots:
-            return await self._attempt(self._client, subscriber, event, test)
+        try:
+            target = client.target(subscriber.url)  # parsed once per URL
+        except DeliveryTransportError as exc:
+            return DeliveryResult("connection_error", 0, 0.0, str(exc)[:_ERROR_CHARS])
+        # Wait for a connection slot here (one of the receiver's origin, then one
+        # of the whole pool), holding nothing but this coroutine: with many
+        # subscribers thousands of messages can be in flight at once, and only
+        # this many requests (and connections) run together. The attempt's
+        # timeout starts once it has its slot.
+        async with target.slots:
+            return await self._attempt(client, target, subscriber, event, test)
 
     async def _attempt(
-        self, client: HttpClient, subscriber: Subscriber, event: QueuedEvent, test: bool
+        self,
+        client: HttpClient,
+        target: Target,
+        subscriber: Subscriber,
+        event: QueuedEvent,
+        test: bool,
     ) -> DeliveryResult:
         started = time.monotonic()
 
@@ -163,27 +179,30 @@ class Deliverer:
                 outcome, status, time.monotonic() - started, error, excerpt, retry_after
             )
 
-        target = self._targets.get(subscriber.url)
-        if target is None:
-            target = self._targets[subscriber.url] = Target.parse(subscriber.url)
-        headers = self.headers_for(subscriber, event, now_ms=time.time_ns() // 1_000_000, test=test)
         try:
-            async with asyncio.timeout(subscriber.timeout_seconds):
-                response = await client.post(
-                    target,
-                    encode_headers(headers),
-                    event.body,
-                    connect_timeout=min(
-                        subscriber.connect_timeout_seconds, subscriber.timeout_seconds
-                    ),
-                    excerpt_bytes=RESPONSE_EXCERPT_BYTES,
-                )
+            headers = self.headers_for(
+                subscriber, event, now_ms=time.time_ns() // 1_000_000, test=test
+            )
+            response = await client.post(
+                target,
+                headers,
+                event.body,
+                timeout_seconds=subscriber.timeout_seconds,
+                connect_timeout_seconds=subscriber.connect_timeout_seconds,
+                excerpt_bytes=RESPONSE_EXCERPT_BYTES,
+            )
         except TimeoutError:
             return result("timeout", error=f"timed out after {subscriber.timeout_seconds:g} s")
         except ForbiddenAddressError as exc:
             return result("forbidden_address", error=str(exc))
         except DeliveryTransportError as exc:
             return result("connection_error", error=str(exc)[:_ERROR_CHARS])
+        except Exception as exc:
+            # The client turns its own surprises into DeliveryTransportErrors; this
+            # is the last line: an attempt that fails, never a crashed message.
+            # (No traceback in the log: messages may quote the URL's path.)
+            error = f"unexpected {describe_unexpected(exc, subscriber.url)}"
+            return result("connection_error", error=error[:_ERROR_CHARS])
         status = response.status
         if 200 <= status < 300:
             return result("success", status, excerpt=response.excerpt)
@@ -197,11 +216,3 @@ class Deliverer:
             response.excerpt,
             retry_after_seconds(response.headers.get("retry-after")),
         )
-
-
-def encode_headers(headers: dict[str, str]) -> bytes:
-    """``Name: value\\r\\n`` lines; refuses a CR or LF that would split a header."""
-    text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
-        raise ValueError("a header name or value contains a line break")
-    return text.encode("utf-8")

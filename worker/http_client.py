@@ -1,220 +1,144 @@
-"""The HTTP/1.1 client that POSTs webhooks: a keep-alive pool around llhttp.
+"""The HTTP client that POSTs webhooks: one aiohttp session, hardened for untrusted receivers.
 
-Why not aiohttp's client: a webhook attempt is always the same small thing (one
-POST with a body of known length, no redirects, no cookies, no proxies, no
-compression, and only the status, the headers and the first few hundred bytes
-of the answer matter), and aiohttp's general-purpose request machinery cost
-~270 µs of CPU per request here, nearly half of what a whole delivery may cost
-to reach the throughput target (docs/performance.md).  This client does the
-same job in ~60-110 µs: requests are written as one buffer, responses are
-parsed by ``httptools`` (llhttp, the parser node.js uses), TLS and sockets are
-asyncio's.
+A receiver is someone else's server, so everything it can send is bounded:
+the status line, each header and the number of headers (so the whole header
+block too), how much of the body is read (an excerpt; the connection is
+dropped rather than the rest read), and how long an attempt may take. The
+client follows no redirects, keeps no cookies, asks for no compression and
+ignores proxy variables in the environment; it goes through a proxy only
+when one is configured (``WEBHOOK_EGRESS_PROXY``).
 
-What it deliberately does *not* do: follow redirects, send or keep cookies,
-use proxies from the environment, ask for compressed answers, or read more of
-a response body than the caller wants (a connection whose answer was not read
-to its end is closed rather than reused).
+The address policy: names are resolved by ``PublicOnlyResolver`` (the
+addresses it lets through are the ones connected to) and IP-literal hosts,
+which aiohttp never hands to a resolver, are checked here before the
+request. Through a proxy the proxy resolves names, so only literals are
+checked here; the proxy must enforce the rest (README, "Egress proxy").
 
-Every connection goes to an address that ``address_policy`` allows: names are
-resolved here and the non-public answers dropped before connecting, so a
-public name resolving to 127.0.0.1 is refused like the literal address.
+Every failure below HTTP is raised as a ``DeliveryTransportError`` (timeouts
+as ``TimeoutError``), including ones nobody foresaw: ``Deliverer`` turns them
+into results, so a strange URL or answer is a failed attempt, never a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
-import time
-from collections import deque
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from functools import cached_property
+from types import TracebackType
+from typing import Any
 
-import httptools
+import aiohttp
+from aiohttp.helpers import is_ip_address
+from aiohttp.http import RawResponseMessage
+from yarl import URL
 
-from config.errors import (
-    ConnectError,
-    ConnectionClosedError,
-    ForbiddenAddressError,
-    InvalidResponseError,
-)
+from config.errors import DeliveryTransportError, ForbiddenAddressError
 from worker.address_policy import is_public_address
+from worker.public_resolver import PublicOnlyResolver
+from worker.transport_errors import describe_client_error, describe_unexpected
 
-# How long an idle keep-alive connection is kept (aiohttp's default too). Most
-# servers close theirs sooner (node: 5 s); that close is noticed and the
-# connection dropped from the pool before it could be reused.
+# How long an idle keep-alive connection is kept (aiohttp's default too).
 IDLE_SECONDS = 15.0
-# Resolved addresses are reused this long (aiohttp's ttl_dns_cache was 60 s).
-DNS_TTL_SECONDS = 60.0
+DNS_TTL_SECONDS = 60
+# At most this many connections (and requests at once) to one scheme://host:port.
+CONNECTIONS_PER_ORIGIN = 64
+# With several addresses for a name, the next is tried after this long (RFC 8305).
+HAPPY_EYEBALLS_DELAY = 0.25
+# Limits on an answer's head. aiohttp has no byte cap on the whole header
+# block, so the block is bounded by MAX_HEADERS x MAX_FIELD_BYTES (~800 KiB):
+# anything bigger is refused after at most that much is read.
+MAX_STATUS_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190  # one header, name and value
+MAX_HEADERS = 100
+# A keep-alive connection the server closed as we sent on it is retried on
+# another; a fresh connection failing is an answer (aiohttp retries only
+# idempotent methods, never a POST).
+_STALE_RETRIES = 2
+
+# Set by the connector for the task that asked: was its connection used before?
+_reused: ContextVar[bool] = ContextVar("webhook_connection_reused", default=False)
+# Marks a connection (aiohttp's protocol object) once it has carried a request.
+_USED = "_webhook_relay_used"
 
 
-@dataclass(frozen=True)
 class Response:
     """What an attempt got back: status, headers (lower-case names) and a body excerpt."""
 
-    status: int
-    headers: dict[str, str]
-    excerpt: bytes
+    def __init__(self, status: int, raw_headers: Mapping[str, str], excerpt: bytes) -> None:
+        self.status = status
+        self._raw_headers = raw_headers
+        self.excerpt = excerpt
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Lower-case names; a repeated header is one comma-separated list (RFC 9110, 5.3).
+
+        Built on first use: a successful delivery never looks at them.
+        """
+        joined: dict[str, str] = {}
+        for name, value in self._raw_headers.items():
+            key = name.lower()
+            previous = joined.get(key)
+            joined[key] = value if previous is None else f"{previous}, {value}"
+        return joined
+
+
+class _Slots:
+    """Waits for a slot of the target's origin, then one of the whole pool."""
+
+    __slots__ = ("_origin", "_pool")
+
+    def __init__(self, origin: asyncio.Semaphore, pool: asyncio.Semaphore) -> None:
+        self._origin = origin
+        self._pool = pool
+
+    async def __aenter__(self) -> None:
+        # The origin first: requests queued behind one slow receiver must not
+        # hold slots of the shared pool while they wait.
+        await self._origin.acquire()
+        try:
+            await self._pool.acquire()
+        except BaseException:
+            self._origin.release()
+            raise
+
+    async def __aexit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self._pool.release()
+        self._origin.release()
 
 
 @dataclass(frozen=True)
 class Target:
-    """A URL taken apart once: where to connect and what to put on the request line."""
+    """A subscriber URL taken apart once: the yarl URL, the policy verdict, the slots."""
 
-    scheme: str
-    host: str  # for DNS and TLS (IDNA-encoded, no brackets)
-    port: int
-    head_prefix: bytes  # b"POST /path?query HTTP/1.1\r\nHost: ...\r\n"
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        """Which pool of idle connections serves this target."""
-        return (self.scheme, self.host, self.port)
-
-    @classmethod
-    def parse(cls, url: str) -> Target:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        host = parts.hostname
-        try:
-            host.encode("ascii")
-        except UnicodeEncodeError:
-            host = host.encode("idna").decode("ascii")
-        default_port = 443 if parts.scheme == "https" else 80
-        port = parts.port or default_port
-        shown = f"[{host}]" if ":" in host else host
-        host_header = shown if port == default_port else f"{shown}:{port}"
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        if any(c in path for c in " \r\n"):
-            raise ValueError("URL path contains whitespace")
-        prefix = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("ascii")
-        return cls(parts.scheme, host, port, prefix)
+    url: URL
+    forbidden: str | None  # why the policy refuses this IP literal; None otherwise
+    slots: _Slots
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses the answer to the request in flight."""
+class _Connector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the task asking whether its connection was used before."""
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[Response] | None = None
-        self._excerpt_limit = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self._headers: dict[str, str] = {}
-        self._excerpt = bytearray()
-        self._headers_done = False
-        self.reusable = False
-        self.got_bytes = False
-
-    # --- asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            # Bytes nobody asked for (or after an answer we stopped reading):
-            # the connection's state is unknown, so it must not be reused.
-            self.close()
-            return
-        self.got_bytes = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(InvalidResponseError("the server switched protocols"))
-        except httptools.HttpParserError as exc:
-            self._fail(InvalidResponseError(f"invalid HTTP response: {exc}"))
-        else:
-            if self._headers_done and len(self._excerpt) >= self._excerpt_limit:
-                # The excerpt is full and the rest of the body has not arrived
-                # with it: answer now and hang up rather than wait for (or
-                # read) a body of unknown size.
-                self._finish(reusable=False)
-
-    def eof_received(self) -> bool:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        if self._headers_done and not self._parser.should_keep_alive():
-            # A body delimited by the end of the connection (no length, not chunked).
-            self._finish(reusable=False)
-        elif exc is not None:
-            waiter.set_exception(ConnectionClosedError(f"connection lost: {exc}", self.got_bytes))
-        else:
-            waiter.set_exception(
-                ConnectionClosedError("server closed the connection", self.got_bytes)
-            )
-
-    # --- httptools callbacks
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        # A repeated header is one comma-separated list (RFC 9110, 5.3).
-        self._headers[key] = text if previous is None else f"{previous}, {text}"
-
-    def on_headers_complete(self) -> None:
-        if self._parser.get_status_code() < 200:
-            return  # an interim 1xx answer; the real one follows
-        self._headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        if not self._headers_done:
-            return
-        room = self._excerpt_limit - len(self._excerpt)
-        if room > 0:
-            self._excerpt += body[:room]
-
-    def on_message_complete(self) -> None:
-        if self._parser.get_status_code() < 200:
-            self._headers = {}
-            return
-        self._finish(reusable=self._parser.should_keep_alive())
-
-    # --- used by the pool
-
-    def _finish(self, *, reusable: bool) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self.reusable = reusable and not self.closed
-            waiter.set_result(
-                Response(self._parser.get_status_code(), self._headers, bytes(self._excerpt))
-            )
-
-    def _fail(self, error: Exception) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-        self.close()
-
-    async def request(self, data: bytes, excerpt_bytes: int) -> Response:
-        """Send one complete request and wait for its answer (or enough of it)."""
-        assert self.transport is not None
-        self._reset()
-        self._excerpt_limit = excerpt_bytes
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        try:
-            return await self._waiter
-        finally:
-            self._waiter = None
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> aiohttp.connector.Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        # An attribute of our own on aiohttp's protocol object: cheaper per
+        # request than a WeakSet lookup, and gone with the connection.
+        if getattr(protocol, _USED, False):
+            _reused.set(True)
+        elif protocol is not None:
+            setattr(protocol, _USED, True)
+        return connection
 
 
 class HttpClient:
@@ -224,161 +148,159 @@ class HttpClient:
         self,
         *,
         allow_private_networks: bool,
+        proxy: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        pool_size: int = 256,
     ) -> None:
         self._allow_private = allow_private_networks
-        self._ssl = ssl_context or ssl.create_default_context()
-        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
-        self._busy: set[_Connection] = set()
-        self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
-        self._closed = False
-        self._swept_at = time.monotonic()
+        resolver = None if allow_private_networks or proxy else PublicOnlyResolver()
+        connector = _Connector(
+            limit=pool_size,
+            limit_per_host=CONNECTIONS_PER_ORIGIN,
+            keepalive_timeout=IDLE_SECONDS,
+            ttl_dns_cache=DNS_TTL_SECONDS,
+            happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+            resolver=resolver,
+            ssl=ssl_context if ssl_context is not None else True,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            proxy=proxy,
+            trust_env=False,  # no HTTP(S)_PROXY from the environment around the policy
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # Only the headers the caller gives (and Host, Content-Length): no
+            # compressed answers, which would be decompressed to make an excerpt.
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+            auto_decompress=False,
+            max_line_size=MAX_STATUS_LINE_BYTES,
+            max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+        )
+        self._pool = asyncio.Semaphore(pool_size)
+        self._origins: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self._targets: dict[str, Target] = {}
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+
+    def target(self, url: str) -> Target:
+        """``url`` parsed once (raises DeliveryTransportError if no request can be made to it)."""
+        found = self._targets.get(url)
+        if found is not None:
+            return found
+        try:
+            # yarl percent-encodes the path and query (UTF-8, as browsers do) and
+            # IDNA-encodes the host; it raises on a host IDNA cannot encode.
+            parsed = URL(url)
+            host = parsed.raw_host
+            port = parsed.port
+        except (ValueError, TypeError) as exc:  # UnicodeError is a ValueError
+            raise DeliveryTransportError(f"invalid URL: {describe_unexpected(exc, url)}") from exc
+        if not host or port is None or parsed.scheme not in ("http", "https"):
+            raise DeliveryTransportError("invalid URL: not http(s)://host/...")
+        forbidden = None
+        # aiohttp's own test for "this host is an address, skip the resolver".
+        if not self._allow_private and is_ip_address(host) and not is_public_address(host):
+            forbidden = f"{host} is not a public address"
+        origin = (parsed.scheme, host, port)
+        slots = self._origins.get(origin)
+        if slots is None:
+            slots = self._origins[origin] = asyncio.Semaphore(CONNECTIONS_PER_ORIGIN)
+        target = self._targets[url] = Target(parsed, forbidden, _Slots(slots, self._pool))
+        return target
 
     async def post(
         self,
         target: Target,
-        headers: bytes,
+        headers: dict[str, str],
         body: bytes,
         *,
-        connect_timeout: float,
+        timeout_seconds: float,
+        connect_timeout_seconds: float,
         excerpt_bytes: int,
     ) -> Response:
-        """POST ``body`` with ``headers`` (pre-encoded ``Name: value\\r\\n`` lines).
+        """POST ``body`` with ``headers``; read at most ``excerpt_bytes`` of the answer.
 
-        Raises ForbiddenAddressError, ConnectError, ConnectionClosedError,
-        InvalidResponseError; the caller bounds the whole call with a timeout.
+        Raises ForbiddenAddressError, TimeoutError, or another DeliveryTransportError.
         """
-        data = b"".join(
-            (target.head_prefix, b"Content-Length: %d\r\n" % len(body), headers, b"\r\n", body)
-        )
-        connection = self._take_idle(target.key)
-        if connection is not None:
+        if target.forbidden is not None:
+            raise ForbiddenAddressError(target.forbidden)
+        timeout = self._timeout(timeout_seconds, connect_timeout_seconds)
+        # Content-Length before the caller's headers (aiohttp would append it
+        # last): the head is Host, Content-Length, then exactly what was given.
+        headers = {"Content-Length": str(len(body)), **headers}
+        try:
+            response = await self._send(target, headers, body, timeout)
             try:
-                return await self._exchange(target, connection, data, excerpt_bytes)
-            except ConnectionClosedError as exc:
-                if exc.got_bytes:
-                    raise
-                # The server closed an idle keep-alive connection just as we sent
-                # on it (the answer never started): try once on a fresh one.
-        connection = await self._connect(target, connect_timeout)
-        return await self._exchange(target, connection, data, excerpt_bytes)
-
-    async def _exchange(
-        self, target: Target, connection: _Connection, data: bytes, excerpt_bytes: int
-    ) -> Response:
-        self._busy.add(connection)
-        try:
-            response = await connection.request(data, excerpt_bytes)
-        except BaseException:
-            # Timeouts and cancellation included: a half-done exchange leaves the
-            # connection in an unknown state.
-            connection.close()
+                excerpt = await _read_excerpt(response.content, excerpt_bytes)
+            except BaseException:
+                response.close()
+                raise
+            if response.content.is_eof():
+                response.release()  # the whole answer is in: the connection may be reused
+            else:
+                response.close()  # hang up rather than wait for (or read) the rest
+            return Response(response.status, response.headers, excerpt)
+        except (ForbiddenAddressError, TimeoutError):
             raise
-        finally:
-            self._busy.discard(connection)
-        if connection.reusable and not connection.closed and not self._closed:
-            connection.idle_since = now = time.monotonic()
-            self._idle.setdefault(target.key, deque()).append(connection)
-            if now - self._swept_at > IDLE_SECONDS:
-                self._sweep(now)
-        else:
-            connection.close()
-        return response
+        except aiohttp.ClientError as exc:
+            raise describe_client_error(exc, str(target.url)) from exc
+        except Exception as exc:
+            # Nothing foreseen gets here; if something does, it is this attempt's
+            # failure, not the worker's.
+            raise DeliveryTransportError(
+                f"unexpected {describe_unexpected(exc, str(target.url))}"
+            ) from exc
 
-    def _sweep(self, now: float) -> None:
-        """Close connections idle too long everywhere, including origins no longer posted to."""
-        self._swept_at = now
-        for key, idle in list(self._idle.items()):
-            _drop_stale(idle, now)
-            if not idle:
-                del self._idle[key]
-
-    def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
-        idle = self._idle.get(key)
-        if not idle:
-            return None
-        _drop_stale(idle, time.monotonic())  # from the old end, while we are here
-        while idle:
-            connection = idle.pop()  # the most recently used is the most likely alive
-            if not connection.closed:
-                return connection
-        return None
-
-    async def _connect(self, target: Target, limit_seconds: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        tls = target.scheme == "https"
-        last_error: OSError | None = None
-        async with asyncio.timeout(limit_seconds):
-            for address in await self._resolve(target.host, target.port):
-                try:
-                    _, connection = await loop.create_connection(
-                        _Connection,
-                        address,
-                        target.port,
-                        ssl=self._ssl if tls else None,
-                        server_hostname=target.host if tls else None,
-                    )
-                except OSError as exc:  # ssl.SSLError and refused/unreachable alike
-                    last_error = exc
-                    continue
-                connection.transport.get_extra_info("socket").setsockopt(  # type: ignore[union-attr]
-                    socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+    async def _send(
+        self,
+        target: Target,
+        headers: dict[str, str],
+        body: bytes,
+        limits: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        for retry in range(_STALE_RETRIES + 1):
+            if _reused.get():
+                _reused.set(False)  # (a set costs more than a get: only when needed)
+            try:
+                return await self._session.post(
+                    target.url, data=body, headers=headers, timeout=limits, allow_redirects=False
                 )
-                return connection
-        assert last_error is not None
-        raise ConnectError(_describe_os_error(last_error)) from last_error
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if retry == _STALE_RETRIES or not _reused.get() or not _before_any_answer(exc):
+                    raise
+        raise AssertionError("unreachable")
 
-    async def _resolve(self, host: str, port: int) -> list[str]:
-        now = time.monotonic()
-        cached = self._dns.get((host, port))
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise ConnectError(f"cannot resolve {host}: {exc.strerror}") from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not self._allow_private:
-            addresses = [a for a in addresses if is_public_address(a)]
-            if not addresses:
-                raise ForbiddenAddressError(
-                    f"{host} resolves only to non-public addresses "
-                    "(set security.allow_private_networks to allow)"
-                    if not _is_literal(host)
-                    else f"{host} is not a public address"
-                )
-        self._dns[(host, port)] = (now + DNS_TTL_SECONDS, addresses)
-        return addresses
+    def _timeout(self, total: float, connect: float) -> aiohttp.ClientTimeout:
+        key = (total, connect)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # ``connect`` covers resolving, every address tried and the TLS handshake.
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=total, connect=min(connect, total)
+            )
+        return timeout
 
     async def close(self) -> None:
         """Close every connection, idle or busy."""
-        self._closed = True
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
-        self._idle.clear()
-        for connection in list(self._busy):
-            connection.close()
-        # Let the transports run their close callbacks before the loop goes away.
-        await asyncio.sleep(0)
+        await self._session.close()
 
 
-def _drop_stale(idle: deque[_Connection], now: float) -> None:
-    """Close the oldest idle connections while they are closed already or idle too long."""
-    while idle and (idle[0].closed or now - idle[0].idle_since > IDLE_SECONDS):
-        idle.popleft().close()
-
-
-def _is_literal(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        return False
+def _before_any_answer(exc: aiohttp.ClientError) -> bool:
+    """Whether the server hung up before any byte of its answer (safe to send again)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False  # never connected: not a stale keep-alive connection
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return not isinstance(exc.message, RawResponseMessage)  # else: part of a head
     return True
 
 
-def _describe_os_error(exc: OSError) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    return f"{type(exc).__name__}: {exc.strerror or exc}"
+async def _read_excerpt(content: aiohttp.StreamReader, limit: int) -> bytes:
+    if content.is_eof():
+        # The usual case: a short answer arrived whole with its head.
+        return content.read_nowait(limit)
+    excerpt = await content.read(limit)
+    while excerpt and len(excerpt) < limit and not content.at_eof():
+        more = await content.read(limit - len(excerpt))
+        if not more:
+            break
+        excerpt += more
+    return excerpt

@@ -111,7 +111,8 @@ class Worker:
                 metrics_port=self.health.port,
             )
             async with Deliverer(
-                allow_private_networks=self.settings.security.allow_private_networks
+                allow_private_networks=self.settings.security.allow_private_networks,
+                proxy=self.settings.egress_proxy_url,
             ) as deliverer:
                 processor = MessageProcessor(
                     deliverer, self.settings.retry, requeue_delay_seconds=self._requeue_delay

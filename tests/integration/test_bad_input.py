@@ -338,6 +338,40 @@ async def test_unreachable_urls_dead_letter_and_do_not_block_others(vhost_url: s
         assert all(g.headers[contract.LAST_STATUS] == 0 for g in letters)
 
 
+async def test_urls_the_old_client_could_not_write_are_delivered_or_fail_never_crash(
+    vhost_url: str,
+) -> None:
+    """Fault 2: these crashed every attempt outside its error handling (a delivery-limit loop)."""
+    receiver = await Receiver().start()
+    base = f"http://127.0.0.1:{receiver.port}"
+    unencodable = "https://" + "\u00fc" * 64 + ".example/hook"  # a file older than the check
+    subs = [
+        subscriber("accented", f"{base}/hooks/caf\u00e9"),
+        subscriber("spaced", f"{base}/hooks/a b"),
+        subscriber("bad-host", "https://shop.example/hook").model_copy(update={"url": unencodable}),
+    ]
+    settings = make_settings(vhost_url, subs, delays=())
+    try:
+        async with running_worker(settings):
+            with structlog.testing.capture_logs() as logs:
+                await asyncio.to_thread(publish_orders, vhost_url, 1, "url")
+                await receiver.wait_for(lambda rs: len(rs) == 2, timeout=10)
+                await wait_until(
+                    lambda: depth(vhost_url, dead_letter_queue("bad-host")) == 1,
+                    10,
+                    "the bad host's one attempt dead-lettered",
+                )
+    finally:
+        await receiver.stop()
+    assert sorted(r.path for r in receiver.requests) == ["/hooks/a b", "/hooks/caf\u00e9"]
+    assert not [e for e in logs if e["event"] == "message_processing_crashed"]
+    failed = [e for e in logs if e["event"] == "delivery_failed"]
+    assert [(e["subscriber"], e["outcome"]) for e in failed] == [("bad-host", "connection_error")]
+    [letter] = await asyncio.to_thread(drain, vhost_url, dead_letter_queue("bad-host"))
+    assert letter.headers[contract.DEAD_LETTER_REASON] == "exhausted"
+    assert letter.headers[contract.ATTEMPTS] == 1
+
+
 @asynccontextmanager
 async def _raw_server(handler: Any) -> AsyncIterator[str]:
     server = await asyncio.start_server(handler, "127.0.0.1", 0)

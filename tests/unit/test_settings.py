@@ -119,6 +119,34 @@ def test_bad_environment(tmp_path: Path, env: dict[str, str], expected: str) -> 
         load_settings(environ, require_subscriber_file=False)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://user:proxy-pw-1@proxy.internal:3128",  # only HTTP proxies
+        "socks5://user:proxy-pw-1@proxy.internal:1080",
+        "http://user:proxy-pw-1@proxy.internal:3128/path",
+        "http://user:proxy-pw-1@proxy.internal:99999",
+        "http://user:proxy-pw-1@:3128",
+    ],
+)
+def test_a_bad_egress_proxy_is_named_without_its_password(tmp_path: Path, value: str) -> None:
+    environ = {"WEBHOOK_CONFIG": str(tmp_path / "absent.yaml"), "WEBHOOK_EGRESS_PROXY": value}
+    with pytest.raises(ConfigError, match="WEBHOOK_EGRESS_PROXY") as caught:
+        load_settings(environ, require_subscriber_file=False)
+    assert "proxy-pw-1" not in str(caught.value)
+
+
+def test_the_egress_proxy_is_optional_and_kept_secret(tmp_path: Path) -> None:
+    absent = {"WEBHOOK_CONFIG": str(tmp_path / "absent.yaml")}
+    assert load_settings(absent, require_subscriber_file=False).egress_proxy_url is None
+    empty = {**absent, "WEBHOOK_EGRESS_PROXY": ""}
+    assert load_settings(empty, require_subscriber_file=False).egress_proxy_url is None
+    url = "http://user:proxy-pw-1@proxy.internal:3128"
+    settings = load_settings({**absent, "WEBHOOK_EGRESS_PROXY": url}, require_subscriber_file=False)
+    assert settings.egress_proxy_url == url
+    assert "proxy-pw-1" not in repr(settings) + str(settings.model_dump())
+
+
 # --- every kind of mistake: one ConfigError naming file, subscriber and field ----
 
 
