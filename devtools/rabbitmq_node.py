@@ -36,6 +36,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -76,13 +77,30 @@ def rabbitmq_available() -> bool:
     return RABBITMQ_SERVER.exists() and RABBITMQCTL.exists()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (bind to port 0, then release)."""
+    """``count`` distinct TCP ports on 127.0.0.1 that are free now.
+
+    Taken below the kernel's ephemeral range: a node stopped and started again on
+    its port (the restart tests) must not find it taken by some client
+    connection's local port, which is drawn from that range.
+    """
+    low, high = 10_000, _ephemeral_low()
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(socks) < count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
+            try:
+                s.bind((LOOPBACK, random.randrange(low, high)))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
