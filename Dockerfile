@@ -1,14 +1,19 @@
 # syntax=docker/dockerfile:1
 #
-# One image for the worker (default) and the producer:
+# One image for the worker (default), the producer, webhook-api and the tools:
 #   docker build -t webhook-relay .
 #   docker run --env-file ... -v ./subscribers.yaml:/etc/webhooks/subscribers.yaml:ro webhook-relay
 #       -> webhook-worker run (JSON logs on stdout, /healthz /readyz /metrics on :9100)
-#   docker run --entrypoint webhook-publish webhook-relay order.created --sample
+#   docker run --entrypoint webhook-publish webhook-relay order.created --sample --account acme
 #   docker run --entrypoint webhook-dlq webhook-relay list
+#   docker run --entrypoint webhook-api --env-file ... -p 127.0.0.1:8080:8080 webhook-relay
+#       (API_HOST=0.0.0.0, API_TOKENS, DATABASE_URL, SECRETS_KEY; its health check
+#       is /healthz on API_PORT, see docker-compose.yml)
+#   docker run --entrypoint webhook-admin --env-file ... webhook-relay apply -f FILE
 # Configuration comes from the environment (RABBITMQ_URL, RABBITMQ_USERNAME,
 # RABBITMQ_PASSWORD, WEBHOOK_CONFIG, METRICS_HOST, METRICS_PORT, LOG_FORMAT,
-# LOG_LEVEL, SHUTDOWN_GRACE_SECONDS) and the mounted subscriber file.
+# LOG_LEVEL, SHUTDOWN_GRACE_SECONDS; the API's and the store's in README.md)
+# and the mounted subscriber file.
 
 ARG PYTHON_VERSION=3.11
 

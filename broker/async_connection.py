@@ -8,9 +8,6 @@ are wrapped in :mod:`config.errors` types where they happen.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -21,103 +18,12 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
 from broker import pika_internals
-from broker.confirms import ConfirmTracker
-from broker.properties import MessageProperties
+from broker.async_channel import AmqpChannel, or_closed
+from broker.frame_coalescer import FrameCoalescer
 from broker.url import BrokerUrl
-from config.errors import BrokerUnavailableError, NackedError, UnroutableError
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One delivered AMQP message, and the channel it must be settled on."""
-
-    channel: AmqpChannel
-    delivery_tag: int
-    redelivered: bool
-    exchange: str
-    routing_key: str
-    properties: MessageProperties
-    body: bytes
-
-    def ack(self) -> bool:
-        """Acknowledge; False if the channel is gone (the broker will redeliver)."""
-        return self.channel.settle(self.delivery_tag, ack=True)
-
-    def reject(self, *, requeue: bool) -> bool:
-        """Negative-acknowledge; False if the channel is gone."""
-        return self.channel.settle(self.delivery_tag, ack=False, requeue=requeue)
-
-
-OnMessage = Callable[[Message], None]
-
-# See AmqpChannel.flush_acks.
-_SETTLED_COMPACT_AT = 10_000
-
-# A publish waiting for its confirm: (future, exchange, routing key, message id).
-# A plain tuple because one is made per retry or dead letter published.
-_Confirmable = tuple[asyncio.Future[None], str, str, str | None]
-
-
-def _identity(publish: _Confirmable) -> object:
-    return publish[1:]
-
-
-def _unroutable(publish: _Confirmable) -> UnroutableError:
-    return UnroutableError(f"no queue bound on {publish[1]!r} for {publish[2]!r}")
-
-
-def _nacked(publish: _Confirmable) -> NackedError:
-    return NackedError(f"broker refused the message for {publish[1]!r}")
-
-
-class _CoalescingWriter:
-    """Sends the frames pika emits during one event-loop turn with one ``send()``.
-
-    pika hands every frame (each ack, each publish's three frames) to its
-    transport separately, and the transport sends each one with its own
-    ``send()`` after a round of add_writer / writable / remove_writer.  At a
-    few thousand deliveries a second that was the worker's largest single cost
-    after the HTTP client.  Here frames are only collected; at the end of the
-    loop turn they go out as one buffer, straight to the socket when pika has
-    nothing queued, else through pika's own write path (which also deals with
-    a full socket buffer and reports errors the usual way).  Order is kept
-    because every frame passes through here.  TLS transports are left alone.
-    """
-
-    def __init__(self, connection: AsyncioConnection, loop: asyncio.AbstractEventLoop) -> None:
-        self._connection = connection
-        self._loop = loop
-        self._chunks: list[bytes] = []
-        self._scheduled = False
-
-    @classmethod
-    def install(cls, connection: AsyncioConnection, loop: asyncio.AbstractEventLoop) -> None:
-        # TLS, or a pika whose internals we do not know: pika keeps its own path.
-        pika_internals.intercept_frames(connection, cls(connection, loop).emit)
-
-    def emit(self, data: bytes) -> None:
-        self._chunks.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        chunks, self._chunks = self._chunks, []
-        if not chunks:
-            return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        sock = pika_internals.idle_socket(self._connection)
-        if sock is not None:
-            try:
-                sent = sock.send(data)
-            except OSError:
-                sent = 0  # would block, or a broken link that pika's path will report
-            if sent == len(data):
-                return
-            data = data[sent:]
-        # False: the connection is gone; pika drops unsent frames then too.
-        pika_internals.write_through_pika(self._connection, data)
+from config.errors import (
+    BrokerUnavailableError,
+)
 
 
 class AmqpConnection:
@@ -128,7 +34,7 @@ class AmqpConnection:
         self._loop = loop
         self.closed: asyncio.Future[BaseException] = loop.create_future()
         connection.add_on_close_callback(self._on_close)
-        _CoalescingWriter.install(connection, loop)
+        FrameCoalescer.install(connection, loop)
 
     @classmethod
     async def open(cls, broker: BrokerUrl, *, name: str) -> AmqpConnection:
@@ -172,7 +78,7 @@ class AmqpConnection:
             self._connection.channel(on_open_callback=opened.set_result)
         except pika.exceptions.AMQPError as exc:
             raise BrokerUnavailableError(f"cannot open a channel: {exc!r}") from None
-        return AmqpChannel(await _or_closed(opened, self.closed), self._loop)
+        return AmqpChannel(await or_closed(opened, self.closed), self._loop)
 
     async def close(self) -> None:
         """Close the connection (unacked messages go back to their queues)."""
@@ -183,244 +89,3 @@ class AmqpConnection:
                 return
         if not self.closed.done():
             await asyncio.wait({self.closed}, timeout=10)
-
-
-async def _or_closed(future: asyncio.Future[Any], closed: asyncio.Future[Any]) -> Any:
-    """Await ``future`` unless ``closed`` resolves first."""
-    await asyncio.wait({future, closed}, return_when=asyncio.FIRST_COMPLETED)
-    if future.done():
-        return future.result()
-    future.cancel()
-    raise BrokerUnavailableError(f"connection closed: {closed.result()!r}")
-
-
-class AmqpChannel:
-    """A channel: consume, settle, and publish-with-confirm."""
-
-    def __init__(self, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
-        self._channel = channel
-        self._loop = loop
-        self.closed: asyncio.Future[BaseException] = loop.create_future()
-        self._confirms: ConfirmTracker[_Confirmable] = ConfirmTracker(
-            _identity, unroutable=_unroutable, nacked=_nacked
-        )
-        self._confirming = False
-        self._prefetch: int | None = None  # the basic.qos now in force on this channel
-        # Ack batching (see settle): delivery tags in the order they arrived and
-        # not yet known to be settled, acks waiting for the end of this loop
-        # turn, and tags already settled one by one that are still in the deque.
-        self._unsettled: deque[int] = deque()
-        self._acks_due: set[int] = set()
-        self._settled: set[int] = set()
-        self._flush_scheduled = False
-        # Resolved with the consumer tag when the broker itself cancels one of our
-        # consumers (its queue was deleted): we would otherwise sit "ready" and idle.
-        self.cancelled_by_broker: asyncio.Future[str] = loop.create_future()
-        channel.add_on_close_callback(self._on_close)
-        channel.add_on_cancel_callback(self._on_broker_cancel)
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self._channel.is_open) and not self.closed.done()
-
-    def _on_broker_cancel(self, frame: pika.frame.Method) -> None:
-        if not self.cancelled_by_broker.done():
-            self.cancelled_by_broker.set_result(str(frame.method.consumer_tag))
-
-    def _on_close(self, _channel: Any, reason: BaseException) -> None:
-        if not self.closed.done():
-            self.closed.set_result(reason)
-        for future, *_ in self._confirms.channel_lost():
-            if not future.done():
-                future.set_exception(
-                    BrokerUnavailableError(f"channel closed before the confirm: {reason!r}")
-                )
-
-    async def _rpc(self, start: Callable[[Callable[[Any], None]], Any]) -> Any:
-        done: asyncio.Future[Any] = self._loop.create_future()
-
-        def resolve(frame: Any) -> None:
-            if not done.done():
-                done.set_result(frame)
-
-        try:
-            start(resolve)
-        except (pika.exceptions.AMQPError, ValueError) as exc:
-            raise BrokerUnavailableError(f"channel operation failed: {exc!r}") from None
-        return await _or_closed(done, self.closed)
-
-    async def enable_confirms(self) -> None:
-        """Put the channel in publisher-confirm mode and watch for returned messages."""
-        self._channel.add_on_return_callback(self._on_return)
-        await self._rpc(
-            lambda cb: self._channel.confirm_delivery(
-                ack_nack_callback=self._on_confirm, callback=cb
-            )
-        )
-        self._confirming = True
-
-    async def consume(self, queue: str, on_message: OnMessage, *, prefetch: int) -> str:
-        """Start consuming ``queue`` with at most ``prefetch`` unacked messages."""
-        # Without global_qos the limit applies to each consumer created after it,
-        # which gives every subscriber its own in-flight budget on one channel.
-        # It stays in force, so the round trip is only needed when it changes
-        # (with 1,000 subscribers that halves the start-up RPCs).
-        if prefetch != self._prefetch:
-            self._prefetch = None  # unknown until the broker confirms
-            await self._rpc(
-                lambda cb: self._channel.basic_qos(prefetch_count=prefetch, callback=cb)
-            )
-            self._prefetch = prefetch
-
-        def deliver(
-            _ch: Channel,
-            method: pika.spec.Basic.Deliver,
-            properties: pika.BasicProperties,
-            body: bytes,
-        ) -> None:
-            self._unsettled.append(method.delivery_tag)
-            on_message(
-                Message(
-                    channel=self,
-                    delivery_tag=method.delivery_tag,
-                    redelivered=bool(method.redelivered),
-                    exchange=method.exchange,
-                    routing_key=method.routing_key,
-                    properties=MessageProperties.from_pika(properties),
-                    body=body,
-                )
-            )
-
-        tag: str = ""
-
-        def start(cb: Callable[[Any], None]) -> None:
-            nonlocal tag
-            tag = self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)
-
-        await self._rpc(start)
-        return tag
-
-    async def cancel(self, consumer_tag: str) -> None:
-        """Stop a consumer; messages already delivered stay ours to settle."""
-        if self.is_open:
-            await self._rpc(lambda cb: self._channel.basic_cancel(consumer_tag, callback=cb))
-
-    def settle(self, delivery_tag: int, *, ack: bool, requeue: bool = True) -> bool:
-        """Ack or nack one delivery; False if the channel is gone (the broker redelivers).
-
-        Acks are sent at the end of the event-loop turn, and a run of acked tags
-        that starts at the oldest unsettled one goes out as one
-        ``basic.ack(multiple=True)``: a ``multiple`` ack settles *every*
-        unsettled tag up to it, so it is only used where each of those tags has
-        been acked here (or already settled on its own).  Nacks go at once.
-        """
-        # A tag from a closed channel must never be used on a new one: the broker
-        # has already requeued that message and will deliver it again.
-        if not self.is_open:
-            return False
-        if ack:
-            self._acks_due.add(delivery_tag)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self.flush_acks)
-            return True
-        try:
-            # basic.reject, not basic.nack: from RabbitMQ 4.3 on, only a reject (or a
-            # lost consumer) counts towards a quorum queue's delivery limit, the
-            # guard that dead-letters a message that keeps crashing the worker.
-            self._channel.basic_reject(delivery_tag, requeue=requeue)
-        except pika.exceptions.AMQPError:
-            return False
-        self._settled.add(delivery_tag)
-        return True
-
-    def flush_acks(self) -> None:
-        """Send the acks collected during this loop turn."""
-        self._flush_scheduled = False
-        due = self._acks_due
-        if not due or not self.is_open:
-            due.clear()
-            return
-        unsettled, settled = self._unsettled, self._settled
-        last, covered = 0, 0
-        while unsettled and (unsettled[0] in due or unsettled[0] in settled):
-            tag = unsettled.popleft()
-            if tag in due:
-                due.discard(tag)
-                last, covered = tag, covered + 1
-            else:
-                settled.discard(tag)
-        try:
-            if covered:
-                self._channel.basic_ack(last, multiple=covered > 1)
-            for tag in due:  # behind a tag still being worked on: one by one
-                self._channel.basic_ack(tag)
-        except pika.exceptions.AMQPError:
-            return  # the channel is going away; the broker redelivers
-        finally:
-            settled.update(due)
-            due.clear()
-        if len(settled) > _SETTLED_COMPACT_AT:
-            # A delivery left unsettled for long (its next step was uncertain)
-            # blocks the run; drop what was settled behind it so memory stays flat.
-            self._unsettled = deque(t for t in unsettled if t not in settled)
-            settled.clear()
-
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        properties: pika.BasicProperties,
-    ) -> None:
-        """Publish ``mandatory`` and wait for the broker's confirm.
-
-        Raises UnroutableError (no queue bound), NackedError (queue refused), or
-        BrokerUnavailableError (channel lost before the confirm).
-        """
-        if not self._confirming:
-            raise RuntimeError("enable_confirms() first")
-        if not self.is_open:
-            raise BrokerUnavailableError("channel is closed")
-        future: asyncio.Future[None] = self._loop.create_future()
-        tag = self._confirms.track((future, exchange, routing_key, properties.message_id))
-        try:
-            self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-        except pika.exceptions.AMQPError as exc:
-            self._confirms.forget(tag)
-            raise BrokerUnavailableError(f"publish failed: {exc!r}") from None
-        await future
-
-    def _on_return(
-        self,
-        _ch: Channel,
-        method: pika.spec.Basic.Return,
-        properties: pika.BasicProperties,
-        _body: bytes,
-    ) -> None:
-        self._confirms.returned((method.exchange, method.routing_key, properties.message_id))
-
-    def _on_confirm(self, frame: pika.frame.Method) -> None:
-        method = frame.method
-        settled = self._confirms.settle(
-            method.delivery_tag,
-            multiple=bool(method.multiple),
-            acked=isinstance(method, pika.spec.Basic.Ack),
-        )
-        for publish, error in settled:
-            future = publish[0]
-            if future.done():
-                continue  # its publisher gave up waiting (cancelled)
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
-    async def close(self) -> None:
-        """Close the channel."""
-        if self.is_open:
-            try:
-                self._channel.close()
-            except pika.exceptions.AMQPError:
-                return
-            await asyncio.wait({self.closed}, timeout=5)

@@ -17,6 +17,7 @@ from cli.terminal import PipeOutput, add_version, format_table
 from cli.worker_status import fetch_status, render_status, status_url
 from config.logs import configure_logging
 from config.settings import Settings, load_settings
+from config.subscribers import Subscriber
 from config.topology import dead_letter_queue, work_queue
 
 PROG = "webhook-worker"
@@ -67,16 +68,40 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def configured_subscribers(settings: Settings) -> tuple[Subscriber, ...]:
+    """The subscribers as a worker starting now would see them: the file's, or the store's."""
+    if not settings.uses_store:
+        return settings.subscribers
+    from control.store.endpoints import EndpointStore
+
+    store = EndpointStore.from_settings(settings)
+    try:
+        return tuple(endpoint.subscriber() for endpoint in store.load_all().endpoints)
+    finally:
+        store.close()
+
+
+def _where(settings: Settings) -> str:
+    if settings.uses_store:
+        from control.store.database import DatabaseUrl
+
+        assert settings.database_url is not None
+        url = DatabaseUrl.parse(settings.database_url.get_secret_value())
+        return f"endpoint store {url.redacted} (DATABASE_URL)"
+    return str(settings.config_path)
+
+
 def check_config(settings: Settings) -> int:
     """Print the subscriber table of a valid config (validation already happened)."""
-    print(f"config: {settings.config_path}")
+    subscribers = configured_subscribers(settings)
+    print(f"config: {_where(settings)}")
     print(f"broker: {settings.broker.redacted}")
     delays = ", ".join(f"{d:g}s" for d in settings.retry.delays_seconds) or "none"
     print(f"retry delays: {delays} (max {settings.retry.max_attempts} attempts)")
     print(f"private networks allowed: {settings.security.allow_private_networks}")
     print()
     rows = [("ID", "ACCOUNT", "URL", "EVENTS", "TIMEOUT", "IN-FLIGHT", "CIRCUIT", "QUEUES")]
-    for sub in settings.subscribers:
+    for sub in subscribers:
         breaker = settings.breaker_policy(sub)
         circuit = (
             f"{breaker.failure_threshold} fails, "
@@ -86,7 +111,7 @@ def check_config(settings: Settings) -> int:
         )
         rows.append(
             (
-                sub.id,
+                sub.id if sub.enabled else f"{sub.id} (disabled)",
                 "(all accounts)" if sub.all_accounts else str(sub.account),
                 sub.url,
                 ",".join(sub.events),
@@ -97,20 +122,20 @@ def check_config(settings: Settings) -> int:
             )
         )
     print(format_table(rows))
-    warnings = [] if settings.security.allow_private_networks else _refused_targets(settings)
+    warnings = [] if settings.security.allow_private_networks else _refused_targets(subscribers)
     for warning in warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     noted = f", {len(warnings)} warning(s) (see stderr)" if warnings else ""
-    print(f"\n{len(settings.subscribers)} subscriber(s) OK{noted}")
+    print(f"\n{len(subscribers)} subscriber(s) OK{noted}")
     return 0
 
 
-def _refused_targets(settings: Settings) -> list[str]:
+def _refused_targets(subscribers: Sequence[Subscriber]) -> list[str]:
     """Subscribers whose URL the address policy will refuse, said before it happens."""
     from worker.address_policy import is_public_address
 
     warnings = []
-    for sub in settings.subscribers:
+    for sub in subscribers:
         host = urlsplit(sub.url).hostname or ""
         try:
             addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
@@ -126,15 +151,23 @@ def _refused_targets(settings: Settings) -> list[str]:
     return warnings
 
 
+def _subscriber(settings: Settings, subscriber_id: str) -> Subscriber:
+    subscribers = configured_subscribers(settings)
+    for subscriber in subscribers:
+        if subscriber.id == subscriber_id:
+            return subscriber
+    known = ", ".join(s.id for s in subscribers) or "none"
+    where = _where(settings)
+    raise UsageError(f"no subscriber {subscriber_id!r} in {where} (known: {known})")
+
+
 async def _test_endpoint(settings: Settings, subscriber_id: str, event_type: str) -> int:
     from wire.envelope import build_envelope, new_event_id
     from wire.queued_event import QueuedEvent
     from wire.samples import sample_data
     from worker.delivery import Deliverer
 
-    subscriber = settings.subscriber(subscriber_id)
-    if subscriber is None:
-        raise _unknown_subscriber(settings, subscriber_id)
+    subscriber = _subscriber(settings, subscriber_id)
     body = build_envelope(event_type, sample_data(event_type))
     event = QueuedEvent(new_event_id(), event_type, 1, body, None, None, account=subscriber.account)
     async with Deliverer(allow_private_networks=settings.security.allow_private_networks) as d:
@@ -156,18 +189,12 @@ def resume_subscriber(settings: Settings, subscriber_id: str) -> int:
     """Delete a subscriber's pause marker; running workers resume within their poll interval."""
     from worker.pause import resume
 
-    if settings.subscriber(subscriber_id) is None:
-        raise _unknown_subscriber(settings, subscriber_id)
+    _subscriber(settings, subscriber_id)
     if resume(settings.broker, subscriber_id):
         print(f"{subscriber_id}: resumed; workers consume its queue again within seconds")
     else:
         print(f"{subscriber_id}: was not paused")
     return 0
-
-
-def _unknown_subscriber(settings: Settings, subscriber_id: str) -> UsageError:
-    known = ", ".join(s.id for s in settings.subscribers) or "none"
-    return UsageError(f"no subscriber {subscriber_id!r} in {settings.config_path} (known: {known})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=RUN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands.add_parser("check-config", help="validate the subscriber file and print it")
+    commands.add_parser(
+        "check-config", help="validate the configuration and print the subscribers (file or store)"
+    )
     status = commands.add_parser(
         "status", help="ask the running worker on this host for its lanes (GET /status)"
     )

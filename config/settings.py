@@ -3,6 +3,10 @@
 Each environment variable is declared exactly once, as the alias of a field of
 :class:`Settings`; :func:`load_settings` reads the variables those aliases
 name, so adding a setting is adding one field.
+
+With ``DATABASE_URL`` set, the endpoint store holds the subscribers: the file
+is not read, and its file-wide settings (retry delays, private networks) come
+from the environment instead.
 """
 
 from __future__ import annotations
@@ -83,9 +87,12 @@ class Settings(BaseModel):
     api_tokens: SecretStr | None = Field(None, alias="API_TOKENS")
     api_tokens_file: Path | None = Field(None, alias="API_TOKENS_FILE")
     data_dir: Path = Field(Path("webhook-data"), alias="WEBHOOK_DATA_DIR")
-    # The address policy of endpoints kept in the store (the subscriber file has its
-    # own, security.allow_private_networks); unset means false.
-    allow_private_networks: bool | None = Field(None, alias="WEBHOOK_ALLOW_PRIVATE_NETWORKS")
+    # With the store, what the subscriber file's ``retry:`` and ``security:`` say.
+    retry_delays_seconds: tuple[float, ...] = Field((30.0, 300.0), alias="WEBHOOK_RETRY_DELAYS")
+    allow_private_networks: bool = Field(False, alias="WEBHOOK_ALLOW_PRIVATE_NETWORKS")
+    # How often a worker re-reads its subscribers even without a change notice, so
+    # that a lost notice or a store outage heals by itself.
+    reconcile_seconds: float = Field(30.0, gt=0, le=3600, alias="RECONCILE_SECONDS")
 
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
@@ -104,6 +111,40 @@ class Settings(BaseModel):
             if len(value) > 253 or labels[-1].isdigit() or not all(map(HOST_LABEL.match, labels)):
                 raise ValueError("must be an IP address (such as 0.0.0.0) or a host name") from None
         return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # DATABASE_URL= (as compose leaves an unset variable) must not switch the
+        # worker to the store.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("retry_delays_seconds", mode="before")
+    @classmethod
+    def _split_delays(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        except ValueError:
+            raise ValueError("comma-separated seconds, such as 30,300") from None
+
+    @field_validator("retry_delays_seconds")
+    @classmethod
+    def _check_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # The file's rules for ``retry.delays_seconds``, with their messages.
+        try:
+            RetryPolicy(delays_seconds=value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return value
+
+    @property
+    def uses_store(self) -> bool:
+        """Whether the subscribers come from the endpoint store (DATABASE_URL is set)."""
+        return self.database_url is not None
 
     @field_serializer("broker")
     def _redacted_broker(self, broker: BrokerUrl) -> str:
@@ -186,10 +227,21 @@ def load_settings(
     The producer passes ``require_subscriber_file=False``: it can publish without
     the file (the worker declares the queues), but uses it when present.  Tools
     that never sign (the producer, ``webhook-dlq``) pass ``require_secrets=False``:
-    a secret's unset ``${VAR}`` is then no error.
+    a secret's unset ``${VAR}`` is then no error.  With DATABASE_URL set the file
+    is not read at all: the endpoint store holds the subscribers, and retry delays
+    and private networks come from the environment.
     """
     environ = dict(os.environ if environ is None else environ)
     from_environment = load_environment(environ)
+    if from_environment.uses_store:
+        return from_environment.model_copy(
+            update={
+                "retry": RetryPolicy(delays_seconds=from_environment.retry_delays_seconds),
+                "security": SecurityPolicy(
+                    allow_private_networks=from_environment.allow_private_networks
+                ),
+            }
+        )
     path = from_environment.config_path
     if path.exists() or require_subscriber_file:
         file = load_subscriber_file(path, environ, require_secrets=require_secrets)

@@ -1,7 +1,8 @@
 """The subscriber file: who gets which events, where, signed with what, retried how.
 
-Loaded once at start-up; every mistake becomes one :class:`ConfigError` whose
-message names the file, the subscriber and the field.
+Loaded at start-up (and again by a running worker whenever the file changes);
+every mistake becomes one :class:`ConfigError` whose message names the file,
+the subscriber and the field.
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ class Subscriber(_Model):
     # Set during a rotation's overlap: deliveries are signed with both secrets.
     previous_secret: SecretStr | None = None
     events: TopicPatterns
+    # false: no worker consumes its queue, but its bindings stay, so its events
+    # wait there until it is enabled again (a running worker follows the change).
+    enabled: bool = True
     timeout_seconds: TimeoutSeconds = 10.0
     connect_timeout_seconds: TimeoutSeconds = 5.0
     max_in_flight: MaxInFlight = 16

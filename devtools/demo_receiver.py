@@ -2,7 +2,8 @@
 
 ``python -m devtools.demo_receiver`` serves ``POST /webhook`` on ``$HOST:$PORT``
 (default 127.0.0.1:8080) with the secret from ``$WEBHOOK_SECRET``.  Set
-``DEMO_FAIL_RATE=0.3`` to answer 500 to 30% of first attempts and watch retries.
+``DEMO_FAIL_RATE=0.3`` to answer 500 to 30% of first attempts and watch retries
+(never to a test delivery, ``X-Webhook-Test: true``: that one checks the endpoint).
 It is what a receiver should do: verify first, reject on mismatch, answer fast.
 """
 
@@ -17,6 +18,7 @@ import sys
 from aiohttp import web
 
 from config.errors import SignatureError
+from wire.contract import HTTP_TEST
 from wire.signature import verify
 
 
@@ -35,7 +37,8 @@ def build_app(secret: str, *, fail_rate: float = 0.0, quiet: bool = False) -> we
             return web.json_response({"error": "Invalid signature"}, status=401)
         attempt = request.headers.get("X-Webhook-Attempt", "?")
         event_id = request.headers.get("X-Webhook-Id", "?")
-        if attempt == "1" and fail_rate and chooser.random() < fail_rate:
+        testing = request.headers.get(HTTP_TEST) == "true"
+        if attempt == "1" and fail_rate and not testing and chooser.random() < fail_rate:
             print(f"FAILING   {event_id} attempt {attempt} (demo failure)", flush=True)
             return web.json_response({"error": "demo failure"}, status=500)
         duplicate = event_id in seen

@@ -1,8 +1,10 @@
 """Each subscriber's lane: its consumer and prefetch, its circuit breaker, its pause.
 
-A lane's consumer follows its state: none while paused or while the circuit is
-open (its events wait in its queue and burn no attempts), a one-message probe
-while half-open, else the subscriber's own in-flight budget.
+A lane's consumer follows its state: none while disabled or paused in the
+configuration, paused after a 410, or while the circuit is open (its events wait
+in its queue and burn no attempts), a one-message probe while half-open, else
+the subscriber's own in-flight budget.  Lanes come and go as the configuration
+changes (worker.reconciler); a message already received keeps its lane.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ from typing import Any
 
 import structlog
 
-from broker.async_connection import AmqpChannel, Message
+from broker.async_channel import AmqpChannel, Message
+from broker.url import BrokerUrl
 from config.errors import BrokerError
-from config.settings import Settings
-from config.subscribers import Subscriber
+from config.subscribers import CircuitBreakerPolicy, Subscriber
 from config.topology import work_queue
 from worker import metrics
 from worker.circuit_breaker import CircuitBreaker, CircuitState
 from worker.pause import mark_paused, paused_among
 from worker.processor import Settlement
 from worker.retry import DeadLetter
+from worker.subscriber_source.snapshot import ENABLED
 
 log = structlog.get_logger("worker")
 
@@ -50,6 +53,7 @@ class Lane:
 
     subscriber: Subscriber
     breaker: CircuitBreaker
+    config_state: str = ENABLED  # or DISABLED, or PAUSED in the store: not consumed
     paused: bool = False
     marker_pending: bool = False  # 410 seen, marker being written: polls must not unpause
     tag: str | None = None
@@ -57,7 +61,9 @@ class Lane:
 
     def wanted_prefetch(self) -> int:
         """0 = do not consume; 1 = probe; else the subscriber's own in-flight budget."""
-        if self.paused or self.breaker.state is CircuitState.OPEN:
+        if self.config_state != ENABLED or self.paused:
+            return 0
+        if self.breaker.state is CircuitState.OPEN:
             return 0
         if self.breaker.state is CircuitState.HALF_OPEN:
             return 1
@@ -100,21 +106,59 @@ class Lane:
 class Lanes:
     """Every subscriber's lane, and the one consumer channel they share while connected."""
 
-    def __init__(self, settings: Settings, *, pause_poll_seconds: float) -> None:
-        self._broker = settings.broker
+    def __init__(self, broker: BrokerUrl, *, pause_poll_seconds: float) -> None:
+        self._broker = broker
         self._pause_poll = pause_poll_seconds
-        self._lanes = {
-            sub.id: Lane(sub, CircuitBreaker(settings.breaker_policy(sub)))
-            for sub in settings.subscribers
-        }
+        self._lanes: dict[str, Lane] = {}
         self._consumer: AmqpChannel | None = None
         self._handler: MessageHandler = _refuse
         # basic.qos applies to the consumers created after it on the channel, so a
         # qos + consume pair must not interleave with another lane's.
         self._consume_lock = asyncio.Lock()
-        for lane in self._lanes.values():
-            metrics.set_circuit_state(lane.subscriber.id, lane.breaker.state.label)
-            metrics.SUBSCRIBER_PAUSED.labels(lane.subscriber.id).set(0)
+
+    def add(self, subscriber: Subscriber, policy: CircuitBreakerPolicy, config_state: str) -> Lane:
+        """A new lane (not consuming yet: :meth:`sync` starts it when connected)."""
+        lane = Lane(subscriber, CircuitBreaker(policy), config_state=config_state)
+        self._lanes[subscriber.id] = lane
+        metrics.set_circuit_state(subscriber.id, lane.breaker.state.label)
+        metrics.SUBSCRIBER_PAUSED.labels(subscriber.id).set(0)
+        metrics.SUBSCRIBER_DISABLED.labels(subscriber.id).set(config_state != ENABLED)
+        return lane
+
+    def update(
+        self, subscriber: Subscriber, policy: CircuitBreakerPolicy, config_state: str
+    ) -> Lane:
+        """Replace a lane's subscriber and breaker policy; the next attempt uses them.
+
+        Call :meth:`sync` next: a changed state or in-flight budget changes the
+        consumer.  The breaker keeps its state, except that a breaker switched
+        off closes (nothing would ever close it again).
+        """
+        lane = self._lanes[subscriber.id]
+        lane.subscriber, lane.config_state = subscriber, config_state
+        metrics.SUBSCRIBER_DISABLED.labels(subscriber.id).set(config_state != ENABLED)
+        lane.breaker.policy = policy
+        if not policy.enabled:
+            state = lane.breaker.reset()
+            if state is not None:
+                lane.note_transition(state)
+        return lane
+
+    async def remove(self, subscriber_id: str) -> None:
+        """Cancel the lane's consumer and forget it; its queue keeps whatever is left."""
+        lane = self._lanes.pop(subscriber_id, None)
+        if lane is None:
+            return
+        async with self._consume_lock:
+            tag, lane.tag, lane.prefetch = lane.tag, None, 0
+            if tag is not None and self._consumer is not None:
+                try:
+                    await self._consumer.cancel(tag)
+                except BrokerError as exc:
+                    # The channel is going away: its consumers go with it.
+                    log.warning("consumer_change_failed", subscriber=subscriber_id, error=str(exc))
+            metrics.CONSUMERS.set(self.consuming)
+        metrics.forget_subscriber(subscriber_id)
 
     def __iter__(self) -> Iterator[Lane]:
         return iter(self._lanes.values())
@@ -122,10 +166,18 @@ class Lanes:
     def __getitem__(self, subscriber_id: str) -> Lane:
         return self._lanes[subscriber_id]
 
+    def __contains__(self, subscriber_id: object) -> bool:
+        return subscriber_id in self._lanes
+
     @property
     def subscriber_ids(self) -> list[str]:
         """The configured subscribers' ids, in configuration order."""
         return list(self._lanes)
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        """The configured subscribers, as the lanes have them now."""
+        return [lane.subscriber for lane in self._lanes.values()]
 
     @property
     def consuming(self) -> int:
@@ -136,7 +188,8 @@ class Lanes:
         """Give every lane the consumer its state asks for on ``consumer``; raises BrokerError."""
         self._consumer = consumer
         self._handler = handler
-        for lane in self._lanes.values():
+        # A copy: the reconciler may add or remove lanes while this awaits.
+        for lane in list(self._lanes.values()):
             await self.sync(lane, strict=True)
 
     def forget_consumers(self) -> None:
@@ -150,7 +203,7 @@ class Lanes:
         """Cancel every consumer for good; messages already received are still settled."""
         self._consumer = None  # no circuit change may start a consumer now
         async with self._consume_lock:
-            for lane in self._lanes.values():
+            for lane in list(self._lanes.values()):
                 if lane.tag is not None:
                     with contextlib.suppress(BrokerError):
                         await consumer.cancel(lane.tag)
@@ -166,8 +219,8 @@ class Lanes:
         """
         async with self._consume_lock:
             consumer = self._consumer
-            if consumer is None:
-                return
+            if consumer is None or self._lanes.get(lane.subscriber.id) is not lane:
+                return  # not connected, or the lane was removed meanwhile
             wanted = lane.wanted_prefetch()
             try:
                 if lane.tag is not None and lane.prefetch != wanted:
@@ -205,7 +258,7 @@ class Lanes:
         next_poll = loop.time() + self._pause_poll
         while True:
             await asyncio.sleep(_CIRCUIT_TICK_SECONDS)
-            for lane in self._lanes.values():
+            for lane in list(self._lanes.values()):
                 if lane.breaker.start_probe() is not None:
                     lane.note_transition(CircuitState.HALF_OPEN)
                     await self.sync(lane)

@@ -1,11 +1,14 @@
 """Every Prometheus metric of the worker, in one place.
 
-Label values are bounded: ``subscriber`` comes from the subscriber file,
-``event`` from the event types producers use (invalid ones become
-``"invalid"``), ``outcome``, ``status`` and ``reason`` from the fixed sets below.
+Label values are bounded: ``subscriber`` comes from the configured subscribers
+(the file or the endpoint store; a removed one's gauges are dropped), ``event``
+from the event types producers use (invalid ones become ``"invalid"``),
+``outcome``, ``status`` and ``reason`` from the fixed sets below.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -27,6 +30,7 @@ DEAD_LETTER_REASONS = ("exhausted", "poison", "retry_after_too_long", "gone")
 CIRCUIT_STATES = ("closed", "open", "half_open")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -104,6 +108,28 @@ SUBSCRIBER_PAUSED = Gauge(
     "1 while a subscriber is paused (it answered 410 Gone) until an operator resumes it.",
     ["subscriber"],
 )
+SUBSCRIBER_DISABLED = Gauge(
+    "webhook_subscriber_disabled",
+    "1 while the configuration keeps a subscriber from being consumed on purpose "
+    "(enabled: false, or paused in the endpoint store); its events wait in its queue.",
+    ["subscriber"],
+)
+
+CONFIG_VERSION = Gauge(
+    "webhook_config_version",
+    "Version of the subscriber configuration this worker applied: the endpoint store's "
+    "version, or with the subscriber file the count of distinct contents loaded.",
+)
+CONFIG_LOADED_AT = Gauge(
+    "webhook_config_loaded_timestamp_seconds",
+    "Unix time the worker last read its subscribers successfully (the store or the "
+    "file); its age grows while the store is unreachable.",
+)
+RECONCILE_DURATION = Histogram(
+    "webhook_reconcile_seconds",
+    "One reconciliation: reading the subscribers and applying what changed.",
+    buckets=_RECONCILE_BUCKETS,
+)
 
 
 def set_circuit_state(subscriber: str, state: str) -> None:
@@ -112,3 +138,17 @@ def set_circuit_state(subscriber: str, state: str) -> None:
         raise ValueError(f"unknown circuit state {state!r}")
     for each in CIRCUIT_STATES:
         CIRCUIT_STATE.labels(subscriber, each).set(1 if each == state else 0)
+
+
+def forget_subscriber(subscriber: str) -> None:
+    """Drop a removed subscriber's state gauges, so endpoint churn does not grow the series.
+
+    Its counters and histograms stay until the process restarts: their label
+    sets are not known here, and a counter that vanishes reads as a reset.
+    """
+    for each in CIRCUIT_STATES:
+        with contextlib.suppress(KeyError):
+            CIRCUIT_STATE.remove(subscriber, each)
+    for gauge in (SUBSCRIBER_PAUSED, SUBSCRIBER_DISABLED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(subscriber)

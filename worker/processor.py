@@ -18,7 +18,7 @@ from typing import Any
 import pika
 import structlog
 
-from broker.async_connection import AmqpChannel, Message
+from broker.async_channel import AmqpChannel, Message
 from broker.properties import MessageProperties
 from config.errors import BrokerError, PoisonMessageError, PublishError
 from config.subscribers import RetryPolicy, Subscriber

@@ -1,11 +1,13 @@
 """Remember every subscriber id that had queues, to report removed ones with events left.
 
-A subscriber removed from the file keeps its work queue *and its bindings*: new
-events for it keep arriving there and nobody consumes them. AMQP cannot list
-queues, so the worker keeps the ids it has served in ``webhooks.registry`` (one
-message per id) and, on every connect, reports each id no longer configured
-whose work queue still exists. Once an operator deletes that queue, the id is
-forgotten.
+A removed subscriber keeps its work queue, and nobody consumes it.  A running
+worker that sees the removal unbinds it from ``webhooks.events``; one that
+starts after it cannot know its bindings (AMQP cannot list them), which then
+keep routing new events there.  AMQP cannot list queues either, so the worker
+keeps the ids it has served in ``webhooks.registry`` (one message per id) and,
+on every connect and after every live addition or removal, reports each id no
+longer configured whose work queue still exists.  Once an operator deletes that
+queue, the id is forgotten.
 
 Blocking (pika BlockingConnection); the worker runs it in a thread.
 """

@@ -1,7 +1,9 @@
 """The worker daemon: connect, declare, consume, reconnect, stop gracefully.
 
 Each subscriber's consumer, breaker and pause live in its lane (worker.lane);
-this module owns the connection's life and the in-flight deliveries.
+which subscribers there are, and their changes while running, is the
+reconciler's (worker.reconciler, fed by worker.subscriber_source).  This module
+owns the connection's life and the in-flight deliveries.
 """
 
 from __future__ import annotations
@@ -15,19 +17,25 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from broker.async_connection import AmqpChannel, AmqpConnection, Message
+from broker.async_channel import AmqpChannel, Message
+from broker.async_connection import AmqpConnection
 from broker.declarer import declare_topology
-from config.errors import BrokerError
+from config.errors import BrokerError, ConfigError, StoreError
 from config.settings import Settings
-from config.topology import work_queue
 from worker import metrics
+from worker.change_notices import ChangeNotices
 from worker.delivery import Deliverer
 from worker.health import HealthServer
 from worker.lane import Lane, Lanes
 from worker.pause import paused_among
 from worker.processor import MessageProcessor
+from worker.reconciler import Reconciler
 from worker.registry import reconcile_registry
 from worker.status import status_document
+from worker.subscriber_source import SourceSnapshot, SubscriberSource, source_for
+
+# How long to wait between attempts to read the subscribers for the first time.
+_FIRST_LOAD_RETRY_SECONDS = 5.0
 
 log = structlog.get_logger("worker")
 
@@ -39,6 +47,7 @@ class Worker:
         self,
         settings: Settings,
         *,
+        source: SubscriberSource | None = None,
         requeue_delay_seconds: float = 5.0,
         pause_poll_seconds: float = 10.0,
     ) -> None:
@@ -47,8 +56,11 @@ class Worker:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready = False
-        self._lanes = Lanes(settings, pause_poll_seconds=pause_poll_seconds)
-        self._removed: dict[str, int] = {}
+        self._lanes = Lanes(settings.broker, pause_poll_seconds=pause_poll_seconds)
+        # The endpoint store when DATABASE_URL is set, else the subscriber file.
+        self.reconciler = Reconciler(
+            source or source_for(settings), self._lanes, settings.broker, settings.retry
+        )
         self.health = HealthServer(
             settings.metrics_host, settings.metrics_port, self.is_ready, self.status
         )
@@ -70,18 +82,34 @@ class Worker:
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` shows: per subscriber, circuit state and pause."""
-        return status_document(ready=self._ready, lanes=self._lanes, removed=self._removed)
+        reconciler = self.reconciler
+        return status_document(
+            ready=self._ready,
+            lanes=self._lanes,
+            removed=reconciler.removed,
+            config={
+                "source": reconciler.source.describe(),
+                "version": reconciler.version,
+                "fingerprint": reconciler.fingerprint,
+            },
+        )
 
     async def run(self) -> None:
         """Serve until asked to stop; reconnects on its own whenever the broker goes away."""
         await self.health.start()
-        log.info(
-            "worker_started",
-            subscribers=len(self.settings.subscribers),
-            broker=self.settings.broker.redacted,
-            metrics_port=self.health.port,
-        )
         try:
+            snapshot = await self._first_snapshot()
+            if snapshot is None:
+                return
+            self.reconciler.adopt(snapshot)
+            log.info(
+                "worker_started",
+                subscribers=len(snapshot.specs),
+                source=self.reconciler.source.describe(),
+                config_version=snapshot.version,
+                broker=self.settings.broker.redacted,
+                metrics_port=self.health.port,
+            )
             async with Deliverer(
                 allow_private_networks=self.settings.security.allow_private_networks
             ) as deliverer:
@@ -99,8 +127,19 @@ class Worker:
                     await self._serve(connection, processor)
         finally:
             self._set_ready(False)
+            self.reconciler.source.close()
             await self.health.stop()
             log.info("worker_stopped")
+
+    async def _first_snapshot(self) -> SourceSnapshot | None:
+        """The subscribers to start with; waits (not ready) while the store cannot be read."""
+        while not self._stop.is_set():
+            try:
+                return await self.reconciler.source.load()
+            except (StoreError, ConfigError):
+                pass  # the source logged it (store_unavailable, once)
+            await self._sleep_unless_stopped(_FIRST_LOAD_RETRY_SECONDS)
+        return None
 
     def _set_ready(self, ready: bool) -> None:
         self._ready = ready
@@ -132,12 +171,14 @@ class Worker:
     async def _open(self) -> tuple[AmqpConnection, AmqpChannel, AmqpChannel]:
         name = f"webhook-worker {socket.gethostname()} pid {os.getpid()}"
         try:
+            # The subscribers as the lanes have them now (not as at start-up): what
+            # the reconciler applied since is declared again after a reconnect.
             # The topology function is synchronous (shared with the producer);
             # run it in a thread so the event loop keeps serving health checks.
             await asyncio.to_thread(
                 declare_topology,
                 self.settings.broker,
-                self.settings.subscribers,
+                self._lanes.subscribers,
                 self.settings.retry,
             )
             ids = self._lanes.subscriber_ids
@@ -147,16 +188,7 @@ class Worker:
         except BrokerError as exc:
             log.warning("broker_connect_failed", error=str(exc))
             raise
-        self._removed = removed
-        for subscriber_id, messages in sorted(removed.items()):
-            log.warning(
-                "removed_subscriber_has_queue",
-                subscriber=subscriber_id,
-                queue=work_queue(subscriber_id),
-                messages=messages,
-                hint="no worker consumes it and its bindings still route new events to it; "
-                "move or replay what is left, then delete the queue",
-            )
+        self.reconciler.report_removed(removed, known_too=True)
         try:
             consumer = await connection.channel()
             publisher = await connection.channel()
@@ -166,7 +198,8 @@ class Worker:
             await connection.close()
             raise
         for subscriber_id in paused:
-            self._lanes[subscriber_id].set_paused(True, "pause marker present")
+            if subscriber_id in self._lanes:
+                self._lanes[subscriber_id].set_paused(True, "pause marker present")
         return connection, consumer, publisher
 
     async def _serve(
@@ -182,6 +215,9 @@ class Worker:
 
         try:
             await self._lanes.start_consuming(consumer, handle)
+            # Heard before the first reconciliation below, so that no change made
+            # from here on can slip between the two.
+            notices = await ChangeNotices.start(connection, self.reconciler.notice)
         except BrokerError as exc:
             log.warning("consume_failed", error=str(exc))
             self._lanes.forget_consumers()
@@ -195,7 +231,10 @@ class Worker:
         )
 
         stop_waiter = asyncio.ensure_future(self._stop.wait())
-        supervisor = asyncio.ensure_future(self._lanes.supervise())
+        background = [
+            asyncio.ensure_future(self._lanes.supervise()),
+            asyncio.ensure_future(self.reconciler.run(connection)),
+        ]
         try:
             watched: set[asyncio.Future[Any]] = {
                 stop_waiter,
@@ -203,13 +242,16 @@ class Worker:
                 consumer.closed,
                 consumer.cancelled_by_broker,
                 publisher.closed,
+                notices.closed,
             }
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_waiter.cancel()
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._set_ready(False)
 
         if self._stop.is_set():
@@ -227,7 +269,7 @@ class Worker:
             reason = next(
                 (
                     f.result()
-                    for f in (connection.closed, consumer.closed, publisher.closed)
+                    for f in (connection.closed, consumer.closed, publisher.closed, notices.closed)
                     if f.done()
                 ),
                 None,

@@ -14,6 +14,7 @@ def _lane_status(lane: Lane) -> dict[str, Any]:
     probe_in = breaker.seconds_until_probe()
     return {
         "id": lane.subscriber.id,
+        "config_state": lane.config_state,
         "circuit": breaker.state.label,
         "paused": lane.paused,
         "consuming": lane.tag is not None,
@@ -25,13 +26,19 @@ def _lane_status(lane: Lane) -> dict[str, Any]:
 
 
 def status_document(
-    *, ready: bool, lanes: Iterable[Lane], removed: Mapping[str, int]
+    *,
+    ready: bool,
+    lanes: Iterable[Lane],
+    removed: Mapping[str, int],
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Per subscriber, circuit state and pause; ``removed``: unconfigured id -> queued events."""
+    """Per subscriber, circuit state and pause; ``removed``: unconfigured id -> queued events;
+    ``config``: the applied configuration's source and version."""
     return {
         "ready": ready,
+        "config": dict(config or {}),
         "subscribers": [_lane_status(lane) for lane in lanes],
-        # Seen at the last connect: no longer configured, events still queued.
+        # Seen at the last connect or removal: no longer configured, events still queued.
         "removed_subscribers_with_queues": [
             {"id": i, "queue": work_queue(i), "messages": n} for i, n in sorted(removed.items())
         ],

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import SecretStr
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from config.errors import InvalidInputError, NotFoundError, StoreError
+from config.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from config.settings import Settings
 from config.subscribers import SUBSCRIBER_ID
 from control.store.cipher import SecretCipher
@@ -95,17 +95,41 @@ class EndpointStore:
 
     # ------------------------------------------------------------- accounts' API
 
-    def create_endpoint(self, account: str, data: EndpointInput) -> tuple[Endpoint, SecretStr]:
-        """Store a new endpoint (and its account, if new); its secret is shown only now."""
+    def create_endpoint(
+        self,
+        account: str,
+        data: EndpointInput,
+        *,
+        endpoint_id: str | None = None,
+        secret: SecretStr | None = None,
+    ) -> tuple[Endpoint, SecretStr]:
+        """Store a new endpoint (and its account, if new); its secret is shown only now.
+
+        ``endpoint_id`` and ``secret`` default to fresh random ones; declarative
+        imports (``webhook-admin apply``) give their own. A taken id is a ConflictError.
+        """
         if not ACCOUNT_ID.match(account):
             raise InvalidInputError(
                 "account: must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
                 fields=["account"],
             )
+        if endpoint_id is not None and not SUBSCRIBER_ID.match(endpoint_id):
+            raise InvalidInputError(
+                "id: must be 1-64 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+                fields=["id"],
+            )
         now = self._clock()
-        endpoint_id, secret = new_endpoint_id(), new_signing_secret()
+        endpoint_id = endpoint_id or new_endpoint_id()
+        plain = _given_secret(secret) if secret is not None else new_signing_secret()
         with self._db.transaction() as session:
             version = _next_version(session)
+            if session.get(EndpointRow, endpoint_id) is not None:
+                raise ConflictError(f"endpoint id {endpoint_id!r} is taken")
+            # A given id may be one deleted earlier: its tombstone would tell workers
+            # it is gone, and would block the tombstone of its next deletion.
+            session.execute(
+                delete(EndpointDeletionRow).where(EndpointDeletionRow.endpoint_id == endpoint_id)
+            )
             if session.get(AccountRow, account) is None:
                 session.add(AccountRow(id=account, created_at=now))
                 session.flush()  # the account row before its endpoint (foreign key)
@@ -115,7 +139,7 @@ class EndpointStore:
                 url=data.url,
                 description=data.description,
                 events=list(data.events),
-                secret_ciphertext=self._cipher.encrypt(secret, endpoint_id=endpoint_id),
+                secret_ciphertext=self._cipher.encrypt(plain, endpoint_id=endpoint_id),
                 enabled=data.enabled,
                 paused=False,
                 all_accounts=data.all_accounts,
@@ -125,7 +149,7 @@ class EndpointStore:
                 **{name: column_value(name, getattr(data, name)) for name in OPTION_FIELDS},
             )
             session.add(row)
-        return endpoint_of(row, now), SecretStr(secret)
+        return endpoint_of(row, now), SecretStr(plain)
 
     def list_endpoints(self, account: str) -> tuple[Endpoint, ...]:
         """The account's endpoints, oldest first (none for an unknown account)."""
@@ -209,9 +233,15 @@ class EndpointStore:
         return version
 
     def rotate_secret(
-        self, account: str, endpoint_id: str, overlap_seconds: float
+        self,
+        account: str,
+        endpoint_id: str,
+        overlap_seconds: float,
+        *,
+        secret: SecretStr | None = None,
     ) -> tuple[Endpoint, SecretStr]:
-        """A new secret; the current one stays valid for ``overlap_seconds`` (0: not at all).
+        """A new secret (``secret``, or a fresh random one); the current one stays valid
+        for ``overlap_seconds`` (0: not at all).
 
         A rotation during another's overlap ends that overlap: there is at most
         one previous secret.
@@ -222,7 +252,7 @@ class EndpointStore:
                 fields=["overlap_seconds"],
             )
         now = self._clock()
-        secret = new_signing_secret()
+        plain = _given_secret(secret) if secret is not None else new_signing_secret()
         with self._db.transaction() as session:
             version = _next_version(session)
             row = _owned(session, account, endpoint_id)
@@ -233,9 +263,9 @@ class EndpointStore:
                 row.previous_secret_expires_at = now + timedelta(seconds=overlap_seconds)
             else:
                 row.previous_secret_ciphertext = row.previous_secret_expires_at = None
-            row.secret_ciphertext = self._cipher.encrypt(secret, endpoint_id=row.id)
+            row.secret_ciphertext = self._cipher.encrypt(plain, endpoint_id=row.id)
             row.version, row.updated_at = version, now
-        return endpoint_of(row, now), SecretStr(secret)
+        return endpoint_of(row, now), SecretStr(plain)
 
     def set_paused(
         self, account: str, endpoint_id: str, paused: bool, reason: str | None = None
@@ -310,6 +340,14 @@ def _next_version(session: Session) -> int:
 
 def _current_version(session: Session) -> int:
     return int(session.scalars(select(VersionCounterRow.value)).one())
+
+
+def _given_secret(secret: SecretStr) -> str:
+    """A caller's own secret, checked as the subscriber file checks it."""
+    plain = secret.get_secret_value()
+    if not plain.strip():
+        raise InvalidInputError("secret: must not be empty", fields=["secret"])
+    return plain
 
 
 def _owned(session: Session, account: str, endpoint_id: str) -> EndpointRow:

@@ -147,6 +147,7 @@ class EndpointWithSecrets(_Frozen):
             secret=self.secret,
             previous_secret=self.previous_secret,
             events=endpoint.events,
+            enabled=endpoint.enabled,
             **options,
         )
 

@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
 from sqlalchemy import Engine, inspect
 
-from config.errors import NotFoundError, StoreError
+from config.errors import ConflictError, NotFoundError, StoreError
 from control.store.database import DatabaseUrl
 from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
@@ -150,6 +150,23 @@ def test_changed_since_reports_writes_and_deletions_in_order(store: EndpointStor
     assert changes.endpoints[0].endpoint.paused
     assert changes.deleted == (second.id,)
     assert store.changed_since(changes.version).endpoints == ()
+
+
+def test_a_given_id_can_be_deleted_and_created_again(store: EndpointStore) -> None:
+    """webhook-admin apply reuses a file's ids: a taken one conflicts, a deleted one is free."""
+    given = SecretStr("the-file's-secret")
+    store.create_endpoint("acct", sample_input(), endpoint_id="shop", secret=given)
+    with pytest.raises(ConflictError):
+        store.create_endpoint("other", sample_input(), endpoint_id="shop")
+    before = store.load_all().version
+    store.delete_endpoint("acct", "shop")
+    store.create_endpoint("acct", sample_input(), endpoint_id="shop", secret=given)
+    changes = store.changed_since(before)
+    assert changes.deleted == () and [e.endpoint.id for e in changes.endpoints] == ["shop"]
+    assert changes.endpoints[0].secret == given
+    again = store.load_all().version
+    store.delete_endpoint("acct", "shop")
+    assert store.changed_since(again).deleted == ("shop",)
 
 
 def test_concurrent_writers_get_distinct_versions(store: EndpointStore) -> None:

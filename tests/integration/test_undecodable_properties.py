@@ -18,7 +18,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from broker.async_connection import Message
+from broker.async_channel import Message
 from config.subscribers import Subscriber
 from config.topology import EVENTS_EXCHANGE, dead_letter_queue, event_routing_key, work_queue
 from tests.support import redteam_amqp

@@ -10,7 +10,7 @@ import pika
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.async_connection import AmqpChannel, Message
+from broker.async_channel import AmqpChannel, Message
 
 
 class FakeChannel:

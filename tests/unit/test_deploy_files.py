@@ -27,11 +27,15 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from broker.url import DEFAULT_URL
+from cli.api import build_parser as api_parser
 from cli.publish import build_parser as producer_parser
 from cli.worker import main as worker_main
-from config.settings import Settings, environment_variables, load_settings
+from config.settings import Settings, environment_variables, load_environment, load_settings
 from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
+from control.api.auth import ApiTokens
+from control.store.database import DatabaseUrl
+from control.store.key import load_secrets_key
 from wire.samples import SAMPLE_EVENTS
 from worker import metrics
 
@@ -67,6 +71,8 @@ RUNBOOK_BASE = "https://github.com/OWNER/webhook-relay/blob/main/docs/operations
 SERVICES = {
     "rabbitmq",
     "rabbitmq-policies",
+    "api",
+    "postgres",
     "worker",
     "receiver",
     "producer",
@@ -474,6 +480,7 @@ def test_services_built_here_run_declared_entry_points(capsys: pytest.CaptureFix
     capsys.readouterr()
     producer_args = producer_parser().parse_args(_service("producer")["command"])
     assert producer_args.sample and producer_args.event in SAMPLE_EVENTS
+    api_parser().parse_args(_service("api").get("command", []))
 
 
 def _strings(node: Any) -> Iterator[str]:
@@ -558,6 +565,62 @@ def test_worker_and_producer_settings_load_from_compose(name: str) -> None:
     assert "depends_on" in service and service["depends_on"]["rabbitmq"] == {
         "condition": "service_healthy"
     }
+
+
+def test_api_settings_load_from_compose() -> None:
+    """webhook-api's effective environment passes the real loaders: settings, store URL,
+    secrets key and tokens; it listens where compose publishes and checks health."""
+    env_file = _env_example()
+    api = _service("api")
+    env = _effective_env("api", env_file)
+    assert set(env) <= SETTINGS_VARS, "a variable the code never reads"
+    settings = load_environment(env)
+    assert settings.api_host == "0.0.0.0" and settings.log_format == "json"
+    assert api["ports"] == [f"127.0.0.1:{settings.api_port}:{settings.api_port}"]
+    health = " ".join(api["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{settings.api_port}/healthz" in health
+    assert ApiTokens.from_settings(settings)  # the example token is a valid one
+    assert settings.store_allows_private_networks is False
+
+    database = DatabaseUrl.parse(settings.store_database_url())
+    assert database.dialect == "postgresql"
+    assert database.redacted == (
+        f"postgresql://{env_file['POSTGRES_USER']}:***@postgres:5432/{env_file['POSTGRES_DB']}"
+    )
+    # The password survives the trip through the URL (it needs no percent-encoding).
+    assert database.password == env_file["POSTGRES_PASSWORD"]
+    load_secrets_key(database, settings.secrets_key, settings.secrets_key_file)
+
+    postgres = {k: _interpolate(v, env_file) for k, v in _environment(_service("postgres")).items()}
+    assert postgres["POSTGRES_PASSWORD"] == database.password
+    assert api["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "rabbitmq": {"condition": "service_healthy"},
+    }
+    assert float(api["stop_grace_period"].removesuffix("s")) > settings.shutdown_grace_seconds
+    amqp = urlsplit(env["RABBITMQ_URL"])
+    assert amqp.hostname == "rabbitmq" and amqp.port == AMQP_PORT
+    assert env["RABBITMQ_USERNAME"] == env_file["RABBITMQ_USER"]
+
+
+def test_postgres_service_is_the_official_image_with_its_data_on_a_volume() -> None:
+    postgres = _service("postgres")
+    image = re.fullmatch(r"postgres:(\d+)(?:-alpine)?", postgres["image"])
+    assert image, f"{postgres['image']}: the official image, its major version pinned"
+    assert int(image.group(1)) >= 15
+    assert postgres["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    assert "postgres-data" in _compose()["volumes"]
+    assert "ports" not in postgres, "only the api (on the compose network) talks to it"
+    assert postgres["healthcheck"]["test"][0] == "CMD-SHELL"
+    assert "pg_isready" in postgres["healthcheck"]["test"][1]
+    env = _environment(postgres)
+    assert set(env) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+
+
+def test_workers_show_how_they_will_get_the_store() -> None:
+    """Until workers read the store, their service carries it as a commented example."""
+    assert "DATABASE_URL" not in _environment(_service("worker"))
+    assert "# <<: [*broker-env, *store-env]" in COMPOSE_FILE.read_text()
 
 
 def test_demo_subscriber_points_at_the_receiver_service() -> None:
@@ -1008,6 +1071,11 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
             series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.gone.work"),
             series("webhook_subscriber_paused", "1x40", **worker, instance="w1", subscriber="gone"),
             series("webhook_subscriber_paused", "0x40", **worker, instance="w1", subscriber="ok"),
+            # Switched off in the configuration (enabled: false / paused in the store).
+            series("rabbitmq_queue_consumers", "0x40", **rabbit, queue="webhooks.off.work"),
+            series(
+                "webhook_subscriber_disabled", "1x40", **worker, instance="w1", subscriber="off"
+            ),
             # Open for a while, then a probe succeeded: no alert.
             *circuit(
                 "healed", "w1", open="1x10 0 0x28", half_open="0x10 1 0x28", closed="0x11 1x28"

@@ -326,3 +326,58 @@ def test_amqps_parameters_get_server_hostname() -> None:
 def test_plain_amqp_has_no_tls() -> None:
     (params,) = BrokerUrl.parse("amqp://rabbit.example").parameters()
     assert params.ssl_options is None
+
+
+# --- with the endpoint store (DATABASE_URL) ------------------------------------
+
+
+def test_with_the_store_the_file_is_not_read_and_file_wide_settings_come_from_env(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+            "WEBHOOK_CONFIG": str(write(tmp_path, GOOD)),  # there, and ignored
+            "WEBHOOK_RETRY_DELAYS": " 1, 2.5 ",
+            "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+            "RECONCILE_SECONDS": "5",
+        }
+    )
+    assert settings.uses_store and settings.subscribers == ()
+    assert settings.retry.delays_seconds == (1.0, 2.5)
+    assert settings.security.allow_private_networks is True
+    assert settings.reconcile_seconds == 5
+
+
+def test_store_defaults_match_the_file_defaults() -> None:
+    settings = load_settings({"DATABASE_URL": "sqlite:///store.db"})
+    assert settings.retry.delays_seconds == (30.0, 300.0)
+    assert settings.security.allow_private_networks is False
+    assert settings.reconcile_seconds == 30
+
+
+def test_a_blank_database_url_means_the_file(tmp_path: Path) -> None:
+    settings = load_settings(settings_env(write(tmp_path, GOOD), DATABASE_URL=" "))
+    assert not settings.uses_store and len(settings.subscribers) == 2
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WEBHOOK_RETRY_DELAYS": "30,soon"}, "WEBHOOK_RETRY_DELAYS: comma-separated seconds"),
+        ({"WEBHOOK_RETRY_DELAYS": "1,2,3"}, "WEBHOOK_RETRY_DELAYS: at most 2 delays"),
+        ({"WEBHOOK_RETRY_DELAYS": "0"}, "WEBHOOK_RETRY_DELAYS: 0.0 is out of range"),
+        ({"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "maybe"}, "WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+        ({"RECONCILE_SECONDS": "0"}, "RECONCILE_SECONDS"),
+    ],
+)
+def test_bad_store_settings(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_settings({"DATABASE_URL": "sqlite:///store.db", **env})
+
+
+def test_enabled_false_in_the_file(tmp_path: Path) -> None:
+    text = GOOD.replace("    max_in_flight: 16\n", "    max_in_flight: 16\n    enabled: false\n")
+    settings = load_settings(settings_env(write(tmp_path, text)))
+    shop, crm = settings.subscribers
+    assert (shop.enabled, crm.enabled) == (False, True)

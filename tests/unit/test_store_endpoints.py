@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from config.errors import InvalidInputError, NotFoundError, StoreError
+from config.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from config.subscriber_file import plain_message
 from config.subscribers import SUBSCRIBER_ID, Subscriber
 from control.store.endpoints import EndpointStore
@@ -223,6 +223,60 @@ def test_rotation_overlap_is_bounded(store: EndpointStore, overlap: float) -> No
     endpoint, _ = store.create_endpoint("acct", sample_input())
     with pytest.raises(InvalidInputError, match="overlap_seconds"):
         store.rotate_secret("acct", endpoint.id, overlap)
+
+
+# --- a given id and secret (webhook-admin apply) --------------------------------------
+
+
+def test_create_with_a_given_id_and_secret(store: EndpointStore) -> None:
+    given = SecretStr("the-file's-secret")
+    endpoint, secret = store.create_endpoint(
+        "acct", sample_input(), endpoint_id="shop-orders", secret=given
+    )
+    assert endpoint.id == "shop-orders" and secret == given
+    assert store.get_endpoint_with_secrets("acct", "shop-orders").secret == given
+
+
+def test_a_taken_id_conflicts_and_takes_no_version(store: EndpointStore) -> None:
+    endpoint, _ = store.create_endpoint("acct", sample_input(), endpoint_id="shop")
+    with pytest.raises(ConflictError, match="'shop' is taken"):
+        store.create_endpoint("other", sample_input(), endpoint_id="shop")
+    assert store.load_all().version == endpoint.version
+    assert store.list_endpoints("other") == ()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"endpoint_id": "Not-A-Queue-Name"}, "id"), ({"secret": SecretStr("  ")}, "secret")],
+)
+def test_a_given_id_or_secret_is_checked(
+    store: EndpointStore, changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        store.create_endpoint("acct", sample_input(), **changes)  # type: ignore[arg-type]
+    assert caught.value.fields == (field,)
+
+
+def test_an_id_deleted_and_created_again_is_not_reported_deleted(store: EndpointStore) -> None:
+    store.create_endpoint("acct", sample_input(), endpoint_id="shop")
+    before = store.load_all().version
+    store.delete_endpoint("acct", "shop")
+    store.create_endpoint("acct", sample_input(), endpoint_id="shop")
+    changes = store.changed_since(before)
+    assert changes.deleted == ()
+    assert [e.endpoint.id for e in changes.endpoints] == ["shop"]
+    # And it can be deleted again (its earlier tombstone is gone).
+    again = store.load_all().version
+    store.delete_endpoint("acct", "shop")
+    assert store.changed_since(again).deleted == ("shop",)
+
+
+def test_rotation_to_a_given_secret(store: EndpointStore) -> None:
+    endpoint, old = store.create_endpoint("acct", sample_input())
+    given = SecretStr("from-the-file")
+    _, new = store.rotate_secret("acct", endpoint.id, 60, secret=given)
+    assert new == given
+    assert _secrets(store).secret == given and _secrets(store).previous_secret == old
 
 
 # --- delete and not found -------------------------------------------------------------

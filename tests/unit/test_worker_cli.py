@@ -144,3 +144,49 @@ def test_check_config_warns_about_a_target_the_worker_will_refuse(
     out, err = capsys.readouterr()
     assert "1 subscriber(s) OK, 1 warning(s)" in out
     assert "webhook-worker: warning: shop-a: 127.0.0.1 is a private address" in err
+
+
+# --- with the endpoint store (DATABASE_URL): no subscriber file needed ----------
+
+
+def _store_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> tuple[str, str]:
+    """A SQLite store with one endpoint (and one disabled); returns (endpoint id, secret)."""
+    from pydantic import SecretStr
+
+    from control.store.endpoints import EndpointStore
+    from control.store.key import SecretsKey
+    from tests.support.store import sample_input
+
+    database = f"sqlite:///{tmp_path / 'store.db'}"
+    key = SecretsKey.generate().as_text()
+    store = EndpointStore.open(database, secrets_key=SecretStr(key), migrate=True)
+    try:
+        endpoint, secret = store.create_endpoint("acme", sample_input(url=url))
+        store.create_endpoint("acme", sample_input(enabled=False))
+    finally:
+        store.close()
+    monkeypatch.setenv("DATABASE_URL", database)
+    monkeypatch.setenv("SECRETS_KEY", key)
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+    monkeypatch.setenv("WEBHOOK_CONFIG", str(tmp_path / "absent.yaml"))
+    return endpoint.id, secret.get_secret_value()
+
+
+async def test_with_the_store_check_config_and_test_endpoint_read_the_store(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver = await Receiver().start()
+    try:
+        endpoint_id, secret = _store_env(monkeypatch, env, receiver.url)
+        assert await asyncio.to_thread(main, ["check-config"]) == 0
+        out = capsys.readouterr().out
+        assert "config: endpoint store sqlite:///" in out and "(DATABASE_URL)" in out
+        assert endpoint_id in out and "(disabled)" in out and "2 subscriber(s) OK" in out
+        assert secret not in out
+        assert await asyncio.to_thread(main, ["test-endpoint", endpoint_id]) == 0
+        assert await asyncio.to_thread(main, ["test-endpoint", "ep-nope"]) == 2
+        assert "no subscriber 'ep-nope' in endpoint store" in capsys.readouterr().err
+    finally:
+        await receiver.stop()
+    [request] = receiver.requests
+    verify(secret, request.body, request.headers["X-Webhook-Signature"])
