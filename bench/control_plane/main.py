@@ -83,7 +83,10 @@ class Run:
     def fill_stores(self, endpoints_at: str) -> None:
         """The run's endpoints (pointing at ``endpoints_at``) in SQLite, then PostgreSQL."""
         self.stores: list[tuple[LoadedStore, Callable[[], list[int]]]] = []
-        url = f"sqlite:///{self.workdir / 'store.db'}"
+        database = self.workdir / "store.db"
+        for leftover in (database, *database.parent.glob("store.db-*")):
+            leftover.unlink(missing_ok=True)  # a kept directory's previous run
+        url = f"sqlite:///{database}"
         self.stores.append((self._fill("SQLite", url, endpoints_at, list), list))
         if not postgres_available():
             self.results.notes.append("PostgreSQL skipped: no PostgreSQL 15 server binaries")
