@@ -131,6 +131,7 @@ class ApiRow:
     api_rss_mb: float = math.nan
     other_load_pct: float = math.nan
     load_1min: float = math.nan
+    short: str = ""  # the request's name in the targets table
 
 
 async def _drive(
@@ -202,9 +203,9 @@ def measure_api(
     page_size = min(100, plan.big_account)
     per_account = (len(store.endpoints) - plan.big_account) / max(1, len(regular))
     rows = [
-        (f"list, {per_account:.0f} per account", lists),
-        (f"list, page of {page_size}", pages),
-        ("get", gets),
+        (f"list, {per_account:.0f} per account", "list", lists),
+        (f"list, page of {page_size}", "page", pages),
+        ("get", "get", gets),
     ]
     say(f"- webhook-api on {store.backend} ...")
     # The API's broker (change notices) is never contacted: GETs send no notices.
@@ -214,11 +215,10 @@ def measure_api(
     results: list[ApiRow] = []
     try:
         server.start()
-        for name, paths in rows:
-            results.append(
-                _row(server, ApiRow(store.backend, name, plan.clients), paths, plan, db_pids)
-            )
-        one = ApiRow(store.backend, "get", 1)
+        for name, short, paths in rows:
+            row = ApiRow(store.backend, name, plan.clients, short=short)
+            results.append(_row(server, row, paths, plan, db_pids))
+        one = ApiRow(store.backend, "get", 1, short="get, 1 client")
         results.append(_row(server, one, gets[: max(50, n // 4)], plan, db_pids))
     finally:
         server.stop()

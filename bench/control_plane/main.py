@@ -37,7 +37,12 @@ from bench.control_plane.changes import measure_changes
 from bench.control_plane.plan import PLANS, BenchError, Plan, load_average, say, with_children
 from bench.control_plane.receiver import Receiver
 from bench.control_plane.report import Results, render
-from bench.control_plane.store_load import LoadedStore, fill_store, new_secrets_key
+from bench.control_plane.store_load import (
+    BIG_ACCOUNT,
+    LoadedStore,
+    fill_store,
+    new_secrets_key,
+)
 from bench.control_plane.worker_start import start_worker, store_backed_workers, time_phases
 from broker.url import BrokerUrl
 from config.logs import configure_logging
@@ -155,8 +160,16 @@ class Run:
                 api = ApiServer(self.workdir, "changes", store.url, self.key, url).start()
                 try:
                     tag = secrets.token_hex(3)
+                    existing = [e for e in store.endpoints if e[0] != BIG_ACCOUNT]
                     results.changes = measure_changes(
-                        api, broker, receiver, plan.changes, plan.change_timeout, tag
+                        api,
+                        broker,
+                        receiver,
+                        worker.log_path,
+                        existing[: plan.changes],
+                        plan.creates,
+                        plan.change_timeout,
+                        tag,
                     )
                 finally:
                     api.stop()

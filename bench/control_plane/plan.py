@@ -30,7 +30,8 @@ class Plan:
     row_seconds: float = 120.0  # every API row stops after this, done or not
     store_threads: int = 4  # PostgreSQL bulk load (SQLite takes one writer at a time)
     broker_sizes: tuple[int, ...] = (100, 1_000, 5_000)
-    changes: int = 50  # of each kind (create, URL change)
+    changes: int = 50  # URL changes of existing endpoints
+    creates: int = 10  # new endpoints (each waits for the worker's whole pass)
     change_timeout: float = 45.0  # beyond the workers' 30 s periodic reconciliation
     worker_timeout: float = 900.0
     settle_seconds: float = 10.0  # idle time before the worker's second RSS reading
@@ -56,6 +57,7 @@ PLANS = {
         row_seconds=15.0,
         broker_sizes=(20,),
         changes=3,
+        creates=2,
         change_timeout=20.0,
         worker_timeout=60.0,
         settle_seconds=1.0,

@@ -50,11 +50,13 @@ def _targets(r: Results) -> list[list[str]]:
     for backend in dict.fromkeys(a.backend for a in r.api):
         loaded = [a for a in r.api if a.backend == backend and a.clients > 1]
         worst = max((a.p99_ms for a in loaded), default=math.nan)
-        shown = ", ".join(f"{a.request} {fmt(a.p99_ms, 1)}" for a in loaded)
+        shown = ", ".join(f"{a.short} {fmt(a.p99_ms, 1)}" for a in loaded)
         rows.append([f"API p99 < 50 ms ({backend})", shown + " ms", _verdict(worst, 50)])
     seen = [c for c in r.changes if c.seen]
-    change = max((c.p99_ms for c in seen), default=math.nan)
-    measured = r.changes_skipped or ", ".join(f"{c.change}: {fmt(c.p99_ms)} ms" for c in seen)
+    # The verdict is on changes made one at a time; the back-to-back row is shown beside it.
+    alone = [c for c in seen if "right after" not in c.change]
+    change = max((c.p99_ms for c in alone), default=math.nan)
+    measured = r.changes_skipped or ", ".join(f"{c.short} {fmt(c.p99_ms)}" for c in seen) + " ms"
     rows.append(["change visible to workers p99 < 2 s", measured or "-", _verdict(change, 2000)])
     w = r.worker
     start = w.start_s if w else math.nan
@@ -144,15 +146,20 @@ def render(r: Results) -> str:
         )  # fmt: skip
         for phase in r.phases:
             emit(f"  timed alone afterwards: {phase.step}: {phase.seconds:.2f} s")
-    emit("\nchange visible to workers (API answer to first delivery)")
+    emit(
+        "\nchange visible to workers (API answer to first delivery there; applied: the "
+        "worker's pass done, from its log)"
+    )
     if r.changes_skipped:
         emit(f"  {r.changes_skipped}")
     else:
         emit(
             table(
-                ["change", "made", "seen", "p50 ms", "p99 ms", "max ms"],
+                ["change", "made", "delivered", "p50 ms", "p99 ms", "max ms",
+                 "applied p50 ms", "applied p99 ms"],
                 [[c.change, str(c.made), str(c.seen), fmt(c.p50_ms), fmt(c.p99_ms),
-                  fmt(c.max_ms)] for c in r.changes],
+                  fmt(c.max_ms), fmt(c.applied_p50_ms), fmt(c.applied_p99_ms)]
+                 for c in r.changes],
             )
         )  # fmt: skip
     emit("\ntargets (printed, not asserted)")

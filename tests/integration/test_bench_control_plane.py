@@ -78,7 +78,7 @@ def test_tiny_control_plane_benchmark_prints_its_tables(vhost_url: str, tmp_path
     assert worker and re.fullmatch(NUMBER, worker[0][1]), out  # start to /readyz s
     changes = out.split("change visible to workers", 1)[1]
     skipped = "skipped: workers in this tree do not read the store" in changes
-    assert skipped or _rows(changes, "create, until its first delivery"), changes
+    assert skipped or _rows(changes, "create (a new account's first endpoint)"), changes
 
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["size"] == "tiny"
