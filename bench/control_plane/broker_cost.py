@@ -5,8 +5,10 @@ measured from a clean baseline: the node's own figures (``rabbitmqctl status``:
 resident memory, what Erlang has allocated, quorum-queue processes and tables)
 right before and a settled moment after declaring ``build_topology`` for N
 endpoints (2 quorum queues and 3 bindings each) through
-``broker.declarer.declare_topology``, the workers' own call.  Declaring again
-(what every worker start does) is timed too.
+``broker.declarer.declare_topology``, the workers' own call.  Also: how long
+the node stays busy after the last declare-ok (its new queues starting), the
+time to declare again (what every worker start does) and the node's CPU when
+idle with all those queues.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import math
 import time
 from dataclasses import dataclass
 
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
+
 from bench import procstat
 from bench.control_plane.plan import Load, load_1min, say
 from broker.declarer import declare_topology
 from broker.url import BrokerUrl
+from config.errors import BrokerError
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import build_topology
 from devtools.rabbitmq_node import LocalRabbitMQ
@@ -58,6 +63,8 @@ class BrokerRow:
     redeclare_s: float = math.nan
     before: Memory = Memory()
     after: Memory = Memory()
+    busy_after_s: float = math.nan  # the node's CPU above 1/4 core after the last declare-ok
+    idle_cpu_pct: float = math.nan  # the node's CPU afterwards with nothing to do
     other_load_pct: float = math.nan
     load_1min: float = math.nan
     note: str = ""
@@ -91,17 +98,43 @@ def synthetic_subscribers(count: int, prefix: str = "bc") -> list[Subscriber]:
     ]
 
 
-def settle(pid: int | None, limit: float = 30.0) -> None:
-    """Wait (bounded) until the broker is nearly idle (under 10% of a core)."""
+def settle(pid: int | None, limit: float = 30.0, busy: float = 0.25) -> float:
+    """Wait (bounded) until the broker uses less than ``busy`` of a core; the seconds waited."""
+    started = time.monotonic()
     if not pid:
         time.sleep(2.0)
-        return
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+        return math.nan
+    while time.monotonic() - started < limit:
         before = procstat.cpu_seconds(pid)
         time.sleep(1.0)
-        if procstat.cpu_seconds(pid) - before < 0.1:
-            return
+        if procstat.cpu_seconds(pid) - before < busy:
+            break
+    return time.monotonic() - started
+
+
+def idle_cpu_pct(pid: int | None, seconds: float = 5.0) -> float:
+    """The broker's CPU over ``seconds`` with nothing to do, in % of one core."""
+    if not pid:
+        return math.nan
+    before = procstat.cpu_seconds(pid)
+    time.sleep(seconds)
+    return 100 * (procstat.cpu_seconds(pid) - before) / seconds
+
+
+def _declare(broker: BrokerUrl, subscribers: list[Subscriber]) -> float:
+    """Seconds to declare; a connection that fails at once is tried again once."""
+    for attempt in (1, 2):
+        started = time.monotonic()
+        try:
+            declare_topology(broker, subscribers, RetryPolicy())
+        except (BrokerError, AMQPConnectorException):
+            # pika's handshake timeout is no AMQPError: a busy broker can time it out.
+            if attempt == 2:
+                raise
+            time.sleep(5.0)
+            continue
+        return time.monotonic() - started
+    raise AssertionError("unreachable")
 
 
 def measure_declare(
@@ -111,27 +144,32 @@ def measure_declare(
     node: LocalRabbitMQ | None,
     broker_pid: int | None,
 ) -> BrokerRow:
-    """Declare the topology of ``subscribers`` (first time, then again); memory around it."""
-    retry = RetryPolicy()
-    topology = build_topology(subscribers, retry)
+    """Declare the topology of ``subscribers`` (first time, then again); memory around it.
+
+    Failures are noted in the row, not raised: the other sizes still run.
+    """
+    topology = build_topology(subscribers, RetryPolicy())
     row = BrokerRow(label, len(subscribers), len(topology.queues), len(topology.bindings))
     say(f"- declaring {label}: {row.queues:,} quorum queues, {row.bindings:,} bindings ...")
     settle(broker_pid)
     row.before = Memory.of(node, broker_pid)
     pids = [broker_pid] if broker_pid else []
     load = Load.read(pids)
-    started = time.monotonic()
-    declare_topology(broker, subscribers, retry)
-    row.declare_s = time.monotonic() - started
-    row.other_load_pct = load.others_pct(Load.read(pids))
-    row.load_1min = load_1min()
-    started = time.monotonic()
-    declare_topology(broker, subscribers, retry)
-    row.redeclare_s = time.monotonic() - started
-    settle(broker_pid)
+    try:
+        row.declare_s = _declare(broker, subscribers)
+        row.other_load_pct = load.others_pct(Load.read(pids))
+        row.load_1min = load_1min()
+        # The last declare-ok does not mean the node is done: the queues keep it busy.
+        row.busy_after_s = settle(broker_pid, limit=300.0)
+        row.redeclare_s = _declare(broker, subscribers)
+    except (BrokerError, AMQPConnectorException) as exc:
+        row.note = f"declaring failed: {exc!r}"
+    settle(broker_pid, limit=120.0)
+    row.idle_cpu_pct = idle_cpu_pct(broker_pid)
     row.after = Memory.of(node, broker_pid)
     if node is None:
-        row.note = "a broker we did not start: RSS only" if broker_pid else "memory not visible"
+        row.note += "; a broker we did not start: RSS only" if broker_pid else "; no memory figure"
+    row.note = row.note.strip("; ")
     return row
 
 

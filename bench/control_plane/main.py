@@ -28,6 +28,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.exceptions import AMQPError
 from pydantic import SecretStr
 
 from bench import procstat
@@ -45,6 +47,7 @@ from bench.control_plane.store_load import (
 )
 from bench.control_plane.worker_start import start_worker, store_backed_workers, time_phases
 from broker.url import BrokerUrl
+from config.errors import WebhookError
 from config.logs import configure_logging
 from control.store.endpoints import EndpointStore
 from devtools.postgres_node import LocalPostgres, postgres_available
@@ -73,17 +76,28 @@ class Run:
                 self.fill_stores(receiver.base_url)
             if self.wanted("api"):
                 for store, pids in self.stores:
-                    self.results.api += measure_api(self.workdir, store, self.key, self.plan, pids)
+                    self.part(f"webhook-api on {store.backend}", self.api_part, store, pids)
             if self.wanted("broker"):
                 if rabbitmq_available():
                     self.results.broker += measure_sizes(self.plan.broker_sizes)
                 else:
                     self.results.notes.append("broker cost skipped: rabbitmq-server not installed")
             if self.wanted("worker"):
-                self.worker_part(receiver)
+                self.part("the worker part", self.worker_part, receiver)
         self.results.load_at_end = load_average()
         self.results.seconds = time.monotonic() - started
         return self.results
+
+    def part(self, name: str, step: Callable[..., None], *args: Any) -> None:
+        """Run one part; its failure is noted and the run goes on with the next."""
+        try:
+            step(*args)
+        except (BenchError, WebhookError, AMQPError, AMQPConnectorException) as exc:
+            say(f"  {name} failed: {exc!r}")
+            self.results.notes.append(f"{name} failed: {exc!r}")
+
+    def api_part(self, store: LoadedStore, pids: Callable[[], list[int]]) -> None:
+        self.results.api += measure_api(self.workdir, store, self.key, self.plan, pids)
 
     def fill_stores(self, endpoints_at: str) -> None:
         """The run's endpoints (pointing at ``endpoints_at``) in SQLite, then PostgreSQL."""

@@ -119,11 +119,13 @@ def render(r: Results) -> str:
         emit(
             table(
                 ["declared", "quorum queues", "bindings", "declare s", "ms/endpoint",
-                 "re-declare s", "RSS before MB", "RSS after MB", "RSS MB/endpoint",
-                 "Erlang MB/endpoint", "quorum MB", "other load %", "load 1m"],
+                 "busy after s", "re-declare s", "idle CPU %", "RSS before MB", "RSS after MB",
+                 "RSS MB/endpoint", "Erlang MB/endpoint", "quorum MB", "other load %",
+                 "load 1m"],
                 [
                     [b.label, f"{b.queues:,}", f"{b.bindings:,}", fmt(b.declare_s, 1),
-                     fmt(b.ms_per_endpoint, 1), fmt(b.redeclare_s, 2), fmt(b.before.rss),
+                     fmt(b.ms_per_endpoint, 1), fmt(b.busy_after_s), fmt(b.redeclare_s, 2),
+                     fmt(b.idle_cpu_pct), fmt(b.before.rss),
                      fmt(b.after.rss), fmt(b.rss_mb_per_endpoint, 3),
                      fmt(b.erlang_mb_per_endpoint, 3), fmt(b.after.quorum),
                      fmt(b.other_load_pct), fmt(b.load_1min, 2)]
