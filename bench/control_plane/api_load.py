@@ -182,6 +182,10 @@ def _row(
     )
     row.api_cpu_ms = (procstat.cpu_seconds(server.pid) - cpu_before) * 1000 / max(1, row.requests)
     row.api_rss_mb = procstat.rss_mb(server.pid)
+    say(
+        f"  {row.request}, {row.clients} client(s): {row.per_second:.0f}/s, "
+        f"p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms, {row.errors} errors"
+    )
     return row
 
 

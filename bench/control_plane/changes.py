@@ -190,4 +190,7 @@ def measure_changes(
             created.applied_s.append(changer.applied(int(str(answer["version"])), at))
     finally:
         publisher.close()
-    return [row.finish(timeout) for row in (moved, created, after)]
+    rows = [row.finish(timeout) for row in (moved, created, after)]
+    for row in rows:
+        say(f"  {row.change}: p50 {row.p50_ms:.0f} ms, p99 {row.p99_ms:.0f} ms")
+    return rows

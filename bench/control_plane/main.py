@@ -20,6 +20,7 @@ import json
 import math
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +50,11 @@ from bench.control_plane.worker_start import start_worker, store_backed_workers,
 from broker.url import BrokerUrl
 from config.errors import WebhookError
 from config.logs import configure_logging
+from config.subscribers import RetryPolicy
+from config.topology import build_topology
 from control.store.endpoints import EndpointStore
 from devtools.postgres_node import LocalPostgres, postgres_available
-from devtools.rabbitmq_node import LocalRabbitMQ, rabbitmq_available
+from devtools.rabbitmq_node import LocalRabbitMQ, RabbitMQNodeError, rabbitmq_available
 
 NOT_IN_TREE = "skipped: workers in this tree do not read the store"
 
@@ -79,7 +82,9 @@ class Run:
                     self.part(f"webhook-api on {store.backend}", self.api_part, store, pids)
             if self.wanted("broker"):
                 if rabbitmq_available():
-                    self.results.broker += measure_sizes(self.plan.broker_sizes)
+                    self.results.broker += measure_sizes(
+                        self.plan.broker_sizes, self.plan.classic_size
+                    )
                 else:
                     self.results.notes.append("broker cost skipped: rabbitmq-server not installed")
             if self.wanted("worker"):
@@ -92,7 +97,14 @@ class Run:
         """Run one part; its failure is noted and the run goes on with the next."""
         try:
             step(*args)
-        except (BenchError, WebhookError, AMQPError, AMQPConnectorException) as exc:
+        except (
+            BenchError,
+            WebhookError,
+            AMQPError,
+            AMQPConnectorException,
+            RabbitMQNodeError,
+            subprocess.TimeoutExpired,
+        ) as exc:
             say(f"  {name} failed: {exc!r}")
             self.results.notes.append(f"{name} failed: {exc!r}")
 
@@ -151,7 +163,8 @@ class Run:
         url, node, pid = self.broker()
         broker = BrokerUrl.parse(url)
         label = f"{len(subscribers):,} endpoints (the worker's node)"
-        results.broker.append(measure_declare(label, broker, subscribers, node, pid))
+        topology = build_topology(subscribers, RetryPolicy())
+        results.broker.append(measure_declare(label, broker, topology, len(subscribers), node, pid))
         in_tree = store_backed_workers()
         source = (store.backend, store.url, self.key) if in_tree else None
         worker, row = start_worker(

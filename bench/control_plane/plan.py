@@ -30,6 +30,7 @@ class Plan:
     row_seconds: float = 120.0  # every API row stops after this, done or not
     store_threads: int = 4  # PostgreSQL bulk load (SQLite takes one writer at a time)
     broker_sizes: tuple[int, ...] = (100, 1_000, 5_000)
+    classic_size: int = 5_000  # the same topology with classic queues (0: not measured)
     changes: int = 50  # URL changes of existing endpoints
     creates: int = 10  # new endpoints (each waits for the worker's whole pass)
     change_timeout: float = 45.0  # beyond the workers' 30 s periodic reconciliation
@@ -45,6 +46,7 @@ PLANS = {
         requests=2_000,
         row_seconds=60.0,
         broker_sizes=(100, 1_000),
+        classic_size=1_000,
         changes=20,
         worker_timeout=300.0,
     ),
@@ -56,6 +58,7 @@ PLANS = {
         clients=4,
         row_seconds=15.0,
         broker_sizes=(20,),
+        classic_size=0,
         changes=3,
         creates=2,
         change_timeout=20.0,
@@ -65,9 +68,12 @@ PLANS = {
 }
 
 
+_STARTED = time.monotonic()
+
+
 def say(text: str) -> None:
-    """Progress, on stderr (the tables go to stdout)."""
-    print(text, file=sys.stderr, flush=True)
+    """Progress, on stderr, with the seconds since the run started (the tables go to stdout)."""
+    print(f"[{time.monotonic() - _STARTED:5.0f} s] {text}", file=sys.stderr, flush=True)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> float:

@@ -56,7 +56,8 @@ def _targets(r: Results) -> list[list[str]]:
     # The verdict is on changes made one at a time; the back-to-back row is shown beside it.
     alone = [c for c in seen if "right after" not in c.change]
     change = max((c.p99_ms for c in alone), default=math.nan)
-    measured = r.changes_skipped or ", ".join(f"{c.short} {fmt(c.p99_ms)}" for c in seen) + " ms"
+    shown = ", ".join(f"{c.short} {fmt(c.p99_ms)}" for c in seen)
+    measured = r.changes_skipped or (shown + " ms" if seen else "-")
     rows.append(["change visible to workers p99 < 2 s", measured or "-", _verdict(change, 2000)])
     w = r.worker
     start = w.start_s if w else math.nan
@@ -115,19 +116,22 @@ def render(r: Results) -> str:
             )
         )  # fmt: skip
     if r.broker:
-        emit("\nbroker cost (build_topology declared pipelined; memory from rabbitmqctl status)")
+        emit(
+            "\nbroker cost (build_topology declared pipelined, quorum queues unless said; a "
+            "fresh node per size; RSS from /proc, Erlang's own figures from rabbitmqctl eval)"
+        )
         emit(
             table(
-                ["declared", "quorum queues", "bindings", "declare s", "ms/endpoint",
+                ["declared", "queues", "bindings", "declare s", "ms/endpoint",
                  "busy after s", "re-declare s", "idle CPU %", "RSS before MB", "RSS after MB",
-                 "RSS MB/endpoint", "Erlang MB/endpoint", "quorum MB", "other load %",
+                 "RSS MB/endpoint", "Erlang MB/endpoint", "processes/endpoint", "other load %",
                  "load 1m"],
                 [
                     [b.label, f"{b.queues:,}", f"{b.bindings:,}", fmt(b.declare_s, 1),
                      fmt(b.ms_per_endpoint, 1), fmt(b.busy_after_s), fmt(b.redeclare_s, 2),
                      fmt(b.idle_cpu_pct), fmt(b.before.rss),
                      fmt(b.after.rss), fmt(b.rss_mb_per_endpoint, 3),
-                     fmt(b.erlang_mb_per_endpoint, 3), fmt(b.after.quorum),
+                     fmt(b.erlang_mb_per_endpoint, 3), fmt(b.processes_per_endpoint, 1),
                      fmt(b.other_load_pct), fmt(b.load_1min, 2)]
                     for b in r.broker
                 ],
@@ -139,10 +143,11 @@ def render(r: Results) -> str:
         emit(
             table(
                 ["endpoints", "start to /readyz s", "CPU s", "RSS ready MB",
-                 f"RSS +{p.settle_seconds:g}s MB", "peak RSS MB", "broker RSS MB",
-                 "other load %", "load 1m"],
+                 f"RSS +{p.settle_seconds:g}s MB", "peak RSS MB", "/metrics samples",
+                 "/metrics KB", "scrape ms", "broker RSS MB", "other load %", "load 1m"],
                 [[f"{w.endpoints:,}", fmt(w.start_s, 1), fmt(w.cpu_s, 1), fmt(w.rss_ready_mb, 1),
-                  fmt(w.rss_settled_mb, 1), fmt(w.peak_rss_mb, 1), fmt(w.broker_rss_mb),
+                  fmt(w.rss_settled_mb, 1), fmt(w.peak_rss_mb, 1), f"{w.metrics_series:,}",
+                  fmt(w.metrics_kb), fmt(w.metrics_ms), fmt(w.broker_rss_mb),
                   fmt(w.other_load_pct), fmt(w.load_1min, 2)]],
             )
         )  # fmt: skip
@@ -152,8 +157,8 @@ def render(r: Results) -> str:
         "\nchange visible to workers (API answer to first delivery there; applied: the "
         "worker's pass done, from its log)"
     )
-    if r.changes_skipped:
-        emit(f"  {r.changes_skipped}")
+    if r.changes_skipped or not r.changes:
+        emit(f"  {r.changes_skipped or 'not run'}")
     else:
         emit(
             table(

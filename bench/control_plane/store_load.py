@@ -104,4 +104,8 @@ def fill_store(
             loaded.note = f"load_all returned {len(snapshot.endpoints)} endpoints"
     finally:
         store.close()
+    say(
+        f"  {loaded.load_seconds:.1f} s ({loaded.per_second:.0f}/s), "
+        f"load_all {loaded.load_all_seconds:.2f} s"
+    )
     return loaded

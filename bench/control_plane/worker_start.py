@@ -15,6 +15,7 @@ import importlib.util
 import math
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,9 @@ class WorkerRow:
     rss_settled_mb: float = math.nan
     peak_rss_mb: float = math.nan
     broker_rss_mb: float = math.nan  # with the worker's consumers
+    metrics_series: int = 0  # samples on one /metrics page (what Prometheus scrapes)
+    metrics_kb: float = math.nan
+    metrics_ms: float = math.nan
     other_load_pct: float = math.nan
     load_1min: float = math.nan
     note: str = ""
@@ -140,9 +144,21 @@ def start_worker(
     time.sleep(settle_seconds)
     row.rss_settled_mb = procstat.rss_mb(worker.pid)
     row.peak_rss_mb = procstat.peak_rss_mb(worker.pid)
+    say(f"  ready after {row.start_s:.1f} s, RSS {row.rss_ready_mb:.0f} MB")
+    scrape(worker.metrics_port, row)
     settle(broker_pid, limit=20.0)
     row.broker_rss_mb = Memory.of(node, broker_pid).rss
     return worker, row
+
+
+def scrape(port: int, row: WorkerRow) -> None:
+    """One Prometheus scrape of the worker: its size, its samples, how long it took."""
+    started = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
+        page = response.read()
+    row.metrics_ms = (time.monotonic() - started) * 1000
+    row.metrics_kb = len(page) / 1024
+    row.metrics_series = sum(1 for line in page.splitlines() if line and not line.startswith(b"#"))
 
 
 def time_phases(broker: BrokerUrl, subscribers: list[Subscriber]) -> list[PhaseRow]:
