@@ -34,6 +34,8 @@ import pika.exceptions
 
 from bench import procstat
 from bench.common import SENT_FIELD, eventually_delivered
+from bench.tables import fmt as _fmt
+from bench.tables import table as _table
 from broker import pika_internals
 from broker.declarer import declare_topology
 from broker.url import BrokerUrl
@@ -323,12 +325,14 @@ class WorkerProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.start_seconds = math.nan
+        # What runs: the deployed command (bench.control_plane swaps it in one case).
+        self.command = [sys.executable, "-m", "worker", "run"]
 
     def start(self, timeout: float) -> WorkerProcess:
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run"],
+                self.command,
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -850,33 +854,6 @@ class Bench:
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _fmt(value: float, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    lines = [
-        "  ".join(
-            h.rjust(w) if i else h.ljust(w)
-            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-        ),
-        "  ".join("-" * w for w in widths),
-    ]
-    for row in rows:
-        lines.append(
-            "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    return "\n".join(lines)
 
 
 def render(results: Results, plan: Plan, args: argparse.Namespace, broker: str) -> str:

@@ -1,0 +1,3 @@
+from bench.control_plane.main import main
+
+raise SystemExit(main())

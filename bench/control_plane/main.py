@@ -1,0 +1,266 @@
+"""``python -m bench.control_plane [--quick | --tiny]``: the run, in order.
+
+1. the endpoint store filled on SQLite and on a throwaway PostgreSQL 15 cluster;
+2. ``webhook-api`` on each, under concurrent clients;
+3. the broker's cost per endpoint, on one fresh throwaway RabbitMQ node per size;
+4. a worker with every endpoint, on a node holding all their queues
+   (``$RABBITMQ_URL`` when set, on loopback; else a throwaway node);
+5. with store-backed workers only: changes made through the API, timed until
+   that worker delivers accordingly.
+
+Everything listens on 127.0.0.1, every step is bounded in time, and every
+process and node started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.exceptions import AMQPError
+from pydantic import SecretStr
+
+from bench import procstat
+from bench.control_plane.api_load import ApiServer, measure_api
+from bench.control_plane.broker_cost import measure_declare, measure_sizes
+from bench.control_plane.changes import measure_changes
+from bench.control_plane.plan import PLANS, BenchError, Plan, load_average, say, with_children
+from bench.control_plane.receiver import Receiver
+from bench.control_plane.report import Results, render
+from bench.control_plane.store_load import (
+    BIG_ACCOUNT,
+    LoadedStore,
+    fill_store,
+    new_secrets_key,
+)
+from bench.control_plane.worker_start import start_worker, store_backed_workers, time_phases
+from broker.url import BrokerUrl
+from config.errors import WebhookError
+from config.logs import configure_logging
+from config.subscribers import RetryPolicy
+from config.topology import build_topology
+from control.store.endpoints import EndpointStore
+from devtools.postgres_node import LocalPostgres, postgres_available
+from devtools.rabbitmq_node import LocalRabbitMQ, RabbitMQNodeError, rabbitmq_available
+
+NOT_IN_TREE = "skipped: workers in this tree do not read the store"
+
+
+class Run:
+    def __init__(self, plan: Plan, args: argparse.Namespace, workdir: Path) -> None:
+        self.plan = plan
+        self.args = args
+        self.workdir = workdir
+        self.key = new_secrets_key()
+        self.results = Results(args.size, plan, load_average())
+        self.stack = contextlib.ExitStack()
+
+    def wanted(self, part: str) -> bool:
+        return self.args.only in ("all", part)
+
+    def run(self) -> Results:
+        started = time.monotonic()
+        with self.stack:
+            receiver = self.stack.enter_context(Receiver())
+            if self.wanted("api") or self.wanted("worker"):
+                self.fill_stores(receiver.base_url)
+            if self.wanted("api"):
+                for store, pids in self.stores:
+                    self.part(f"webhook-api on {store.backend}", self.api_part, store, pids)
+            if self.wanted("broker"):
+                if rabbitmq_available():
+                    self.results.broker += measure_sizes(
+                        self.plan.broker_sizes, self.plan.classic_size
+                    )
+                else:
+                    self.results.notes.append("broker cost skipped: rabbitmq-server not installed")
+            if self.wanted("worker"):
+                self.part("the worker part", self.worker_part, receiver)
+        self.results.load_at_end = load_average()
+        self.results.seconds = time.monotonic() - started
+        return self.results
+
+    def part(self, name: str, step: Callable[..., None], *args: Any) -> None:
+        """Run one part; its failure is noted and the run goes on with the next."""
+        try:
+            step(*args)
+        except (
+            BenchError,
+            WebhookError,
+            AMQPError,
+            AMQPConnectorException,
+            RabbitMQNodeError,
+            subprocess.TimeoutExpired,
+        ) as exc:
+            say(f"  {name} failed: {exc!r}")
+            self.results.notes.append(f"{name} failed: {exc!r}")
+
+    def api_part(self, store: LoadedStore, pids: Callable[[], list[int]]) -> None:
+        self.results.api += measure_api(self.workdir, store, self.key, self.plan, pids)
+
+    def fill_stores(self, endpoints_at: str) -> None:
+        """The run's endpoints (pointing at ``endpoints_at``) in SQLite, then PostgreSQL."""
+        self.stores: list[tuple[LoadedStore, Callable[[], list[int]]]] = []
+        database = self.workdir / "store.db"
+        for leftover in (database, *database.parent.glob("store.db-*")):
+            leftover.unlink(missing_ok=True)  # a kept directory's previous run
+        url = f"sqlite:///{database}"
+        self.stores.append((self._fill("SQLite", url, endpoints_at, list), list))
+        if not postgres_available():
+            self.results.notes.append("PostgreSQL skipped: no PostgreSQL 15 server binaries")
+            return
+        say("- starting a throwaway PostgreSQL 15 cluster ...")
+        postgres = self.stack.enter_context(LocalPostgres())
+        postmaster = procstat.pid_listening_on(postgres.port)
+
+        def pids() -> list[int]:
+            return with_children(postmaster) if postmaster else []
+
+        self.stores.append((self._fill("PostgreSQL", postgres.url, endpoints_at, pids), pids))
+
+    def _fill(
+        self, backend: str, url: str, endpoints_at: str, pids: Callable[[], list[int]]
+    ) -> LoadedStore:
+        loaded = fill_store(backend, url, self.key, self.plan, endpoints_at, pids())
+        self.results.stores.append(loaded)
+        return loaded
+
+    def broker(self) -> tuple[str, LocalRabbitMQ | None, int | None]:
+        """(URL, our node or None, the broker's pid if visible) for the worker part."""
+        url = os.environ.get("RABBITMQ_URL", "")
+        if url:
+            params = BrokerUrl.parse(url).parameters()[0]
+            if params.host not in ("127.0.0.1", "localhost", "::1"):
+                raise BenchError(f"the benchmark only uses a broker on loopback, not {params.host}")
+            return url, None, procstat.pid_listening_on(params.port)
+        if not rabbitmq_available():
+            raise BenchError("no broker: set RABBITMQ_URL or install rabbitmq-server")
+        say("- starting a throwaway RabbitMQ node for the worker ...")
+        node = self.stack.enter_context(LocalRabbitMQ())
+        return node.url, node, procstat.pid_listening_on(node.port)
+
+    def worker_part(self, receiver: Receiver) -> None:
+        plan, results = self.plan, self.results
+        store = self.stores[-1][0]  # PostgreSQL when there is one
+        reader = EndpointStore.open(store.url, secrets_key=SecretStr(self.key))
+        try:
+            subscribers = [e.subscriber() for e in reader.load_all().endpoints]
+        finally:
+            reader.close()
+        url, node, pid = self.broker()
+        broker = BrokerUrl.parse(url)
+        label = f"{len(subscribers):,} endpoints (the worker's node)"
+        topology = build_topology(subscribers, RetryPolicy())
+        results.broker.append(measure_declare(label, broker, topology, len(subscribers), node, pid))
+        in_tree = store_backed_workers()
+        source = (store.backend, store.url, self.key) if in_tree else None
+        worker, row = start_worker(
+            self.workdir,
+            url,
+            subscribers,
+            source,
+            plan.worker_timeout,
+            plan.settle_seconds,
+            node,
+            pid,
+        )
+        results.worker = row
+        try:
+            if not in_tree:
+                results.changes_skipped = NOT_IN_TREE
+            elif math.isnan(row.start_s):
+                results.changes_skipped = "skipped: the worker did not get ready"
+            else:
+                api = ApiServer(self.workdir, "changes", store.url, self.key, url).start()
+                try:
+                    tag = secrets.token_hex(3)
+                    existing = [e for e in store.endpoints if e[0] != BIG_ACCOUNT]
+                    results.changes = measure_changes(
+                        api,
+                        broker,
+                        receiver,
+                        worker.log_path,
+                        existing[: plan.changes],
+                        plan.creates,
+                        plan.change_timeout,
+                        tag,
+                    )
+                finally:
+                    api.stop()
+        finally:
+            worker.stop()
+        results.phases = time_phases(broker, subscribers)
+
+
+@contextlib.contextmanager
+def _workdir(keep: str | None) -> Iterator[Path]:
+    if keep:
+        path = Path(keep)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="wh-control-plane-") as tmp:
+            yield Path(tmp)
+
+
+def _clean(value: Any) -> Any:
+    """NaN as null, for JSON; and no database URLs (they may hold a password)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if k not in ("url", "endpoints")}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.control_plane",
+        description="The control plane at scale: the endpoint store, webhook-api, the broker's "
+        "cost per endpoint, a worker with every endpoint, and how soon workers see a change. "
+        "Everything on this machine over loopback; prints tables (docs/scaling.md).",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick",
+        dest="size",
+        action="store_const",
+        const="quick",
+        help="1,000 endpoints over 500 accounts (a few minutes)",
+    )
+    size.add_argument("--tiny", dest="size", action="store_const", const="tiny",
+                      help="40 endpoints (the smoke test)")  # fmt: skip
+    parser.set_defaults(size="full")
+    parser.add_argument("--only", choices=("all", "api", "broker", "worker"), default="all",
+                        help="run one part (the store is filled for api and worker)")  # fmt: skip
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    parser.add_argument("--keep", help="keep logs and generated files in this directory")
+    args = parser.parse_args(argv)
+
+    # The publisher and the store log like the CLIs do at most: errors only here.
+    configure_logging("json", "error", stream=sys.stderr)
+    with _workdir(args.keep) as workdir:
+        run = Run(PLANS[args.size], args, workdir)
+        try:
+            results = run.run()
+        except BenchError as exc:
+            say(f"bench.control_plane: error: {exc}")
+            return 1
+    print(render(results), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(_clean(asdict(results)), indent=2))
+    return 0

@@ -1,0 +1,183 @@
+"""The run's results and how they are printed: one table per part, then the targets."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from dataclasses import dataclass, field
+
+from bench import procstat
+from bench.control_plane.api_load import ApiRow
+from bench.control_plane.broker_cost import BrokerRow
+from bench.control_plane.changes import ChangeRow
+from bench.control_plane.plan import Plan
+from bench.control_plane.store_load import LoadedStore
+from bench.control_plane.worker_start import PhaseRow, WorkerRow
+from bench.tables import fmt, table
+
+
+@dataclass
+class Results:
+    size: str
+    plan: Plan
+    load_at_start: str
+    stores: list[LoadedStore] = field(default_factory=list)
+    api: list[ApiRow] = field(default_factory=list)
+    broker: list[BrokerRow] = field(default_factory=list)
+    worker: WorkerRow | None = None
+    phases: list[PhaseRow] = field(default_factory=list)
+    changes: list[ChangeRow] = field(default_factory=list)
+    changes_skipped: str = ""
+    notes: list[str] = field(default_factory=list)
+    load_at_end: str = ""
+    seconds: float = math.nan
+
+
+def _memory_gb() -> float:
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) / 1024 / 1024
+
+
+def _verdict(value: float, limit: float) -> str:
+    if math.isnan(value):
+        return "not measured"
+    return "met" if value < limit else "NOT met"
+
+
+def _targets(r: Results) -> list[list[str]]:
+    rows = []
+    for backend in dict.fromkeys(a.backend for a in r.api):
+        loaded = [a for a in r.api if a.backend == backend and a.clients > 1]
+        worst = max((a.p99_ms for a in loaded), default=math.nan)
+        shown = ", ".join(f"{a.short} {fmt(a.p99_ms, 1)}" for a in loaded)
+        rows.append([f"API p99 < 50 ms ({backend})", shown + " ms", _verdict(worst, 50)])
+    seen = [c for c in r.changes if c.seen]
+    # The verdict is on changes made one at a time; the back-to-back row is shown beside it.
+    alone = [c for c in seen if "right after" not in c.change]
+    change = max((c.p99_ms for c in alone), default=math.nan)
+    shown = ", ".join(f"{c.short} {fmt(c.p99_ms)}" for c in seen)
+    measured = r.changes_skipped or (shown + " ms" if seen else "-")
+    rows.append(["change visible to workers p99 < 2 s", measured or "-", _verdict(change, 2000)])
+    w = r.worker
+    start = w.start_s if w else math.nan
+    rss = w.peak_rss_mb if w else math.nan
+    endpoints = f"{w.endpoints:,}" if w else "-"
+    rows.append(
+        [f"worker start < 15 s ({endpoints} endpoints)", f"{fmt(start, 1)} s", _verdict(start, 15)]
+    )
+    rows.append(
+        [f"worker RSS < 150 MB ({endpoints} endpoints)", f"{fmt(rss)} MB peak", _verdict(rss, 150)]
+    )
+    return rows
+
+
+def render(r: Results) -> str:
+    out = io.StringIO()
+
+    def emit(text: str = "") -> None:
+        print(text, file=out)
+
+    p = r.plan
+    emit(
+        f"webhook-relay control-plane benchmark ({r.size}): {p.endpoints:,} endpoints over "
+        f"{p.accounts:,} accounts; {procstat.cpu_count()} cores ({procstat.cpu_model()}), "
+        f"{_memory_gb():.0f} GB, Python {sys.version.split()[0]}"
+    )
+    emit(f"load average (1/5/15 min) at start: {r.load_at_start}")
+    if r.stores:
+        emit("\nendpoint store (EndpointStore.create_endpoint, one transaction each)")
+        emit(
+            table(
+                ["store", "endpoints", "accounts", "create s", "creates/s", "load_all s",
+                 "other load %"],
+                [
+                    [s.backend, f"{len(s.endpoints):,}", f"{s.accounts:,}", fmt(s.load_seconds, 1),
+                     fmt(s.per_second), fmt(s.load_all_seconds, 2), fmt(s.other_load_pct)]
+                    for s in r.stores
+                ],
+            )
+        )  # fmt: skip
+    if r.api:
+        emit(
+            "\nwebhook-api (a real process; closed-loop aiohttp clients, GET, latency per request)"
+        )
+        emit(
+            table(
+                ["store", "request", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms",
+                 "p99 ms", "max ms", "API CPU ms/req", "API RSS MB", "other load %", "load 1m"],
+                [
+                    [a.backend, a.request, str(a.clients), f"{a.requests:,}", str(a.errors),
+                     fmt(a.per_second), fmt(a.p50_ms, 1), fmt(a.p95_ms, 1), fmt(a.p99_ms, 1),
+                     fmt(a.max_ms, 1), fmt(a.api_cpu_ms, 2), fmt(a.api_rss_mb, 1),
+                     fmt(a.other_load_pct), fmt(a.load_1min, 2)]
+                    for a in r.api
+                ],
+            )
+        )  # fmt: skip
+    if r.broker:
+        emit(
+            "\nbroker cost (build_topology declared pipelined, quorum queues unless said; a "
+            "fresh node per size; RSS from /proc, Erlang's own figures from rabbitmqctl eval)"
+        )
+        emit(
+            table(
+                ["declared", "queues", "bindings", "declare s", "ms/endpoint",
+                 "busy after s", "re-declare s", "idle CPU %", "RSS before MB", "RSS after MB",
+                 "RSS MB/endpoint", "Erlang MB/endpoint", "processes/endpoint", "other load %",
+                 "load 1m"],
+                [
+                    [b.label, f"{b.queues:,}", f"{b.bindings:,}", fmt(b.declare_s, 1),
+                     fmt(b.ms_per_endpoint, 1), fmt(b.busy_after_s), fmt(b.redeclare_s, 2),
+                     fmt(b.idle_cpu_pct), fmt(b.before.rss),
+                     fmt(b.after.rss), fmt(b.rss_mb_per_endpoint, 3),
+                     fmt(b.erlang_mb_per_endpoint, 3), fmt(b.processes_per_endpoint, 1),
+                     fmt(b.other_load_pct), fmt(b.load_1min, 2)]
+                    for b in r.broker
+                ],
+            )
+        )  # fmt: skip
+    if r.worker is not None:
+        w = r.worker
+        emit(f"\nworker start (python -m worker run, endpoints from the {w.source})")
+        emit(
+            table(
+                ["endpoints", "start to /readyz s", "CPU s", "RSS ready MB",
+                 f"RSS +{p.settle_seconds:g}s MB", "peak RSS MB", "/metrics samples",
+                 "/metrics KB", "scrape ms", "broker RSS MB", "other load %", "load 1m"],
+                [[f"{w.endpoints:,}", fmt(w.start_s, 1), fmt(w.cpu_s, 1), fmt(w.rss_ready_mb, 1),
+                  fmt(w.rss_settled_mb, 1), fmt(w.peak_rss_mb, 1), f"{w.metrics_series:,}",
+                  fmt(w.metrics_kb), fmt(w.metrics_ms), fmt(w.broker_rss_mb),
+                  fmt(w.other_load_pct), fmt(w.load_1min, 2)]],
+            )
+        )  # fmt: skip
+        for phase in r.phases:
+            emit(f"  timed alone afterwards: {phase.step}: {phase.seconds:.2f} s")
+    emit(
+        "\nchange visible to workers (API answer to first delivery there; applied: the "
+        "worker's pass done, from its log)"
+    )
+    if r.changes_skipped or not r.changes:
+        emit(f"  {r.changes_skipped or 'not run'}")
+    else:
+        emit(
+            table(
+                ["change", "made", "delivered", "p50 ms", "p99 ms", "max ms",
+                 "applied p50 ms", "applied p99 ms"],
+                [[c.change, str(c.made), str(c.seen), fmt(c.p50_ms), fmt(c.p99_ms),
+                  fmt(c.max_ms), fmt(c.applied_p50_ms), fmt(c.applied_p99_ms)]
+                 for c in r.changes],
+            )
+        )  # fmt: skip
+    emit("\ntargets (printed, not asserted)")
+    emit(table(["target", "measured", "verdict"], _targets(r)))
+    notes = [*r.notes, *(f"{s.backend}: {s.note}" for s in r.stores if s.note)]
+    notes += [f"{b.label}: {b.note}" for b in r.broker if b.note]
+    if r.worker is not None and r.worker.note:
+        notes.append(f"worker: {r.worker.note}")
+    notes += [f"{c.change}: {c.note}" for c in r.changes if c.note]
+    if notes:
+        emit("\nnotes:")
+        emit("\n".join(f"  {n}" for n in notes))
+    emit(f"\nload average at end: {r.load_at_end}; the run took {r.seconds:.0f} s")
+    return out.getvalue()
