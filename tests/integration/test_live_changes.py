@@ -27,9 +27,9 @@ from config.topology import work_queue
 from devtools.postgres_node import create_database, drop_database
 from producer import Publisher
 from tests.support.amqp import channel, depth
-from tests.support.async_tcp_proxy import TcpProxy
 from tests.support.live_config import FileEndpoints, StoreEndpoints
 from tests.support.receiver import Received, Receiver
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker_harness import make_settings, running_worker, wait_until, worker_status
 from wire.samples import sample_data
 from wire.signature import verify
@@ -422,7 +422,7 @@ async def test_deliveries_go_on_while_the_store_is_down_and_it_recovers(
 async def _store_outage(store: StoreEndpoints, vhost_url: str, receiver: Receiver) -> None:
     host_port = store.database_url.split("@", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
-    proxy = await TcpProxy(host, int(port)).start()
+    proxy = TcpProxy(host, int(port)).start()
     through_proxy = store.database_url.replace(host_port, f"127.0.0.1:{proxy.port}")
     try:
         async with live_worker(
@@ -431,7 +431,7 @@ async def _store_outage(store: StoreEndpoints, vhost_url: str, receiver: Receive
             known, _ = await store.create(f"{receiver.url}/known", account=ACCOUNT)
             await changed(store, worker)
             with structlog.testing.capture_logs() as logs:
-                await proxy.stop()  # the worker's database is gone from here on
+                proxy.cut()  # the worker's database is gone from here on
                 await wait_until(
                     lambda: any(e["event"] == "store_unavailable" for e in logs), BOUND, "noticed"
                 )
@@ -444,11 +444,11 @@ async def _store_outage(store: StoreEndpoints, vhost_url: str, receiver: Receive
                 assert not store.applied(worker)
                 assert worker.is_ready()
 
-                await proxy.start()
+                proxy.restore()
                 await wait_until(lambda: store.applied(worker), 15, "recovered")
             assert _lane(worker, known) is not None
     finally:
-        await proxy.stop()
+        proxy.close()
     assert [e["event"] for e in logs].count("store_unavailable") == 1
     assert [e["event"] for e in logs].count("store_available") == 1
     assert any(e["event"] == "endpoint_added" and e["account"] == "initech" for e in logs)
