@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from pydantic import SecretStr
+
+from control.store.endpoints import EndpointStore
+from control.store.key import SecretsKey
 from control.store.models import EndpointInput
 
 START = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -31,3 +36,13 @@ def sample_input(**changes: object) -> EndpointInput:
     }
     data.update(changes)
     return EndpointInput.parse(data)
+
+
+def open_sqlite_store(folder: Path, clock: ManualClock) -> EndpointStore:
+    """A migrated SQLite store in ``folder`` with a fresh key, on ``clock``."""
+    return EndpointStore.open(
+        f"sqlite:///{folder / 'store.db'}",
+        secrets_key=SecretStr(SecretsKey.generate().as_text()),
+        migrate=True,
+        clock=clock,
+    )

@@ -15,7 +15,7 @@ from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
 from control.store.migrator import current_revision, head_revision
 from control.store.models import EndpointPatch, EndpointWithSecrets
-from tests.support.store import START, ManualClock, sample_input
+from tests.support.store import START, ManualClock, open_sqlite_store, sample_input
 
 
 @pytest.fixture
@@ -25,12 +25,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: ManualClock) -> Iterator[EndpointStore]:
-    store = EndpointStore.open(
-        f"sqlite:///{tmp_path / 'store.db'}",
-        secrets_key=SecretStr(SecretsKey.generate().as_text()),
-        migrate=True,
-        clock=clock,
-    )
+    store = open_sqlite_store(tmp_path, clock)
     yield store
     store.close()
 

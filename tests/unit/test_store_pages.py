@@ -8,13 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from config.errors import InvalidInputError, NotFoundError
 from control.store.endpoints import EndpointStore
-from control.store.key import SecretsKey
 from control.store.models import Endpoint, EndpointInput, EndpointPatch
-from tests.support.store import ManualClock, sample_input
+from tests.support.store import ManualClock, open_sqlite_store, sample_input
 
 
 @pytest.fixture
@@ -24,12 +22,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: ManualClock) -> Iterator[EndpointStore]:
-    store = EndpointStore.open(
-        f"sqlite:///{tmp_path / 'store.db'}",
-        secrets_key=SecretStr(SecretsKey.generate().as_text()),
-        migrate=True,
-        clock=clock,
-    )
+    store = open_sqlite_store(tmp_path, clock)
     yield store
     store.close()
 
