@@ -11,8 +11,6 @@ names, never a secret, never a URL's path) and, after writing, one audit line
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ import structlog
 from cli.admin_output import describe_plan, summary
 from cli.arguments import OneLineParser
 from cli.exit_codes import EXIT_CODES_HELP, run_command
-from cli.terminal import LiveStderr
+from cli.terminal import LiveStderr, operator_name
 from config.errors import ConfigError
 from config.logs import configure_logging
 from config.settings import Settings, load_environment
@@ -165,7 +163,7 @@ def _open_store(settings: Settings, *, dry_run: bool) -> EndpointStore | None:
 def _audit(path: Path, plan: ImportPlan, version: int) -> None:
     audit.info(
         "endpoints_applied",
-        user=_operator(),
+        user=operator_name(),
         host=socket.gethostname(),
         file=str(path),
         created=[str(c.ref) for c in plan.creations],
@@ -173,13 +171,6 @@ def _audit(path: Path, plan: ImportPlan, version: int) -> None:
         deleted=[str(ref) for ref in plan.deletions],
         version=version,
     )
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # a container uid without a passwd entry
-        return os.environ.get("USER") or "unknown"
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -8,8 +8,6 @@ given, whether they confirmed), so it lives with the tool; the library calls in
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from typing import Any
 import structlog
 
 from cli.arguments import UsageError
+from cli.terminal import operator_name
 from config.topology import dead_letter_queue
 from control.dead_letters.filters import Filters
 from control.redaction import Redactor
@@ -45,7 +44,7 @@ def audit_line(
     finally:
         audit.info(
             "dlq_replayed" if args.command == "replay" else "dlq_purged",
-            user=_user(),
+            user=operator_name(),
             host=socket.gethostname(),
             filters=_filters_for_audit(filters, args),
             queues=queues,
@@ -66,10 +65,3 @@ def _filters_for_audit(filters: Filters, args: argparse.Namespace) -> dict[str, 
     if args.limit is not None:
         described["limit"] = args.limit
     return described
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # a container uid without a passwd entry
-        return os.environ.get("USER") or "unknown"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib.metadata
 import io
 import os
@@ -88,3 +89,11 @@ def tool_version() -> str:
         return importlib.metadata.version("webhook-relay")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def operator_name() -> str:
+    """Who runs the tool, for audit lines."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container uid without a passwd entry
+        return os.environ.get("USER") or "unknown"
