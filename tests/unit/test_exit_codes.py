@@ -86,3 +86,16 @@ def test_every_tool_exits_2_on_bad_arguments(
     assert main(["--no-such-option"]) == ExitCode.USAGE
     [line] = capsys.readouterr().err.splitlines()
     assert ": error: " in line and line.endswith("(see --help)")
+
+
+@pytest.mark.parametrize(
+    ("main", "prog"),
+    [(publish.main, "webhook-publish"), (worker.main, "webhook-worker"), (dlq.main, "webhook-dlq")],
+)
+def test_every_tool_prints_its_version(
+    main: object, prog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert callable(main)
+    assert main(["--version"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"{prog} ") and line.split()[1][0].isdigit()
