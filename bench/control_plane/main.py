@@ -35,9 +35,17 @@ from pydantic import SecretStr
 
 from bench import procstat
 from bench.control_plane.api_load import ApiServer, measure_api
-from bench.control_plane.broker_cost import measure_declare, measure_sizes
+from bench.control_plane.broker_cost import like_a_package, measure_declare, measure_sizes
 from bench.control_plane.changes import measure_changes
-from bench.control_plane.plan import PLANS, BenchError, Plan, load_average, say, with_children
+from bench.control_plane.plan import (
+    PLANS,
+    BenchError,
+    Plan,
+    load_average,
+    open_files_limit,
+    say,
+    with_children,
+)
 from bench.control_plane.receiver import Receiver
 from bench.control_plane.report import Results, render
 from bench.control_plane.store_load import (
@@ -73,6 +81,7 @@ class Run:
 
     def run(self) -> Results:
         started = time.monotonic()
+        self.results.open_files = open_files_limit()
         with self.stack:
             receiver = self.stack.enter_context(Receiver())
             if self.wanted("api") or self.wanted("worker"):
@@ -150,6 +159,7 @@ class Run:
             raise BenchError("no broker: set RABBITMQ_URL or install rabbitmq-server")
         say("- starting a throwaway RabbitMQ node for the worker ...")
         node = self.stack.enter_context(LocalRabbitMQ())
+        like_a_package(node)
         return node.url, node, procstat.pid_listening_on(node.port)
 
     def worker_part(self, receiver: Receiver) -> None:

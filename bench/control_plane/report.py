@@ -11,7 +11,7 @@ from bench import procstat
 from bench.control_plane.api_load import ApiRow
 from bench.control_plane.broker_cost import BrokerRow
 from bench.control_plane.changes import ChangeRow
-from bench.control_plane.plan import Plan
+from bench.control_plane.plan import NODE_OPEN_FILES, Plan
 from bench.control_plane.store_load import LoadedStore
 from bench.control_plane.worker_start import PhaseRow, WorkerRow
 from bench.tables import fmt, table
@@ -22,6 +22,7 @@ class Results:
     size: str
     plan: Plan
     load_at_start: str
+    open_files: int = 0  # the limit the nodes (and every process of the run) got
     stores: list[LoadedStore] = field(default_factory=list)
     api: list[ApiRow] = field(default_factory=list)
     broker: list[BrokerRow] = field(default_factory=list)
@@ -85,6 +86,13 @@ def render(r: Results) -> str:
         f"{_memory_gb():.0f} GB, Python {sys.version.split()[0]}"
     )
     emit(f"load average (1/5/15 min) at start: {r.load_at_start}")
+    raised = (
+        f"; the nodes' own file-handle limit raised to {NODE_OPEN_FILES - 100:,} as with "
+        "Debian's LimitNOFILE=65536 (file_handle_cache:set_limit)"
+        if r.open_files < NODE_OPEN_FILES
+        else ""
+    )
+    emit(f"open files limit (ulimit -n): {r.open_files:,}{raised}")
     if r.stores:
         emit("\nendpoint store (EndpointStore.create_endpoint, one transaction each)")
         emit(
@@ -124,7 +132,8 @@ def render(r: Results) -> str:
             table(
                 ["declared", "queues", "bindings", "declare s", "ms/endpoint",
                  "busy after s", "re-declare s", "idle CPU %", "RSS before MB", "RSS after MB",
-                 "RSS MB/endpoint", "Erlang MB/endpoint", "processes/endpoint", "other load %",
+                 "RSS MB/endpoint", "Erlang MB/endpoint", "processes/endpoint",
+                 "file handles/endpoint", "file handles used/limit", "fds open", "other load %",
                  "load 1m"],
                 [
                     [b.label, f"{b.queues:,}", f"{b.bindings:,}", fmt(b.declare_s, 1),
@@ -132,6 +141,8 @@ def render(r: Results) -> str:
                      fmt(b.idle_cpu_pct), fmt(b.before.rss),
                      fmt(b.after.rss), fmt(b.rss_mb_per_endpoint, 3),
                      fmt(b.erlang_mb_per_endpoint, 3), fmt(b.processes_per_endpoint, 1),
+                     fmt(b.handles_per_endpoint, 1),
+                     f"{fmt(b.after.handles)} / {fmt(b.after.handle_limit)}", fmt(b.after.fds),
                      fmt(b.other_load_pct), fmt(b.load_1min, 2)]
                     for b in r.broker
                 ],
