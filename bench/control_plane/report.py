@@ -26,7 +26,7 @@ class Results:
     stores: list[LoadedStore] = field(default_factory=list)
     api: list[ApiRow] = field(default_factory=list)
     broker: list[BrokerRow] = field(default_factory=list)
-    worker: WorkerRow | None = None
+    workers: list[WorkerRow] = field(default_factory=list)
     phases: list[PhaseRow] = field(default_factory=list)
     changes: list[ChangeRow] = field(default_factory=list)
     changes_skipped: str = ""
@@ -60,13 +60,12 @@ def _targets(r: Results) -> list[list[str]]:
     shown = ", ".join(f"{c.short} {fmt(c.p99_ms)}" for c in seen)
     measured = r.changes_skipped or (shown + " ms" if seen else "-")
     rows.append(["change visible to workers p99 < 2 s", measured or "-", _verdict(change, 2000)])
-    w = r.worker
-    start = w.start_s if w else math.nan
-    rss = w.peak_rss_mb if w else math.nan
-    endpoints = f"{w.endpoints:,}" if w else "-"
-    rows.append(
-        [f"worker start < 15 s ({endpoints} endpoints)", f"{fmt(start, 1)} s", _verdict(start, 15)]
-    )
+    restart = next((w for w in r.workers if w.start == "restart"), None)
+    start = restart.start_s if restart else math.nan
+    rss = restart.peak_rss_mb if restart else math.nan
+    endpoints = f"{restart.endpoints:,}" if restart else "-"
+    first = " / ".join(f"{w.start} {fmt(w.start_s, 1)} s" for w in r.workers) or "-"
+    rows.append([f"worker start < 15 s ({endpoints} endpoints)", first, _verdict(start, 15)])
     rows.append(
         [f"worker RSS < 150 MB ({endpoints} endpoints)", f"{fmt(rss)} MB peak", _verdict(rss, 150)]
     )
@@ -148,18 +147,18 @@ def render(r: Results) -> str:
                 ],
             )
         )  # fmt: skip
-    if r.worker is not None:
-        w = r.worker
-        emit(f"\nworker start (python -m worker run, endpoints from the {w.source})")
+    if r.workers:
+        emit(f"\nworker start (python -m worker run, endpoints from the {r.workers[0].source})")
         emit(
             table(
-                ["endpoints", "start to /readyz s", "CPU s", "RSS ready MB",
+                ["start", "endpoints", "to /readyz s", "CPU s", "RSS ready MB",
                  f"RSS +{p.settle_seconds:g}s MB", "peak RSS MB", "/metrics samples",
                  "/metrics KB", "scrape ms", "broker RSS MB", "other load %", "load 1m"],
-                [[f"{w.endpoints:,}", fmt(w.start_s, 1), fmt(w.cpu_s, 1), fmt(w.rss_ready_mb, 1),
-                  fmt(w.rss_settled_mb, 1), fmt(w.peak_rss_mb, 1), f"{w.metrics_series:,}",
-                  fmt(w.metrics_kb), fmt(w.metrics_ms), fmt(w.broker_rss_mb),
-                  fmt(w.other_load_pct), fmt(w.load_1min, 2)]],
+                [[w.start, f"{w.endpoints:,}", fmt(w.start_s, 1), fmt(w.cpu_s, 1),
+                  fmt(w.rss_ready_mb, 1), fmt(w.rss_settled_mb, 1), fmt(w.peak_rss_mb, 1),
+                  f"{w.metrics_series:,}", fmt(w.metrics_kb), fmt(w.metrics_ms),
+                  fmt(w.broker_rss_mb), fmt(w.other_load_pct), fmt(w.load_1min, 2)]
+                 for w in r.workers],
             )
         )  # fmt: skip
         for phase in r.phases:
@@ -184,8 +183,7 @@ def render(r: Results) -> str:
     emit(table(["target", "measured", "verdict"], _targets(r)))
     notes = [*r.notes, *(f"{s.backend}: {s.note}" for s in r.stores if s.note)]
     notes += [f"{b.label}: {b.note}" for b in r.broker if b.note]
-    if r.worker is not None and r.worker.note:
-        notes.append(f"worker: {r.worker.note}")
+    notes += [f"worker, {w.start}: {w.note}" for w in r.workers if w.note]
     notes += [f"{c.change}: {c.note}" for c in r.changes if c.note]
     if notes:
         emit("\nnotes:")
