@@ -82,6 +82,7 @@ class Run:
         self.key = new_secrets_key()
         self.results = Results(args.size, plan, load_average())
         self.stack = contextlib.ExitStack()
+        self.stores: list[tuple[LoadedStore, Callable[[], list[int]]]] = []
 
     def wanted(self, part: str) -> bool:
         return self.args.only in ("all", part)
@@ -129,7 +130,6 @@ class Run:
 
     def fill_stores(self, endpoints_at: str) -> None:
         """The run's endpoints (pointing at ``endpoints_at``) in SQLite, then PostgreSQL."""
-        self.stores: list[tuple[LoadedStore, Callable[[], list[int]]]] = []
         database = self.workdir / "store.db"
         for leftover in (database, *database.parent.glob("store.db-*")):
             leftover.unlink(missing_ok=True)  # a kept directory's previous run
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(PLANS[args.size], args, workdir)
         try:
             results = run.run()
-        except BenchError as exc:
+        except (BenchError, WebhookError) as exc:
             say(f"bench.control_plane: error: {exc}")
             return 1
     print(render(results), flush=True)
