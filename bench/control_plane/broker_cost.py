@@ -14,6 +14,7 @@ idle with all those queues.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from bench import procstat
-from bench.control_plane.plan import Load, load_1min, say
+from bench.control_plane.plan import NODE_OPEN_FILES, Load, load_1min, open_files_limit, say
 from broker.connection import blocking_connection
 from broker.declarer import apply_topology
 from broker.url import BrokerUrl
@@ -33,6 +34,30 @@ from devtools.rabbitmq_node import LocalRabbitMQ, RabbitMQNodeError
 MB = 1024 * 1024
 
 
+# One call for the figures: memory, processes, and RabbitMQ 3.10's file-handle
+# accounting (file_handle_cache), where every quorum queue reserves handles and
+# a node whose reservations pass its limit stops accepting connections.
+_FIGURES = (
+    "FH = file_handle_cache:info(), "
+    'io:format("~b ~b ~b ~b~n", [erlang:memory(total), erlang:system_info(process_count), '
+    "proplists:get_value(total_used, FH), proplists:get_value(total_limit, FH)])."
+)
+
+
+def like_a_package(node: LocalRabbitMQ) -> None:
+    """Give the node the file-handle limit a packaged node has (LimitNOFILE=65536).
+
+    RabbitMQ 3.10 counts file handles itself (file_handle_cache): every quorum
+    queue reserves 3, and a node whose count passes its limit (the open-files
+    ulimit less 100) accepts no new connection.  Where this machine's ulimit is
+    lower (20,000 here, and raising it needs a capability the run may not have),
+    the node's own limit is raised instead: real descriptors stay far below it
+    (the "fds" figure of each row).
+    """
+    if open_files_limit() < NODE_OPEN_FILES:
+        node.ctl("eval", f"file_handle_cache:set_limit({NODE_OPEN_FILES - 100}).")
+
+
 @dataclass(frozen=True)
 class Memory:
     """A node's memory at one moment (NaN where it could not be read)."""
@@ -40,20 +65,24 @@ class Memory:
     rss: float = math.nan  # MiB, the broker's resident set (/proc)
     erlang: float = math.nan  # MiB, what the Erlang VM has allocated (erlang:memory(total))
     processes: float = math.nan  # Erlang processes in the node
+    handles: float = math.nan  # file handles in use or reserved (file_handle_cache)
+    handle_limit: float = math.nan
+    fds: float = math.nan  # descriptors the broker really has open (/proc)
 
     @classmethod
     def of(cls, node: LocalRabbitMQ | None, pid: int | None) -> Memory:
         """RSS from /proc; on our own node also the VM's own figures (cheap calls only:
         ``rabbitmqctl status`` walks every process and timed out at 10,000 quorum queues)."""
         rss = procstat.rss_mb(pid) if pid else math.nan
+        fds = len(os.listdir(f"/proc/{pid}/fd")) if pid else math.nan
         if node is None:
-            return cls(rss=rss)
+            return cls(rss=rss, fds=fds)
         try:
-            erlang = int(node.ctl("eval", "erlang:memory(total).", timeout=60).strip()) / MB
-            count = int(node.ctl("eval", "erlang:system_info(process_count).", timeout=60).strip())
+            output = node.ctl("eval", _FIGURES, timeout=60)
+            erlang, count, handles, limit = (int(x) for x in output.split()[:4])
         except (RabbitMQNodeError, subprocess.TimeoutExpired, ValueError):
-            return cls(rss=rss)
-        return cls(rss=rss, erlang=erlang, processes=count)
+            return cls(rss=rss, fds=fds)
+        return cls(rss, erlang / MB, count, handles, limit, fds)
 
 
 @dataclass
@@ -88,6 +117,10 @@ class BrokerRow:
     def processes_per_endpoint(self) -> float:
         return (self.after.processes - self.before.processes) / self.endpoints
 
+    @property
+    def handles_per_endpoint(self) -> float:
+        return (self.after.handles - self.before.handles) / self.endpoints
+
 
 def synthetic_subscribers(count: int, prefix: str = "bc") -> list[Subscriber]:
     """``count`` endpoints two to an account, like the store's (ids, accounts, ``order.*``)."""
@@ -105,17 +138,25 @@ def synthetic_subscribers(count: int, prefix: str = "bc") -> list[Subscriber]:
     ]
 
 
-def settle(pid: int | None, limit: float = 30.0, busy: float = 0.25) -> float:
-    """Wait (bounded) until the broker uses less than ``busy`` of a core; the seconds waited."""
+def settle(pid: int | None, limit: float = 30.0) -> float:
+    """Wait (bounded) until the broker's CPU has come down to its plateau; the seconds waited.
+
+    The plateau is not zero: idle quorum queues cost CPU too (the "idle CPU"
+    column), so this waits until a 2-second window uses under a quarter of a
+    core, or no less than the window before it (give or take 10% of a core).
+    """
     started = time.monotonic()
     if not pid:
         time.sleep(2.0)
         return math.nan
+    previous = math.inf
     while time.monotonic() - started < limit:
         before = procstat.cpu_seconds(pid)
-        time.sleep(1.0)
-        if procstat.cpu_seconds(pid) - before < busy:
+        time.sleep(2.0)
+        used = (procstat.cpu_seconds(pid) - before) / 2.0  # cores
+        if used < 0.25 or used > previous - 0.1:
             break
+        previous = used
     return time.monotonic() - started
 
 
@@ -195,7 +236,8 @@ def measure_declare(
     say(
         f"  declare {row.declare_s:.1f} s, busy after {row.busy_after_s:.0f} s, re-declare "
         f"{row.redeclare_s:.2f} s, RSS {row.before.rss:.0f} -> {row.after.rss:.0f} MB, "
-        f"idle CPU {row.idle_cpu_pct:.0f}% {row.note}"
+        f"idle CPU {row.idle_cpu_pct:.0f}%, file handles {row.after.handles:.0f} of "
+        f"{row.after.handle_limit:.0f} ({row.after.fds:.0f} fds open) {row.note}"
     )
     return row
 
@@ -213,6 +255,7 @@ def measure_sizes(sizes: tuple[int, ...], classic_size: int) -> list[BrokerRow]:
     for label, count, topology in runs:
         try:
             with LocalRabbitMQ() as node:
+                like_a_package(node)
                 pid = procstat.pid_listening_on(node.port)
                 broker = BrokerUrl.parse(node.url)
                 rows.append(measure_declare(label, broker, topology, count, node, pid))

@@ -4,7 +4,8 @@
 2. ``webhook-api`` on each, under concurrent clients;
 3. the broker's cost per endpoint, on one fresh throwaway RabbitMQ node per size;
 4. a worker with every endpoint, on a node holding all their queues
-   (``$RABBITMQ_URL`` when set, on loopback; else a throwaway node);
+   (``$RABBITMQ_URL`` when set, on loopback; else a throwaway node): its first
+   start, then a restart;
 5. with store-backed workers only: changes made through the API, timed until
    that worker delivers accordingly.
 
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,9 +37,17 @@ from pydantic import SecretStr
 
 from bench import procstat
 from bench.control_plane.api_load import ApiServer, measure_api
-from bench.control_plane.broker_cost import measure_declare, measure_sizes
+from bench.control_plane.broker_cost import like_a_package, measure_declare, measure_sizes
 from bench.control_plane.changes import measure_changes
-from bench.control_plane.plan import PLANS, BenchError, Plan, load_average, say, with_children
+from bench.control_plane.plan import (
+    PLANS,
+    BenchError,
+    Plan,
+    load_average,
+    open_files_limit,
+    say,
+    with_children,
+)
 from bench.control_plane.receiver import Receiver
 from bench.control_plane.report import Results, render
 from bench.control_plane.store_load import (
@@ -46,7 +56,12 @@ from bench.control_plane.store_load import (
     fill_store,
     new_secrets_key,
 )
-from bench.control_plane.worker_start import start_worker, store_backed_workers, time_phases
+from bench.control_plane.worker_start import (
+    WorkerSetup,
+    start_worker,
+    store_backed_workers,
+    time_phases,
+)
 from broker.url import BrokerUrl
 from config.errors import WebhookError
 from config.logs import configure_logging
@@ -67,12 +82,14 @@ class Run:
         self.key = new_secrets_key()
         self.results = Results(args.size, plan, load_average())
         self.stack = contextlib.ExitStack()
+        self.stores: list[tuple[LoadedStore, Callable[[], list[int]]]] = []
 
     def wanted(self, part: str) -> bool:
         return self.args.only in ("all", part)
 
     def run(self) -> Results:
         started = time.monotonic()
+        self.results.open_files = open_files_limit()
         with self.stack:
             receiver = self.stack.enter_context(Receiver())
             if self.wanted("api") or self.wanted("worker"):
@@ -113,7 +130,6 @@ class Run:
 
     def fill_stores(self, endpoints_at: str) -> None:
         """The run's endpoints (pointing at ``endpoints_at``) in SQLite, then PostgreSQL."""
-        self.stores: list[tuple[LoadedStore, Callable[[], list[int]]]] = []
         database = self.workdir / "store.db"
         for leftover in (database, *database.parent.glob("store.db-*")):
             leftover.unlink(missing_ok=True)  # a kept directory's previous run
@@ -150,6 +166,7 @@ class Run:
             raise BenchError("no broker: set RABBITMQ_URL or install rabbitmq-server")
         say("- starting a throwaway RabbitMQ node for the worker ...")
         node = self.stack.enter_context(LocalRabbitMQ())
+        like_a_package(node)
         return node.url, node, procstat.pid_listening_on(node.port)
 
     def worker_part(self, receiver: Receiver) -> None:
@@ -166,18 +183,23 @@ class Run:
         topology = build_topology(subscribers, RetryPolicy())
         results.broker.append(measure_declare(label, broker, topology, len(subscribers), node, pid))
         in_tree = store_backed_workers()
-        source = (store.backend, store.url, self.key) if in_tree else None
-        worker, row = start_worker(
+        setup = WorkerSetup(
             self.workdir,
             url,
             subscribers,
-            source,
+            (store.backend, store.url, self.key) if in_tree else None,
             plan.worker_timeout,
             plan.settle_seconds,
             node,
             pid,
         )
-        results.worker = row
+        # The first start also records every id in the (empty) subscriber registry;
+        # the restart is what every later start costs.
+        first, row = start_worker(setup, "first start")
+        first.stop()
+        results.workers.append(row)
+        worker, row = start_worker(setup, "restart")
+        results.workers.append(row)
         try:
             if not in_tree:
                 results.changes_skipped = NOT_IN_TREE
@@ -227,6 +249,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.control_plane",
@@ -251,13 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", help="keep logs and generated files in this directory")
     args = parser.parse_args(argv)
 
+    # SIGTERM ends the run like Ctrl-C: every node, cluster and process started is stopped.
+    signal.signal(signal.SIGTERM, _terminate)
     # The publisher and the store log like the CLIs do at most: errors only here.
     configure_logging("json", "error", stream=sys.stderr)
     with _workdir(args.keep) as workdir:
         run = Run(PLANS[args.size], args, workdir)
         try:
             results = run.run()
-        except BenchError as exc:
+        except (BenchError, WebhookError) as exc:
             say(f"bench.control_plane: error: {exc}")
             return 1
     print(render(results), flush=True)

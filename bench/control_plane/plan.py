@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -84,6 +85,15 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, every: floa
             raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
     return time.monotonic() - started
+
+
+# Debian's rabbitmq-server.service (LimitNOFILE): what a packaged node gets.
+NODE_OPEN_FILES = 65_536
+
+
+def open_files_limit() -> int:
+    """This process's open-files limit (its children, the RabbitMQ nodes too, inherit it)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def load_average() -> str:

@@ -11,7 +11,7 @@ from bench import procstat
 from bench.control_plane.api_load import ApiRow
 from bench.control_plane.broker_cost import BrokerRow
 from bench.control_plane.changes import ChangeRow
-from bench.control_plane.plan import Plan
+from bench.control_plane.plan import NODE_OPEN_FILES, Plan
 from bench.control_plane.store_load import LoadedStore
 from bench.control_plane.worker_start import PhaseRow, WorkerRow
 from bench.tables import fmt, table
@@ -22,10 +22,11 @@ class Results:
     size: str
     plan: Plan
     load_at_start: str
+    open_files: int = 0  # the limit the nodes (and every process of the run) got
     stores: list[LoadedStore] = field(default_factory=list)
     api: list[ApiRow] = field(default_factory=list)
     broker: list[BrokerRow] = field(default_factory=list)
-    worker: WorkerRow | None = None
+    workers: list[WorkerRow] = field(default_factory=list)
     phases: list[PhaseRow] = field(default_factory=list)
     changes: list[ChangeRow] = field(default_factory=list)
     changes_skipped: str = ""
@@ -59,13 +60,12 @@ def _targets(r: Results) -> list[list[str]]:
     shown = ", ".join(f"{c.short} {fmt(c.p99_ms)}" for c in seen)
     measured = r.changes_skipped or (shown + " ms" if seen else "-")
     rows.append(["change visible to workers p99 < 2 s", measured or "-", _verdict(change, 2000)])
-    w = r.worker
-    start = w.start_s if w else math.nan
-    rss = w.peak_rss_mb if w else math.nan
-    endpoints = f"{w.endpoints:,}" if w else "-"
-    rows.append(
-        [f"worker start < 15 s ({endpoints} endpoints)", f"{fmt(start, 1)} s", _verdict(start, 15)]
-    )
+    restart = next((w for w in r.workers if w.start == "restart"), None)
+    start = restart.start_s if restart else math.nan
+    rss = restart.peak_rss_mb if restart else math.nan
+    endpoints = f"{restart.endpoints:,}" if restart else "-"
+    first = " / ".join(f"{w.start} {fmt(w.start_s, 1)} s" for w in r.workers) or "-"
+    rows.append([f"worker start < 15 s ({endpoints} endpoints)", first, _verdict(start, 15)])
     rows.append(
         [f"worker RSS < 150 MB ({endpoints} endpoints)", f"{fmt(rss)} MB peak", _verdict(rss, 150)]
     )
@@ -85,6 +85,13 @@ def render(r: Results) -> str:
         f"{_memory_gb():.0f} GB, Python {sys.version.split()[0]}"
     )
     emit(f"load average (1/5/15 min) at start: {r.load_at_start}")
+    raised = (
+        f"; the nodes' own file-handle limit raised to {NODE_OPEN_FILES - 100:,} as with "
+        "Debian's LimitNOFILE=65536 (file_handle_cache:set_limit)"
+        if r.open_files < NODE_OPEN_FILES
+        else ""
+    )
+    emit(f"open files limit (ulimit -n): {r.open_files:,}{raised}")
     if r.stores:
         emit("\nendpoint store (EndpointStore.create_endpoint, one transaction each)")
         emit(
@@ -124,7 +131,8 @@ def render(r: Results) -> str:
             table(
                 ["declared", "queues", "bindings", "declare s", "ms/endpoint",
                  "busy after s", "re-declare s", "idle CPU %", "RSS before MB", "RSS after MB",
-                 "RSS MB/endpoint", "Erlang MB/endpoint", "processes/endpoint", "other load %",
+                 "RSS MB/endpoint", "Erlang MB/endpoint", "processes/endpoint",
+                 "file handles/endpoint", "file handles used/limit", "fds open", "other load %",
                  "load 1m"],
                 [
                     [b.label, f"{b.queues:,}", f"{b.bindings:,}", fmt(b.declare_s, 1),
@@ -132,23 +140,25 @@ def render(r: Results) -> str:
                      fmt(b.idle_cpu_pct), fmt(b.before.rss),
                      fmt(b.after.rss), fmt(b.rss_mb_per_endpoint, 3),
                      fmt(b.erlang_mb_per_endpoint, 3), fmt(b.processes_per_endpoint, 1),
+                     fmt(b.handles_per_endpoint, 1),
+                     f"{fmt(b.after.handles)} / {fmt(b.after.handle_limit)}", fmt(b.after.fds),
                      fmt(b.other_load_pct), fmt(b.load_1min, 2)]
                     for b in r.broker
                 ],
             )
         )  # fmt: skip
-    if r.worker is not None:
-        w = r.worker
-        emit(f"\nworker start (python -m worker run, endpoints from the {w.source})")
+    if r.workers:
+        emit(f"\nworker start (python -m worker run, endpoints from the {r.workers[0].source})")
         emit(
             table(
-                ["endpoints", "start to /readyz s", "CPU s", "RSS ready MB",
+                ["start", "endpoints", "to /readyz s", "CPU s", "RSS ready MB",
                  f"RSS +{p.settle_seconds:g}s MB", "peak RSS MB", "/metrics samples",
                  "/metrics KB", "scrape ms", "broker RSS MB", "other load %", "load 1m"],
-                [[f"{w.endpoints:,}", fmt(w.start_s, 1), fmt(w.cpu_s, 1), fmt(w.rss_ready_mb, 1),
-                  fmt(w.rss_settled_mb, 1), fmt(w.peak_rss_mb, 1), f"{w.metrics_series:,}",
-                  fmt(w.metrics_kb), fmt(w.metrics_ms), fmt(w.broker_rss_mb),
-                  fmt(w.other_load_pct), fmt(w.load_1min, 2)]],
+                [[w.start, f"{w.endpoints:,}", fmt(w.start_s, 1), fmt(w.cpu_s, 1),
+                  fmt(w.rss_ready_mb, 1), fmt(w.rss_settled_mb, 1), fmt(w.peak_rss_mb, 1),
+                  f"{w.metrics_series:,}", fmt(w.metrics_kb), fmt(w.metrics_ms),
+                  fmt(w.broker_rss_mb), fmt(w.other_load_pct), fmt(w.load_1min, 2)]
+                 for w in r.workers],
             )
         )  # fmt: skip
         for phase in r.phases:
@@ -173,8 +183,7 @@ def render(r: Results) -> str:
     emit(table(["target", "measured", "verdict"], _targets(r)))
     notes = [*r.notes, *(f"{s.backend}: {s.note}" for s in r.stores if s.note)]
     notes += [f"{b.label}: {b.note}" for b in r.broker if b.note]
-    if r.worker is not None and r.worker.note:
-        notes.append(f"worker: {r.worker.note}")
+    notes += [f"worker, {w.start}: {w.note}" for w in r.workers if w.note]
     notes += [f"{c.change}: {c.note}" for c in r.changes if c.note]
     if notes:
         emit("\nnotes:")

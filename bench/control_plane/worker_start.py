@@ -56,6 +56,7 @@ def store_backed_workers() -> bool:
 
 @dataclass
 class WorkerRow:
+    start: str  # "first start" (the registry empty) or "restart"
     source: str
     endpoints: int
     start_s: float = math.nan
@@ -94,30 +95,38 @@ def write_subscriber_file(path: Path, subscribers: list[Subscriber]) -> bool:
     return values > yaml_reader.MAX_VALUES
 
 
-def start_worker(
-    workdir: Path,
-    broker_url: str,
-    subscribers: list[Subscriber],
-    store: tuple[str, str, str] | None,
-    timeout: float,
-    settle_seconds: float,
-    node: LocalRabbitMQ | None,
-    broker_pid: int | None,
-) -> tuple[WorkerProcess, WorkerRow]:
-    """Start one worker and measure it; ``store`` is (backend, DATABASE_URL, SECRETS_KEY)
-    for a store-backed worker, None for the subscriber file. The worker is left running."""
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker start of the run shares."""
+
+    workdir: Path
+    broker_url: str
+    subscribers: list[Subscriber]
+    store: tuple[str, str, str] | None  # (backend, DATABASE_URL, SECRETS_KEY); None: the file
+    timeout: float
+    settle_seconds: float
+    node: LocalRabbitMQ | None
+    broker_pid: int | None
+
+
+def start_worker(setup: WorkerSetup, start: str) -> tuple[WorkerProcess, WorkerRow]:
+    """Start one worker and measure it (``start`` names this start in the table and its log).
+    The worker is left running."""
+    subscribers, workdir = setup.subscribers, setup.workdir
     config = workdir / "subscribers-control-plane.yaml"
-    worker = WorkerProcess(broker_url, config, "bench-secret", workdir / "worker.log", "info")
-    if store is not None:
-        backend, database_url, secrets_key = store
-        row = WorkerRow(f"endpoint store ({backend}, DATABASE_URL)", len(subscribers))
+    log = workdir / f"worker-{start.split()[0]}.log"
+    worker = WorkerProcess(setup.broker_url, config, "bench-secret", log, "info")
+    if setup.store is not None:
+        backend, database_url, secrets_key = setup.store
+        row = WorkerRow(start, f"endpoint store ({backend}, DATABASE_URL)", len(subscribers))
         worker.env.update(
             DATABASE_URL=database_url,
             SECRETS_KEY=secrets_key,
             WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
         )
     else:
-        row = WorkerRow("subscriber file (workers here do not read the store)", len(subscribers))
+        source = "subscriber file (workers here do not read the store)"
+        row = WorkerRow(start, source, len(subscribers))
         for name in _STORE_VARIABLES:
             worker.env.pop(name, None)
         if write_subscriber_file(config, subscribers):
@@ -127,11 +136,12 @@ def start_worker(
                 f"(~{yaml_reader.MAX_VALUES // _VALUES_PER_SUBSCRIBER:,} subscribers): "
                 "started with that limit raised (bench.control_plane.big_file_worker)"
             )
-    say(f"- starting a worker with {len(subscribers):,} endpoints from the {row.source} ...")
+    say(f"- worker, {start}: {len(subscribers):,} endpoints from the {row.source} ...")
+    broker_pid, node = setup.broker_pid, setup.node
     pids = [broker_pid] if broker_pid else []
     load = Load.read(pids)
     try:
-        worker.start(timeout=timeout)
+        worker.start(timeout=setup.timeout)
     except BenchError as exc:
         worker.stop()
         row.note = f"{row.note}; {exc}".strip("; ")
@@ -141,7 +151,7 @@ def start_worker(
     row.rss_ready_mb = procstat.rss_mb(worker.pid)
     row.other_load_pct = load.others_pct(Load.read([*pids, worker.pid]))
     row.load_1min = load_1min()
-    time.sleep(settle_seconds)
+    time.sleep(setup.settle_seconds)
     row.rss_settled_mb = procstat.rss_mb(worker.pid)
     row.peak_rss_mb = procstat.peak_rss_mb(worker.pid)
     say(f"  ready after {row.start_s:.1f} s, RSS {row.rss_ready_mb:.0f} MB")

@@ -74,8 +74,10 @@ def test_tiny_control_plane_benchmark_prints_its_tables(vhost_url: str, tmp_path
     if rabbitmq_available():
         assert _rows(out, "20 endpoints"), out  # the broker-cost size on its own node
 
-    worker = _rows(out, "40")
-    assert worker and re.fullmatch(NUMBER, worker[0][1]), out  # start to /readyz s
+    for start in ("first start", "restart"):
+        (worker,) = _rows(out, start)
+        assert worker[1] == "40", worker
+        assert re.fullmatch(NUMBER, worker[2]), worker  # to /readyz s
     changes = out.split("change visible to workers", 1)[1]
     skipped = "skipped: workers in this tree do not read the store" in changes
     assert skipped or _rows(changes, "create (a new account's first endpoint)"), changes
