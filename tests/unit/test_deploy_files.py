@@ -34,6 +34,7 @@ from config.settings import Settings, environment_variables, load_environment, l
 from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from control.api.auth import ApiTokens
+from control.notifications import metrics as notifier_metrics
 from control.store.database import DatabaseUrl
 from control.store.key import load_secrets_key
 from producer import metrics as producer_metrics
@@ -262,10 +263,10 @@ def _effective_env(name: str, env_file: Mapping[str, str]) -> dict[str, str]:
 
 
 def metric_families() -> list[Any]:
-    """Every metric family the worker and the producer library define."""
+    """Every metric family the worker, the notifier and the producer library define."""
     return [
         family
-        for module in (metrics, producer_metrics)
+        for module in (metrics, producer_metrics, notifier_metrics)
         for value in vars(module).values()
         if isinstance(value, MetricWrapperBase)
         for family in value.describe()
