@@ -80,7 +80,7 @@ class NoticeSender:
                     "notice_sent",
                     destination=destination.kind,
                     notice_id=notice,
-                    event=event,
+                    notice_event=event,
                     attempt=attempt,
                     **about,
                 )
@@ -95,7 +95,7 @@ class NoticeSender:
             "notice_given_up",
             destination=destination.kind,
             notice_id=notice,
-            event=event,
+            notice_event=event,
             error=error,
             **about,
         )

@@ -182,6 +182,17 @@ class Notifier:
 
     async def _send(self, window: Window[Message]) -> None:
         """Send the window's notice everywhere it goes, then ack its facts."""
+        try:
+            await self._send_everywhere(window)
+        except Exception:
+            # A bug met something unforeseen: told once here, and the facts are
+            # acked, rather than coming back to crash every notifier in turn.
+            metrics.NOTICES_GIVEN_UP.labels("operator").inc()
+            log.exception("notice_send_crashed", account=window.account, endpoint=window.endpoint)
+        for message in window.tokens:
+            message.ack()
+
+    async def _send_everywhere(self, window: Window[Message]) -> None:
         async with self._slots:
             event = notice_event(window)
             body = notice_body(window, self._aggregator.window_seconds)
@@ -196,8 +207,6 @@ class Notifier:
             if account is not None:
                 sends.append(self._sender.send(account, body, event, notice, **about))
             await asyncio.gather(*sends)
-            for message in window.tokens:
-                message.ack()
 
     async def _account_destination(self, account: str | None) -> Destination | None:
         """The account's destination; a store outage is retried like a failing URL."""

@@ -68,6 +68,12 @@ def _assert_signed(received: Received, secret: str, node: NodeBridge) -> None:
     assert received.headers["X-Webhook-Id"].startswith("ntc_")
 
 
+async def _assert_all_facts_acked(url: str) -> None:
+    """Once the notifier has closed its channel: a fact it had not acked would be back."""
+    await asyncio.sleep(1.0)
+    assert await asyncio.to_thread(depth, url, OPERATIONAL_FACTS_QUEUE) == 0
+
+
 async def test_a_410_sends_one_signed_paused_notice_the_page_verifies(
     vhost_url: str, node: NodeBridge
 ) -> None:
@@ -75,12 +81,14 @@ async def test_a_410_sends_one_signed_paused_notice_the_page_verifies(
     operator = await Receiver().start()
     settings = make_settings(vhost_url, [subscriber("gone-shop", endpoint.url)])
     try:
-        async with running_notifier(vhost_url, operator_url=operator.url):
-            async with running_worker(settings):
-                [event_id] = await asyncio.to_thread(publish_orders, vhost_url, 1)
-                await operator.wait_for(lambda r: len(r) >= 1, timeout=20)
-                await asyncio.sleep(0.5)  # nothing else may follow
-            await wait_until(lambda: depth(vhost_url, OPERATIONAL_FACTS_QUEUE) == 0, 10)
+        async with (
+            running_notifier(vhost_url, operator_url=operator.url),
+            running_worker(settings),
+        ):
+            [event_id] = await asyncio.to_thread(publish_orders, vhost_url, 1)
+            await operator.wait_for(lambda r: len(r) >= 1, timeout=20)
+            await asyncio.sleep(0.5)  # nothing else may follow
+        await _assert_all_facts_acked(vhost_url)
     finally:
         await endpoint.stop()
         await operator.stop()
@@ -114,17 +122,19 @@ async def test_a_storm_of_dead_letters_is_one_notice_per_window_with_counts(
     shop = subscriber("storm-shop", endpoint.url, circuit_breaker=NO_BREAKER)
     settings = make_settings(vhost_url, [shop], delays=())
     try:
-        async with running_notifier(
-            vhost_url, operator_url=operator.url, window_seconds=window, batch_seconds=0.2
+        async with (
+            running_notifier(
+                vhost_url, operator_url=operator.url, window_seconds=window, batch_seconds=0.2
+            ),
+            running_worker(settings),
         ):
-            async with running_worker(settings):
-                [first] = await asyncio.to_thread(publish_orders, vhost_url, 1, "a")
-                await operator.wait_for(lambda r: len(r) >= 1, timeout=20)
-                storm = await asyncio.to_thread(publish_orders, vhost_url, 40, "b")
-                await endpoint.wait_for(lambda r: len(r) >= 41, timeout=30)
-                await operator.wait_for(lambda r: len(r) >= 2, timeout=window + 10)
-                await asyncio.sleep(window + 0.5)  # a third notice would come by now
-            await wait_until(lambda: depth(vhost_url, OPERATIONAL_FACTS_QUEUE) == 0, 10)
+            [first] = await asyncio.to_thread(publish_orders, vhost_url, 1, "a")
+            await operator.wait_for(lambda r: len(r) >= 1, timeout=20)
+            storm = await asyncio.to_thread(publish_orders, vhost_url, 40, "b")
+            await endpoint.wait_for(lambda r: len(r) >= 41, timeout=30)
+            await operator.wait_for(lambda r: len(r) >= 2, timeout=window + 10)
+            await asyncio.sleep(window + 0.5)  # a third notice would come by now
+        await _assert_all_facts_acked(vhost_url)
     finally:
         await endpoint.stop()
         await operator.stop()
@@ -161,21 +171,21 @@ async def test_a_failing_notification_url_does_not_hold_up_deliveries(vhost_url:
     settings = make_settings(vhost_url, subscribers)
     plan = RetryPlan(attempts=2, first_backoff_seconds=0.1, timeout_seconds=0.5)
     try:
-        async with running_notifier(
-            vhost_url, operator_url=broken.url, plan=plan, batch_seconds=0.1
+        async with (
+            running_notifier(vhost_url, operator_url=broken.url, plan=plan, batch_seconds=0.1),
+            running_worker(settings) as worker,
         ):
-            async with running_worker(settings) as worker:
-                await asyncio.to_thread(publish_orders, vhost_url, 1, "g")
-                await broken.wait_for(lambda r: len(r) >= 1, timeout=20)
-                # The notifier is now stuck on the hanging URL; deliveries go on.
-                started = time.monotonic()
-                ids = await asyncio.to_thread(publish_orders, vhost_url, 50, "h")
-                await healthy.wait_for(lambda r: len(r) >= 51, timeout=30)
-                elapsed = time.monotonic() - started
-                assert worker.is_ready()
-                # Both attempts of the notice time out, and it is given up (then acked).
-                await broken.wait_for(lambda r: len(r) >= 2, timeout=10)
-            await wait_until(lambda: depth(vhost_url, OPERATIONAL_FACTS_QUEUE) == 0, 10)
+            await asyncio.to_thread(publish_orders, vhost_url, 1, "g")
+            await broken.wait_for(lambda r: len(r) >= 1, timeout=20)
+            # The notifier is now stuck on the hanging URL; deliveries go on.
+            started = time.monotonic()
+            ids = await asyncio.to_thread(publish_orders, vhost_url, 50, "h")
+            await healthy.wait_for(lambda r: len(r) >= 51, timeout=30)
+            elapsed = time.monotonic() - started
+            assert worker.is_ready()
+            # Both attempts of the notice time out, and it is given up (then acked).
+            await broken.wait_for(lambda r: len(r) >= 2, timeout=10)
+        await _assert_all_facts_acked(vhost_url)
     finally:
         release.set()
         for receiver in (broken, gone_endpoint, healthy):
@@ -228,6 +238,7 @@ async def test_each_account_gets_only_its_own_endpoints_notices(
             await acme_box.wait_for(lambda r: len(r) >= 1, timeout=10)
             await globex_box.wait_for(lambda r: len(r) >= 1, timeout=10)
             await asyncio.sleep(0.5)
+        await _assert_all_facts_acked(vhost_url)
     finally:
         for receiver in (acme_endpoint, globex_endpoint, operator, acme_box, globex_box):
             await receiver.stop()
@@ -246,3 +257,74 @@ async def test_each_account_gets_only_its_own_endpoints_notices(
     ]
     for received in operator.requests:
         _assert_signed(received, OPERATOR_SECRET, node)
+
+
+async def test_a_circuit_that_opens_and_closes_is_told_both_times(
+    vhost_url: str, node: NodeBridge
+) -> None:
+    window = 2.0
+
+    def flaky(_request: Received) -> web.Response:
+        if len(endpoint.requests) <= 2:
+            return web.Response(status=500, text="down")
+        return web.json_response({"received": True})
+
+    endpoint = await Receiver(flaky).start()
+    operator = await Receiver().start()
+    breaker = {"failure_threshold": 2, "cooldown_seconds": 0.5}
+    shop = subscriber("flaky-shop", endpoint.url, max_in_flight=1, circuit_breaker=breaker)
+    settings = make_settings(vhost_url, [shop], delays=(0.3, 0.3))
+    try:
+        async with (
+            running_notifier(
+                vhost_url, operator_url=operator.url, window_seconds=window, batch_seconds=0.2
+            ),
+            running_worker(settings),
+        ):
+            await asyncio.to_thread(publish_orders, vhost_url, 2, "c")
+            await operator.wait_for(lambda r: len(r) >= 2, timeout=window + 15)
+            await asyncio.sleep(0.5)
+        await _assert_all_facts_acked(vhost_url)
+    finally:
+        await endpoint.stop()
+        await operator.stop()
+    notices = [notice_of(r) for r in operator.requests]
+    assert [n["event"] for n in notices] == ["endpoint.circuit_opened", "endpoint.circuit_closed"]
+    assert notices[0]["data"]["circuit"]["state"] == "open"
+    assert notices[1]["data"]["circuit"]["state"] == "closed"
+    assert notices[1]["data"]["dead_lettered"] is None
+    for received in operator.requests:
+        _assert_signed(received, OPERATOR_SECRET, node)
+
+
+async def test_facts_of_a_notifier_stopped_mid_window_go_to_the_next_one(vhost_url: str) -> None:
+    endpoint = await Receiver(refuse).start()
+    operator = await Receiver().start()
+    shop = subscriber("handover-shop", endpoint.url, circuit_breaker=NO_BREAKER)
+    settings = make_settings(vhost_url, [shop], delays=())
+    try:
+        async with running_worker(settings):
+            # The first notifier sends the first notice, then holds the next five
+            # facts for its window, and is stopped before that window ends.
+            async with running_notifier(
+                vhost_url, operator_url=operator.url, window_seconds=60, batch_seconds=0.1
+            ):
+                await asyncio.to_thread(publish_orders, vhost_url, 1, "x")
+                await operator.wait_for(lambda r: len(r) >= 1, timeout=20)
+                await asyncio.to_thread(publish_orders, vhost_url, 5, "y")
+                await endpoint.wait_for(lambda r: len(r) >= 6, timeout=20)
+                await wait_until(
+                    lambda: depth(vhost_url, OPERATIONAL_FACTS_QUEUE) == 0, 10, "facts taken"
+                )
+            assert len(operator.requests) == 1
+            # Unacked, they went back to the queue with the first notifier's channel.
+            await wait_until(lambda: depth(vhost_url, OPERATIONAL_FACTS_QUEUE) == 5, 10)
+            async with running_notifier(
+                vhost_url, operator_url=operator.url, window_seconds=60, batch_seconds=0.1
+            ):
+                await operator.wait_for(lambda r: len(r) >= 2, timeout=20)
+        await _assert_all_facts_acked(vhost_url)
+    finally:
+        await endpoint.stop()
+        await operator.stop()
+    assert notice_of(operator.requests[1])["data"]["dead_lettered"]["count"] == 5
