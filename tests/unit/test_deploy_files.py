@@ -1433,3 +1433,38 @@ def test_dashboard_links_rabbitmqs_own_dashboards() -> None:
     assert overview["keepTime"]
     # Every dashboard RabbitMQ publishes carries this tag.
     assert links["RabbitMQ dashboards"]["tags"] == ["rabbitmq-prometheus"]
+
+
+def _notification_rule_test(rules_file: Path) -> dict[str, Any]:
+    """A notice given up at minute 10 and facts dropped at minute 12 alert for 15 min."""
+    notifier = {"job": "webhook-notifier", "instance": "n1", "destination": "account"}
+    worker = {"job": "webhook-worker", "instance": "w1", "reason": "queue_full"}
+
+    def series(name: str, values: str, labels: dict[str, str]) -> dict[str, str]:
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{body}}}", "values": values}
+
+    def at(name: str, eval_time: str, labels: dict[str, str] | None) -> dict[str, Any]:
+        expected = [] if labels is None else [{"exp_labels": {"severity": "warning", **labels}}]
+        return {"alertname": name, "eval_time": eval_time, "exp_alerts": expected}
+
+    world = {
+        "interval": "1m",
+        "input_series": [
+            series("webhook_notices_given_up_total", "0x9 1x40", notifier),
+            series("webhook_operational_facts_dropped_total", "0x11 3x40", worker),
+        ],
+        "alert_rule_test": [
+            at("WebhookNoticesGivenUp", "9m", None),
+            at("WebhookNoticesGivenUp", "11m", notifier),
+            at("WebhookNoticesGivenUp", "40m", None),
+            at("WebhookOperationalFactsDropped", "11m", None),
+            at("WebhookOperationalFactsDropped", "13m", worker),
+            at("WebhookOperationalFactsDropped", "45m", None),
+        ],
+    }
+    return {"rule_files": [str(rules_file)], "evaluation_interval": "1m", "tests": [world]}
+
+
+def test_notification_alert_logic_with_promtool_unit_tests(tmp_path: Path) -> None:
+    promtool_test_rules(tmp_path, _notification_rule_test)
