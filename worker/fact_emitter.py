@@ -112,18 +112,21 @@ class FactEmitter:
         )
         again = [f for f, r in zip(batch, results, strict=True) if _retryable(r)]
         refused = sum(1 for r in results if isinstance(r, NackedError))
-        published = len(batch) - len(again) - refused
+        broken = [r for r in results if isinstance(r, Exception) and not isinstance(r, BrokerError)]
+        published = len(batch) - len(again) - refused - len(broken)
         self._outbox.settle(len(batch), again)
         if published:
             metrics.OPERATIONAL_FACTS_PUBLISHED.inc(published)
         if refused:
             self._outbox.count_dropped("queue_full", refused)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, BrokerError):
-                raise result  # a bug, not the broker: let it show
-        if again:
-            failure = next(r for r in results if _retryable(r))
-            raise failure if isinstance(failure, BrokerError) else BrokerError(str(failure))
+        if broken:
+            # A bug, not the broker: told once per round, and those facts are
+            # not tried again (they would fail the same way forever).
+            self._outbox.count_dropped("error", len(broken))
+            log.error("operational_facts_publish_crashed", facts=len(broken), error=repr(broken[0]))
+        failures = [r for r in results if isinstance(r, BrokerError) and _retryable(r)]
+        if failures:
+            raise failures[0]
 
     async def _ready_channel(self) -> AmqpChannel:
         channel = self._channel
@@ -147,5 +150,5 @@ class FactEmitter:
 
 
 def _retryable(result: object) -> bool:
-    """A publish that failed for a reason other than the queue refusing it."""
-    return isinstance(result, BaseException) and not isinstance(result, NackedError)
+    """A publish the broker failed for a reason other than the queue refusing it."""
+    return isinstance(result, BrokerError) and not isinstance(result, NackedError)

@@ -85,7 +85,7 @@ class FactOutbox:
         self._facts.extendleft(reversed(again))
 
     def count_dropped(self, reason: str, count: int = 1) -> None:
-        """Count facts lost (``buffer_full`` or ``queue_full``); log at most once a minute."""
+        """Count lost facts (buffer_full, queue_full, error); log once a minute at most."""
         metrics.OPERATIONAL_FACTS_DROPPED.labels(reason).inc(count)
         self._dropped_unlogged += count
         now = self._clock()
@@ -105,9 +105,10 @@ OUTBOX = FactOutbox()
 
 
 def _note(kind: FactKind, subscriber: Subscriber, event_id: str | None, reason: str | None) -> None:
-    OUTBOX.put(
-        OperationalFact(kind, subscriber.account, subscriber.id, time.time(), event_id, reason)
-    )
+    if OUTBOX.attached:  # else nothing to build: no emitter takes facts in this process
+        OUTBOX.put(
+            OperationalFact(kind, subscriber.account, subscriber.id, time.time(), event_id, reason)
+        )
 
 
 def note_dead_lettered(subscriber: Subscriber, event_id: str | None, reason: str) -> None:
