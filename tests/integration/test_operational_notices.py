@@ -11,7 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import signal
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +24,12 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from config.topology import OPERATIONAL_FACTS_QUEUE
+from config.topology import OPERATIONAL_FACTS_EXCHANGE, OPERATIONAL_FACTS_QUEUE
 from control.notifications.sender import RetryPlan
 from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
-from tests.support.amqp import depth
+from devtools.rabbitmq_node import free_ports
+from tests.support.amqp import depth, publish_raw
 from tests.support.node_bridge import NodeBridge, find_node_or_skip
 from tests.support.notifier_harness import OPERATOR_SECRET, notice_of, running_notifier
 from tests.support.receiver import Received, Receiver
@@ -35,6 +40,7 @@ from tests.support.worker_harness import (
     subscriber,
     wait_until,
 )
+from wire.operational_fact import OperationalFact, encode_fact
 from wire.signature import verify
 
 pytestmark = pytest.mark.integration
@@ -328,3 +334,61 @@ async def test_facts_of_a_notifier_stopped_mid_window_go_to_the_next_one(vhost_u
         await endpoint.stop()
         await operator.stop()
     assert notice_of(operator.requests[1])["data"]["dead_lettered"]["count"] == 5
+
+
+async def test_the_notifier_process_sends_serves_metrics_and_stops_on_sigterm(
+    vhost_url: str, tmp_path: Path
+) -> None:
+    """``python -m cli.notifier`` as operators run it: environment in, SIGTERM out."""
+    operator = await Receiver().start()
+    port = free_ports(1)[0]
+    secret_file = tmp_path / "notice-secret"
+    secret_file.write_text(OPERATOR_SECRET + "\n")
+    env = {
+        **os.environ,
+        "RABBITMQ_URL": vhost_url,
+        "OPERATOR_NOTIFICATION_URL": operator.url,
+        "OPERATOR_NOTIFICATION_SECRET_FILE": str(secret_file),
+        "NOTIFICATION_BATCH_SECONDS": "0.1",
+        "METRICS_PORT": str(port),
+        "LOG_FORMAT": "json",
+    }
+    env.pop("DATABASE_URL", None)
+    log_path = tmp_path / "notifier.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.notifier", env=env, stdout=log, stderr=log
+        )
+
+    def answers(path: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                return bytes(r.read())
+        except OSError:
+            return None
+
+    try:
+        await wait_until(lambda: answers("/readyz") is not None, 30, "notifier ready")
+        fact = OperationalFact("circuit_opened", "acme", "proc-shop", time.time())
+        await asyncio.to_thread(
+            publish_raw, vhost_url, OPERATIONAL_FACTS_EXCHANGE, "", encode_fact(fact)
+        )
+        await asyncio.to_thread(publish_raw, vhost_url, OPERATIONAL_FACTS_EXCHANGE, "", b"junk")
+        await operator.wait_for(lambda r: len(r) >= 1, timeout=20)
+        metrics_text = (await asyncio.to_thread(answers, "/metrics")) or b""
+        assert b'webhook_notices_sent_total{destination="operator"} 1.0' in metrics_text
+        assert b'webhook_notifier_facts_total{kind="unreadable"} 1.0' in metrics_text
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await operator.stop()
+    [received] = operator.requests
+    verify(OPERATOR_SECRET, received.body, received.headers["X-Webhook-Signature"])
+    assert notice_of(received)["event"] == "endpoint.circuit_opened"
+    lines = log_path.read_text().splitlines()
+    assert any('"operational_fact_unreadable"' in line for line in lines)
+    assert OPERATOR_SECRET not in log_path.read_text()
+    await _assert_all_facts_acked(vhost_url)
