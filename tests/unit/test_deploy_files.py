@@ -35,6 +35,7 @@ from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from control.api.auth import ApiTokens
 from control.notifications import metrics as notifier_metrics
+from control.notifications.destinations import operator_secret
 from control.store.database import DatabaseUrl
 from control.store.key import load_secrets_key
 from producer import metrics as producer_metrics
@@ -74,6 +75,7 @@ SERVICES = {
     "rabbitmq",
     "rabbitmq-policies",
     "api",
+    "notifier",
     "postgres",
     "worker",
     "receiver",
@@ -617,6 +619,28 @@ def test_api_settings_load_from_compose() -> None:
     assert env["RABBITMQ_USERNAME"] == env_file["RABBITMQ_USER"]
 
 
+def test_notifier_settings_load_from_compose() -> None:
+    """webhook-notifier's effective environment passes the real loaders: settings, the
+    operator's destination (signed with the demo receiver's secret) and the store."""
+    env_file = _env_example()
+    notifier = _service("notifier")
+    env = _effective_env("notifier", env_file)
+    assert set(env) <= SETTINGS_VARS, "a variable the code never reads"
+    settings = load_environment(env)
+    assert settings.metrics_host == "0.0.0.0" and settings.log_format == "json"
+    assert settings.operator_notification_url is not None
+    url = urlsplit(settings.operator_notification_url.get_secret_value())
+    assert url.hostname == "receiver" and url.hostname in _compose()["services"]
+    # The demo receiver verifies notices like webhooks, with the demo shop's secret.
+    assert operator_secret(settings).get_secret_value() == env_file["DEMO_SHOP_SECRET"]
+    assert DatabaseUrl.parse(settings.store_database_url()).dialect == "postgresql"
+    assert settings.store_allows_private_networks is False
+    assert notifier["entrypoint"] == ["webhook-notifier"]
+    assert notifier["depends_on"]["api"] == {"condition": "service_healthy"}
+    grace = float(notifier["stop_grace_period"].removesuffix("s"))
+    assert grace > settings.shutdown_grace_seconds
+
+
 def test_postgres_service_is_the_official_image_with_its_data_on_a_volume() -> None:
     postgres = _service("postgres")
     image = re.fullmatch(r"postgres:(\d+)(?:-alpine)?", postgres["image"])
@@ -712,7 +736,9 @@ def test_prometheus_and_grafana_wiring() -> None:
         job["job_name"]: job
         for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     }
-    assert set(scrape) == {"webhook-worker", "rabbitmq", "rabbitmq-node"}
+    assert set(scrape) == {"webhook-worker", "webhook-notifier", "rabbitmq", "rabbitmq-node"}
+    [notifier] = scrape["webhook-notifier"]["static_configs"]
+    assert notifier["targets"] == [f"notifier:{METRICS_PORT}"]
     [dns] = scrape["webhook-worker"]["dns_sd_configs"]
     assert dns["names"] == ["worker"] and dns["names"][0] in compose["services"]
     assert dns["port"] == METRICS_PORT
