@@ -121,7 +121,7 @@ async def test_a_410_sends_one_signed_paused_notice_the_page_verifies(
 async def test_a_storm_of_dead_letters_is_one_notice_per_window_with_counts(
     vhost_url: str, node: NodeBridge
 ) -> None:
-    window = 3.0
+    window = 4.0
     endpoint = await Receiver(refuse).start()
     operator = await Receiver().start()
     # One attempt only, so that each event is dead-lettered at once.
