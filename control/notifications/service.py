@@ -92,18 +92,24 @@ class Notifier:
                 )
             except BrokerError as exc:
                 log.warning("broker_connect_failed", error=str(exc))
+                consumed = False
+            else:
+                consumed = await self._serve(connection)
+            if consumed:
+                backoff = _RECONNECT_FIRST_SECONDS
+            elif not self._stop.is_set():
+                # Refused or unreachable: wait, so a broker that keeps refusing
+                # (a queue declared with other arguments) is not asked in a loop.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=backoff)
                 backoff = min(backoff * 2, _RECONNECT_MAX_SECONDS)
-                continue
-            backoff = _RECONNECT_FIRST_SECONDS
-            await self._serve(connection)
         await self._finish_sending()
         self._destinations.close()
         await self._sender.close()
         log.info("notifier_stopped")
 
-    async def _serve(self, connection: AmqpConnection) -> None:
+    async def _serve(self, connection: AmqpConnection) -> bool:
+        """Consume until stopped or disconnected; False if consuming never started."""
         try:
             channel = await connection.channel()
             await channel.declare(operational_facts_topology())
@@ -113,7 +119,7 @@ class Notifier:
         except BrokerError as exc:
             log.warning("consume_failed", error=str(exc))
             await connection.close()
-            return
+            return False
         self._set_ready(True)
         log.info("notifier_consuming", queue=OPERATIONAL_FACTS_QUEUE)
         flusher = asyncio.ensure_future(self._flush_loop())
@@ -146,6 +152,7 @@ class Notifier:
         if dropped and not self._stop.is_set():
             log.info("notice_windows_requeued", windows=len(dropped))
         await connection.close()
+        return True
 
     def _set_ready(self, ready: bool) -> None:
         self._ready = ready
