@@ -28,6 +28,7 @@ from wire.envelope import format_timestamp
 from wire.queued_event import QueuedEvent, read_event
 from worker import metrics
 from worker.delivery import Deliverer, DeliveryResult
+from worker.fact_outbox import note_dead_lettered
 from worker.retry import DeadLetter, Retry, next_attempt
 
 log = structlog.get_logger("worker")
@@ -255,6 +256,7 @@ class MessageProcessor:
             )
             message.ack()
             metrics.DEAD_LETTERED.labels(subscriber.id, step.reason).inc()
+            note_dead_lettered(subscriber, event.event_id, step.reason)
             bound.warning(
                 "dead_lettered",
                 reason=step.reason,
@@ -309,6 +311,7 @@ class MessageProcessor:
         message.ack()
         kind = reason.split(":", 1)[0]  # "poison" or "wrong_account": a bounded label
         metrics.DEAD_LETTERED.labels(subscriber.id, kind).inc()
+        note_dead_lettered(subscriber, message.properties.message_id, reason)
         log.error(
             "poison_message_dead_lettered" if kind == "poison" else "wrong_account_refused",
             subscriber=subscriber.id,
