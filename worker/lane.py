@@ -267,25 +267,29 @@ class Lanes:
                 await self._poll_pauses()
 
     async def _poll_pauses(self) -> None:
-        """Resume the paused subscribers whose marker an operator removed.
-
-        Only paused ones are checked: a missing marker costs the broker a channel
-        error, which must stay rare. Other replicas learn of a pause from their own
-        410, or from the marker when they (re)connect.
-        """
-        paused_lanes = [lane for lane in self._lanes.values() if lane.paused]
-        if not paused_lanes:
+        """Follow the pause markers: pause where one appeared (a 410 on another replica, the
+        API), resume where an operator removed it.  One pipelined check (worker.pause)."""
+        lanes = list(self._lanes.values())
+        if not lanes:
             return
+        # A lane paused or resumed while the check ran (a 410 here) keeps its new state.
+        before = {lane.subscriber.id: lane.paused for lane in lanes}
         try:
-            still = await asyncio.to_thread(
-                paused_among, self._broker, [lane.subscriber.id for lane in paused_lanes]
+            marked = await asyncio.to_thread(
+                paused_among, self._broker, [lane.subscriber.id for lane in lanes]
             )
         except BrokerError as exc:
             log.warning("pause_check_failed", error=str(exc))
             return
-        for lane in paused_lanes:
-            if lane.subscriber.id not in still and not lane.marker_pending:
-                lane.set_paused(False, "pause marker removed")
+        for lane in lanes:
+            if lane.marker_pending or lane.paused != before[lane.subscriber.id]:
+                continue  # its marker is being written, or it changed meanwhile
+            if self._lanes.get(lane.subscriber.id) is not lane:
+                continue  # removed meanwhile
+            has_marker = lane.subscriber.id in marked
+            if has_marker != lane.paused:
+                reason = "pause marker present" if has_marker else "pause marker removed"
+                lane.set_paused(has_marker, reason)
                 await self.sync(lane)
 
     async def _pause_for_gone(self, lane: Lane, event_id: str | None) -> None:

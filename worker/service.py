@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -176,15 +177,19 @@ class Worker:
             # the reconciler applied since is declared again after a reconnect.
             # The topology function is synchronous (shared with the producer);
             # run it in a thread so the event loop keeps serving health checks.
-            await asyncio.to_thread(
-                declare_topology,
-                self.settings.broker,
-                self._lanes.subscribers,
-                self.settings.retry,
-            )
+            # The pause markers and the registry are independent of the declaration:
+            # the three run side by side, each on a connection of its own.
             ids = self._lanes.subscriber_ids
-            paused = await asyncio.to_thread(paused_among, self.settings.broker, ids)
-            removed = await asyncio.to_thread(reconcile_registry, self.settings.broker, ids)
+            _, paused, removed = await _all_or_none(
+                asyncio.to_thread(
+                    declare_topology,
+                    self.settings.broker,
+                    self._lanes.subscribers,
+                    self.settings.retry,
+                ),
+                asyncio.to_thread(paused_among, self.settings.broker, ids),
+                asyncio.to_thread(reconcile_registry, self.settings.broker, ids),
+            )
             connection = await AmqpConnection.open(self.settings.broker, name=name)
         except BrokerError as exc:
             log.warning("broker_connect_failed", error=str(exc))
@@ -312,3 +317,13 @@ class Worker:
         if settled is None:
             return
         await self._lanes.settle(lane, ticket, settled, message.properties.message_id)
+
+
+async def _all_or_none(*steps: Awaitable[Any]) -> list[Any]:
+    """Await every step; if one fails, still wait for the others (threads cannot be
+    cancelled), then raise the first failure."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
