@@ -12,16 +12,21 @@ one mechanism that works for both keeps a pause from existing in one place and
 not the other.  What made markers slow was only how they were checked.
 
 Checking is one pipelined pass on one channel, whatever the number of ids:
-each id gets a tiny ``mandatory`` publish to its marker's name on the default
-exchange (``expiration=0``: a classic queue with no consumer drops it on
-arrival, so a marker keeps only its note).  A missing marker is unroutable and
-comes back as ``basic.return``; one synchronous call after the last publish is
-the barrier (RabbitMQ sends a publish's return before it handles the next
-method on the channel), so every return is in when it answers.  The old check,
-a passive declare per id, closed the channel on each miss (the common case)
-and took 12.6 s for 10,000 ids; this one is a few hundred milliseconds.  Such
-probes count in RabbitMQ's "unroutable returned" figures; they come from
-connections named ``webhook-pause``.
+each id gets an empty ``mandatory`` publish to its marker's name on the
+default exchange.  A missing marker is unroutable and comes back as
+``basic.return``; one synchronous call after the last publish is the barrier
+(RabbitMQ sends a publish's return before it handles the next method on the
+channel), so every return is in when it answers.  A marker is declared with
+``x-max-length: 1`` and ``x-overflow: reject-publish``: it keeps its note and
+refuses every probe (refused is not unroutable: no return).  The old check, a
+passive declare per id, closed the channel on each miss (the common case) and
+took 12.6 s for 10,000 ids; this one is about a second, on a thread.  Probes
+count in RabbitMQ's "unroutable returned" figures; they come from connections
+named ``webhook-pause``.
+
+Markers made before (no arguments) would keep every probe: a check that finds
+one re-creates it with the arguments and its note (``pause_marker_migrated``);
+that costs one round trip per paused subscriber per check.
 
 Because a full check is cheap, each worker checks every subscriber's marker at
 each poll (``worker.lane``), so a pause or a resume made anywhere reaches every
@@ -32,23 +37,33 @@ These calls are blocking (pika BlockingConnection); the worker runs them in a th
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pika
+import pika.exceptions
 import pika.spec
-from pika.adapters.blocking_connection import BlockingChannel
+import structlog
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from broker.connection import blocking_connection
 from broker.url import BrokerUrl
 from config.topology import pause_marker_queue
 from wire import contract
 
+log = structlog.get_logger("worker")
+
 _CONNECTION_NAME = "webhook-pause"
 _OPERATION = "pause marker operation"
-# Transient, and dropped by the marker queue at once (no consumer): a probe never stays.
+# The note stays; every later message, probes included, is refused (not returned).
+MARKER_ARGUMENTS = {"x-max-length": 1, "x-overflow": "reject-publish"}
 _PROBE = pika.BasicProperties(delivery_mode=1, expiration="0")
+_NOTE_PROPERTIES = pika.BasicProperties(
+    content_type=contract.CONTENT_TYPE, delivery_mode=contract.PERSISTENT
+)
+_PRECONDITION_FAILED = 406
 
 
 def mark_paused(broker: BrokerUrl, subscriber_id: str, *, reason: str, event_id: str) -> None:
@@ -64,16 +79,15 @@ def mark_paused(broker: BrokerUrl, subscriber_id: str, *, reason: str, event_id:
         channel = connection.channel()
         channel.confirm_delivery()
         queue = pause_marker_queue(subscriber_id)
-        channel.queue_declare(queue, durable=True)
-        channel.basic_publish(
-            "",
-            queue,
-            json.dumps(note).encode(),
-            pika.BasicProperties(
-                content_type=contract.CONTENT_TYPE, delivery_mode=contract.PERSISTENT
-            ),
-            mandatory=True,
-        )
+        try:
+            channel.queue_declare(queue, durable=True, arguments=MARKER_ARGUMENTS)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != _PRECONDITION_FAILED:
+                raise
+            return  # a marker from before: paused already (the next check migrates it)
+        # Refused when paused already: the marker keeps its first note.
+        with contextlib.suppress(pika.exceptions.NackError):
+            channel.basic_publish("", queue, json.dumps(note).encode(), _NOTE_PROPERTIES)
 
 
 def paused_among(broker: BrokerUrl, subscriber_ids: Iterable[str]) -> set[str]:
@@ -82,7 +96,10 @@ def paused_among(broker: BrokerUrl, subscriber_ids: Iterable[str]) -> set[str]:
     if not ids:
         return set()
     with blocking_connection(broker, name=_CONNECTION_NAME, operation=_OPERATION) as connection:
-        return probe_markers(connection.channel(), ids)
+        paused = probe_markers(connection.channel(), ids)
+        for subscriber_id in sorted(paused):
+            _migrate_old_marker(connection, subscriber_id)
+        return paused
 
 
 def probe_markers(channel: BlockingChannel, subscriber_ids: list[str]) -> set[str]:
@@ -105,6 +122,27 @@ def probe_markers(channel: BlockingChannel, subscriber_ids: list[str]) -> set[st
     channel.basic_qos(prefetch_count=0)
     channel.connection.process_data_events(time_limit=0)  # dispatch the returns
     return {subscriber_id for queue, subscriber_id in queues.items() if queue not in missing}
+
+
+def _migrate_old_marker(connection: BlockingConnection, subscriber_id: str) -> None:
+    """Give a marker made before ``MARKER_ARGUMENTS`` existed those arguments, note kept."""
+    queue = pause_marker_queue(subscriber_id)
+    try:
+        connection.channel().queue_declare(queue, durable=True, arguments=MARKER_ARGUMENTS)
+        return  # as it should be (declaring it again changes nothing)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != _PRECONDITION_FAILED:
+            raise
+    channel = connection.channel()
+    channel.confirm_delivery()
+    _method, properties, note = channel.basic_get(queue, auto_ack=False)
+    # Deleted and declared back to back: a replica checking in between sees no pause
+    # for one poll at worst, and the next 410 pauses it again.
+    channel.queue_delete(queue)
+    channel.queue_declare(queue, durable=True, arguments=MARKER_ARGUMENTS)
+    if note is not None:
+        channel.basic_publish("", queue, note, properties or _NOTE_PROPERTIES)
+    log.info("pause_marker_migrated", subscriber=subscriber_id, queue=queue)
 
 
 def resume(broker: BrokerUrl, subscriber_id: str) -> bool:
