@@ -106,9 +106,15 @@ class Lane:
 class Lanes:
     """Every subscriber's lane, and the one consumer channel they share while connected."""
 
-    def __init__(self, broker: BrokerUrl, *, pause_poll_seconds: float) -> None:
+    def __init__(
+        self, broker: BrokerUrl, *, pause_poll_seconds: float, full_pause_check_every: int = 6
+    ) -> None:
         self._broker = broker
         self._pause_poll = pause_poll_seconds
+        # Every marker is checked at every n-th poll (announcements cover the rest:
+        # worker.pause); paused subscribers' markers at every poll.
+        self._full_check_every = max(1, full_pause_check_every)
+        self._polls = 0
         self._lanes: dict[str, Lane] = {}
         self._consumer: AmqpChannel | None = None
         self._handler: MessageHandler = _refuse
@@ -264,12 +270,22 @@ class Lanes:
                     await self.sync(lane)
             if loop.time() >= next_poll:
                 next_poll = loop.time() + self._pause_poll
-                await self._poll_pauses()
+                self._polls += 1
+                await self._poll_pauses(full=self._polls % self._full_check_every == 0)
 
-    async def _poll_pauses(self) -> None:
-        """Follow the pause markers: pause where one appeared (a 410 on another replica, the
-        API), resume where an operator removed it.  One pipelined check (worker.pause)."""
-        lanes = list(self._lanes.values())
+    async def check_marker(self, subscriber_id: str) -> None:
+        """A pause marker was created or deleted somewhere: follow it now."""
+        lane = self._lanes.get(subscriber_id)
+        if lane is not None:
+            await self._follow_markers([lane])
+
+    async def _poll_pauses(self, *, full: bool = True) -> None:
+        """Resume paused subscribers whose marker is gone; when ``full``, also pause those
+        that have one (a 410 on another replica, the API) whose announcement was lost."""
+        await self._follow_markers([lane for lane in self._lanes.values() if full or lane.paused])
+
+    async def _follow_markers(self, lanes: list[Lane]) -> None:
+        """Pause where a marker is, resume where none is: one pipelined check (worker.pause)."""
         if not lanes:
             return
         # A lane paused or resumed while the check ran (a 410 here) keeps its new state.

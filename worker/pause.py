@@ -28,9 +28,12 @@ Markers made before (no arguments) would keep every probe: a check that finds
 one re-creates it with the arguments and its note (``pause_marker_migrated``);
 that costs one round trip per paused subscriber per check.
 
-Because a full check is cheap, each worker checks every subscriber's marker at
-each poll (``worker.lane``), so a pause or a resume made anywhere reaches every
-replica within its poll interval.
+Every replica follows every marker: whoever creates or deletes one announces
+it on ``webhooks.control`` (``{"version": 0, "pause_marker": ID}``; version 0
+so that it never makes a worker reload its subscribers), and each worker
+checks that marker at once (``worker.lane``).  A worker checks its paused
+subscribers' markers at each poll, and every marker every few polls and at
+each connect, so an announcement lost costs a delay, never a pause.
 
 These calls are blocking (pika BlockingConnection); the worker runs them in a thread.
 """
@@ -50,7 +53,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from broker.connection import blocking_connection
 from broker.url import BrokerUrl
-from config.topology import pause_marker_queue
+from config.topology import CONTROL_EXCHANGE, pause_marker_queue
 from wire import contract
 
 log = structlog.get_logger("worker")
@@ -88,6 +91,7 @@ def mark_paused(broker: BrokerUrl, subscriber_id: str, *, reason: str, event_id:
         # Refused when paused already: the marker keeps its first note.
         with contextlib.suppress(pika.exceptions.NackError):
             channel.basic_publish("", queue, json.dumps(note).encode(), _NOTE_PROPERTIES)
+        _announce(channel, subscriber_id)
 
 
 def paused_among(broker: BrokerUrl, subscriber_ids: Iterable[str]) -> set[str]:
@@ -152,4 +156,19 @@ def resume(broker: BrokerUrl, subscriber_id: str) -> bool:
         if not probe_markers(channel, [subscriber_id]):
             return False
         channel.queue_delete(pause_marker_queue(subscriber_id))
+        _announce(channel, subscriber_id)
     return True
+
+
+def _announce(channel: BlockingChannel, subscriber_id: str) -> None:
+    """Tell every worker to check this marker now (best effort: polls cover a loss)."""
+    try:
+        channel.exchange_declare(CONTROL_EXCHANGE, "fanout", durable=True)
+        channel.basic_publish(
+            CONTROL_EXCHANGE,
+            "",
+            json.dumps({"version": 0, "pause_marker": subscriber_id}).encode(),
+            pika.BasicProperties(content_type=contract.CONTENT_TYPE, delivery_mode=1),
+        )
+    except pika.exceptions.AMQPError as exc:
+        log.warning("pause_announce_failed", subscriber=subscriber_id, error=repr(exc))

@@ -24,7 +24,7 @@ from broker.declarer import declare_topology
 from config.errors import BrokerError, ConfigError, StoreError
 from config.settings import Settings
 from worker import metrics
-from worker.change_notices import ChangeNotices
+from worker.change_notices import ChangeNotice, ChangeNotices
 from worker.delivery import Deliverer
 from worker.health import HealthServer
 from worker.lane import Lane, Lanes
@@ -51,13 +51,19 @@ class Worker:
         source: SubscriberSource | None = None,
         requeue_delay_seconds: float = 5.0,
         pause_poll_seconds: float = 10.0,
+        full_pause_check_every: int = 6,
     ) -> None:
         self.settings = settings
         self._requeue_delay = requeue_delay_seconds
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._marker_checks: set[asyncio.Task[None]] = set()
         self._ready = False
-        self._lanes = Lanes(settings.broker, pause_poll_seconds=pause_poll_seconds)
+        self._lanes = Lanes(
+            settings.broker,
+            pause_poll_seconds=pause_poll_seconds,
+            full_pause_check_every=full_pause_check_every,
+        )
         # The endpoint store when DATABASE_URL is set, else the subscriber file.
         self.reconciler = Reconciler(
             source or source_for(settings), self._lanes, settings.broker, settings.retry
@@ -223,7 +229,7 @@ class Worker:
             await self._lanes.start_consuming(consumer, handle)
             # Heard before the first reconciliation below, so that no change made
             # from here on can slip between the two.
-            notices = await ChangeNotices.start(connection, self.reconciler.notice)
+            notices = await ChangeNotices.start(connection, self._on_notice)
         except BrokerError as exc:
             log.warning("consume_failed", error=str(exc))
             self._lanes.forget_consumers()
@@ -285,6 +291,14 @@ class Worker:
         # In-flight deliveries finish on their own; their acks are skipped because
         # the channel is gone, and the broker redelivers those messages to us.
         await connection.close()
+
+    def _on_notice(self, notice: ChangeNotice) -> None:
+        """A change notice for the reconciler, or a pause marker to follow now."""
+        if notice.pause_marker is not None:
+            task = asyncio.create_task(self._lanes.check_marker(notice.pause_marker))
+            self._marker_checks.add(task)
+            task.add_done_callback(self._marker_checks.discard)
+        self.reconciler.notice(notice)
 
     async def _drain(self, connection: AmqpConnection, consumer: AmqpChannel) -> None:
         """Stop taking messages, let in-flight ones finish within the grace period, close."""

@@ -33,7 +33,7 @@ from tests.support.worker_harness import (
     worker_status,
 )
 from worker import reconciler as reconciler_module
-from worker.pause import resume
+from worker.pause import MARKER_ARGUMENTS, resume
 from worker.registry import FORMAT_HEADER, Entry, decode
 from worker.service import Worker
 
@@ -81,10 +81,12 @@ async def test_a_410_on_one_worker_pauses_every_worker_and_a_resume_resumes_them
 
     receiver = await Receiver(respond).start()
     settings = make_settings(vhost_url, [subscriber("shop", receiver.url, max_in_flight=1)])
+    # Polls far apart: only the announcement of the marker can pause the other worker.
+    rarely = {"pause_poll_seconds": 60.0}
     try:
         async with (
-            running_worker(settings, pause_poll_seconds=0.3) as first,
-            running_worker(settings, pause_poll_seconds=0.3) as second,
+            running_worker(settings, **rarely) as first,
+            running_worker(settings, **rarely) as second,
         ):
             with structlog.testing.capture_logs() as logs:
                 # One event: one worker gets it, and the 410.
@@ -129,6 +131,28 @@ async def test_a_marker_made_before_is_honoured_and_keeps_only_its_note(vhost_ur
                 method, _properties, note = ch.basic_get(pause_marker_queue("old"))
                 assert method is not None and method.message_count == 0
             assert note == b'{"reason": "410 Gone"}'
+    finally:
+        await receiver.stop()
+
+
+async def test_a_marker_whose_announcement_was_lost_is_found_by_the_poll(
+    vhost_url: str,
+) -> None:
+    receiver = await Receiver().start()
+    settings = make_settings(vhost_url, [subscriber("quiet", receiver.url)])
+    try:
+        async with running_worker(
+            settings, pause_poll_seconds=0.2, full_pause_check_every=2
+        ) as worker:
+            assert (await asyncio.to_thread(_lane, worker, "quiet"))["paused"] is False
+            with channel(vhost_url) as ch:  # a marker, and no announcement
+                ch.queue_declare(
+                    pause_marker_queue("quiet"), durable=True, arguments=MARKER_ARGUMENTS
+                )
+            await _wait(lambda: _lane(worker, "quiet")["paused"], 10, "paused by the poll")
+            with channel(vhost_url) as ch:
+                ch.queue_delete(pause_marker_queue("quiet"))
+            await _wait(lambda: not _lane(worker, "quiet")["paused"], 10, "resumed by the poll")
     finally:
         await receiver.stop()
 

@@ -249,3 +249,29 @@ async def test_each_poll_follows_every_marker(monkeypatch: pytest.MonkeyPatch) -
     lanes["a"].paused = True
     await lanes._poll_pauses()
     assert (lanes["a"].paused, lanes["b"].paused) == (True, False)
+
+
+async def test_a_quick_poll_only_resumes_and_an_announcement_checks_one_marker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    marked: set[str] = set()
+    checked: list[list[str]] = []
+
+    def paused_among(_broker: BrokerUrl, ids: list[str]) -> set[str]:
+        checked.append(list(ids))
+        return marked & set(ids)
+
+    monkeypatch.setattr(lane_module, "paused_among", paused_among)
+    lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10)
+    for name in ("a", "b", "c"):
+        spec = SubscriberSpec.of(subscriber(name, "https://x.example/"), CircuitBreakerPolicy())
+        lanes.add(spec.subscriber, spec.breaker, ENABLED)
+    lanes["c"].paused = True
+    marked.add("a")
+    await lanes._poll_pauses(full=False)  # only the paused lane's marker is checked
+    assert checked == [["c"]]
+    assert [lanes[n].paused for n in "abc"] == [False, False, False]
+    await lanes.check_marker("a")  # announced
+    assert checked[-1] == ["a"] and lanes["a"].paused
+    await lanes.check_marker("nobody")  # not one of ours: nothing to check
+    assert len(checked) == 2
