@@ -20,6 +20,7 @@ from config.subscribers import CircuitBreakerPolicy
 from config.topology import pause_marker_queue
 from tests.support.worker_harness import subscriber
 from worker import lane as lane_module
+from worker.change_notices import parse_notice
 from worker.lane import Lanes
 from worker.pause import probe_markers
 from worker.registry import FORMAT_HEADER, Contents, Entry, decode, encode, full_check
@@ -275,3 +276,11 @@ async def test_a_quick_poll_only_resumes_and_an_announcement_checks_one_marker(
     assert checked[-1] == ["a"] and lanes["a"].paused
     await lanes.check_marker("nobody")  # not one of ours: nothing to check
     assert len(checked) == 2
+
+
+def test_a_pause_announcement_is_a_notice_that_never_wakes_the_reconciler() -> None:
+    notice = parse_notice(b'{"version": 0, "pause_marker": "shop"}')
+    assert (notice.version, notice.pause_marker) == (0, "shop")
+    assert parse_notice(b'{"version": 3}').pause_marker is None
+    with pytest.raises(ValueError, match="pause_marker"):
+        parse_notice(b'{"version": 0, "pause_marker": 7}')
