@@ -201,11 +201,15 @@ class Reconciler:
                     self._registry_wake.wait(), timeout=max(0.0, next_full - loop.time())
                 )
             self._registry_wake.clear()
-            if loop.time() >= next_full:
-                next_full = loop.time() + self.registry_check_seconds
-                await self._check_registry()
-            else:
-                await self._update_registry()
+            try:
+                if loop.time() >= next_full:
+                    next_full = loop.time() + self.registry_check_seconds
+                    await self._check_registry()
+                else:
+                    await self._update_registry()
+            except Exception:
+                # Never stop keeping the registry over one bad round (the next covers it).
+                log.exception("registry_update_crashed")
 
     async def _update_registry(self) -> None:
         added, self._registry_added = self._registry_added, set()
