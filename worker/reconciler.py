@@ -13,13 +13,8 @@ changed, applies the steps of worker.reconcile_plan:
   queues stay, with whatever is queued, and the registry reports them
   (``removed_subscriber_has_queue``, ``/status``).
 
-The subscriber registry (worker.registry) is kept apart from the passes, by a
-task of its own, so that no change waits for it: after a pass it records the
-ids just added (one small message) and probes the work queues of the ids just
-removed; every ``_REGISTRY_CHECK_SECONDS`` it runs the full check (every id,
-merged back into one message), which the worker also runs at every connect.
-(The full check after every addition or removal took 15-20 s at 10,000
-subscribers, and held every change made meanwhile back as long.)
+The subscriber registry is kept beside the passes (worker.registry_keeper), so
+that no change waits for it: a pass only hands over the ids it added or removed.
 
 A pass runs at every connect (changes made while disconnected), on every
 change notice newer than the applied version, and every ``poll_seconds`` of
@@ -48,13 +43,10 @@ from worker.change_notices import ChangeNotice
 from worker.lane import Lanes
 from worker.pause import paused_among
 from worker.reconcile_plan import ADDED, CHANGED, REMOVED, EndpointChange, plan_changes
-from worker.registry import queues_left, reconcile_registry, record
+from worker.registry_keeper import RegistryKeeper
 from worker.subscriber_source import SourceSnapshot, SubscriberSource, SubscriberSpec
 
 log = structlog.get_logger("worker")
-
-# How often a running worker runs the registry's full check (see the docstring).
-_REGISTRY_CHECK_SECONDS = 300.0
 
 
 class Reconciler:
@@ -70,15 +62,9 @@ class Reconciler:
         self._applied: dict[str, SubscriberSpec] = {}
         self.version = 0
         self.fingerprint = ""
-        # Removed subscribers whose work queue still exists: id -> messages in it.
-        self.removed: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._channel: AmqpChannel | None = None
-        # Ids added or removed by passes, for the registry task (see the docstring).
-        self._registry_added: set[str] = set()
-        self._registry_removed: set[str] = set()
-        self._registry_wake = asyncio.Event()
-        self.registry_check_seconds = _REGISTRY_CHECK_SECONDS
+        self.registry = RegistryKeeper(broker, lanes)
 
     def adopt(self, snapshot: SourceSnapshot) -> None:
         """Start from ``snapshot``, before the first connect (which declares all of it)."""
@@ -92,28 +78,19 @@ class Reconciler:
         if notice.version > self.version:
             self._wake.set()
 
+    @property
+    def removed(self) -> dict[str, int]:
+        """Removed subscribers whose work queue still exists: id -> messages in it."""
+        return self.registry.removed
+
     def report_removed(self, removed: Mapping[str, int], *, known_too: bool) -> None:
         """Keep and log the registry's removed subscribers (only new ones unless ``known_too``)."""
-        for subscriber_id, messages in sorted(removed.items()):
-            self._report(subscriber_id, messages, known_too=known_too)
-        self.removed = dict(removed)
-
-    def _report(self, subscriber_id: str, messages: int, *, known_too: bool) -> None:
-        if known_too or subscriber_id not in self.removed:
-            log.warning(
-                "removed_subscriber_has_queue",
-                subscriber=subscriber_id,
-                queue=work_queue(subscriber_id),
-                messages=messages,
-                hint="no worker consumes it (and bindings a worker did not see removed "
-                "still route new events to it); move or replay what is left, then "
-                "delete the queue",
-            )
+        self.registry.report_removed(removed, known_too=known_too)
 
     async def run(self, connection: AmqpConnection) -> None:
         """Reconcile now, then on notices and every poll interval; until cancelled."""
         self._wake.set()  # whatever changed while we were not connected
-        registry = asyncio.ensure_future(self._keep_registry())
+        registry = asyncio.ensure_future(self.registry.run())
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -179,73 +156,12 @@ class Reconciler:
         )
 
     def _note_for_registry(self, changes: Collection[EndpointChange]) -> None:
-        """Hand the pass's additions and removals to the registry task (never waited for)."""
+        """Hand the pass's additions and removals to the registry keeper (never waited for)."""
         for change in changes:
             if change.kind == ADDED and change.id in self._lanes:
-                self._registry_added.add(change.id)
-                self._registry_removed.discard(change.id)
-                self.removed.pop(change.id, None)  # configured again
+                self.registry.added(change.id)
             elif change.kind == REMOVED and change.id not in self._lanes:
-                self._registry_removed.add(change.id)
-                self._registry_added.discard(change.id)
-        if self._registry_added or self._registry_removed:
-            self._registry_wake.set()
-
-    async def _keep_registry(self) -> None:
-        """Record additions, probe removals, and run the full check now and then."""
-        loop = asyncio.get_running_loop()
-        next_full = loop.time() + self.registry_check_seconds
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._registry_wake.wait(), timeout=max(0.0, next_full - loop.time())
-                )
-            self._registry_wake.clear()
-            try:
-                if loop.time() >= next_full:
-                    next_full = loop.time() + self.registry_check_seconds
-                    await self._check_registry()
-                else:
-                    await self._update_registry()
-            except Exception:
-                # Never stop keeping the registry over one bad round (the next covers it).
-                log.exception("registry_update_crashed")
-
-    async def _update_registry(self) -> None:
-        added, self._registry_added = self._registry_added, set()
-        gone, self._registry_removed = self._registry_removed, set()
-        try:
-            await asyncio.to_thread(record, self._broker, added)
-            left = await asyncio.to_thread(queues_left, self._broker, gone)
-        except BrokerError as exc:
-            # Kept for the next try (the next pass or the full check covers them too).
-            self._registry_added |= added - self._registry_removed
-            self._registry_removed |= gone - self._registry_added
-            log.warning("registry_update_failed", error=str(exc))
-            return
-        for subscriber_id in sorted(gone):
-            if subscriber_id in self._lanes:
-                continue  # added back meanwhile
-            if subscriber_id in left:
-                self._report(subscriber_id, left[subscriber_id], known_too=False)
-                self.removed[subscriber_id] = left[subscriber_id]
-            else:
-                self.removed.pop(subscriber_id, None)
-
-    async def _check_registry(self) -> None:
-        """The registry's full check: record every subscriber, report removed ones with queues."""
-        added, gone = set(self._registry_added), set(self._registry_removed)
-        try:
-            removed = await asyncio.to_thread(
-                reconcile_registry, self._broker, self._lanes.subscriber_ids
-            )
-        except BrokerError as exc:
-            log.warning("registry_check_failed", error=str(exc))  # the next connect checks
-            return
-        # The check covered what was pending when it started.
-        self._registry_added -= added
-        self._registry_removed -= gone
-        self.report_removed(removed, known_too=False)
+                self.registry.gone(change.id)
 
     async def _open_channel(self, connection: AmqpConnection) -> AmqpChannel:
         # A refused declaration closes its channel: what follows needs a new one.

@@ -32,7 +32,7 @@ from tests.support.worker_harness import (
     wait_until,
     worker_status,
 )
-from worker import reconciler as reconciler_module
+from worker import registry_keeper as keeper_module
 from worker.pause import MARKER_ARGUMENTS, resume
 from worker.registry import FORMAT_HEADER, Entry, decode
 from worker.service import Worker
@@ -209,14 +209,14 @@ async def slow_registry(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[thread
     """Recording an addition in the registry blocks until the test sets the event."""
     release = threading.Event()
     recorded: list[Collection[str]] = []
-    real = reconciler_module.record
+    real = keeper_module.record
 
     def record(broker: BrokerUrl, ids: Collection[str]) -> None:
         release.wait(timeout=60)
         recorded.append(ids)
         real(broker, ids)
 
-    monkeypatch.setattr(reconciler_module, "record", record)
+    monkeypatch.setattr(keeper_module, "record", record)
     try:
         yield release
     finally:
