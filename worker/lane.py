@@ -108,9 +108,15 @@ class Lane:
 class Lanes:
     """Every subscriber's lane, and the one consumer channel they share while connected."""
 
-    def __init__(self, broker: BrokerUrl, *, pause_poll_seconds: float) -> None:
+    def __init__(
+        self, broker: BrokerUrl, *, pause_poll_seconds: float, full_pause_check_every: int = 6
+    ) -> None:
         self._broker = broker
         self._pause_poll = pause_poll_seconds
+        # Every marker is checked at every n-th poll (announcements cover the rest:
+        # worker.pause); paused subscribers' markers at every poll.
+        self._full_check_every = max(1, full_pause_check_every)
+        self._polls = 0
         self._lanes: dict[str, Lane] = {}
         self._consumer: AmqpChannel | None = None
         self._handler: MessageHandler = _refuse
@@ -266,28 +272,42 @@ class Lanes:
                     await self.sync(lane)
             if loop.time() >= next_poll:
                 next_poll = loop.time() + self._pause_poll
-                await self._poll_pauses()
+                self._polls += 1
+                await self._poll_pauses(full=self._polls % self._full_check_every == 0)
 
-    async def _poll_pauses(self) -> None:
-        """Resume the paused subscribers whose marker an operator removed.
+    async def check_marker(self, subscriber_id: str) -> None:
+        """A pause marker was created or deleted somewhere: follow it now."""
+        lane = self._lanes.get(subscriber_id)
+        if lane is not None:
+            await self._follow_markers([lane])
 
-        Only paused ones are checked: a missing marker costs the broker a channel
-        error, which must stay rare. Other replicas learn of a pause from their own
-        410, or from the marker when they (re)connect.
-        """
-        paused_lanes = [lane for lane in self._lanes.values() if lane.paused]
-        if not paused_lanes:
+    async def _poll_pauses(self, *, full: bool = True) -> None:
+        """Resume paused subscribers whose marker is gone; when ``full``, also pause those
+        that have one (a 410 on another replica, the API) whose announcement was lost."""
+        await self._follow_markers([lane for lane in self._lanes.values() if full or lane.paused])
+
+    async def _follow_markers(self, lanes: list[Lane]) -> None:
+        """Pause where a marker is, resume where none is: one pipelined check (worker.pause)."""
+        if not lanes:
             return
+        # A lane paused or resumed while the check ran (a 410 here) keeps its new state.
+        before = {lane.subscriber.id: lane.paused for lane in lanes}
         try:
-            still = await asyncio.to_thread(
-                paused_among, self._broker, [lane.subscriber.id for lane in paused_lanes]
+            marked = await asyncio.to_thread(
+                paused_among, self._broker, [lane.subscriber.id for lane in lanes]
             )
         except BrokerError as exc:
             log.warning("pause_check_failed", error=str(exc))
             return
-        for lane in paused_lanes:
-            if lane.subscriber.id not in still and not lane.marker_pending:
-                lane.set_paused(False, "pause marker removed")
+        for lane in lanes:
+            if lane.marker_pending or lane.paused != before[lane.subscriber.id]:
+                continue  # its marker is being written, or it changed meanwhile
+            if self._lanes.get(lane.subscriber.id) is not lane:
+                continue  # removed meanwhile
+            has_marker = lane.subscriber.id in marked
+            if has_marker != lane.paused:
+                reason = "pause marker present" if has_marker else "pause marker removed"
+                lane.set_paused(has_marker, reason)
                 await self.sync(lane)
 
     async def _pause_for_gone(self, lane: Lane, event_id: str | None) -> None:

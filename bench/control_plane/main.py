@@ -40,6 +40,7 @@ from bench.control_plane.api_load import ApiServer, measure_api
 from bench.control_plane.broker_cost import like_a_package, measure_declare, measure_sizes
 from bench.control_plane.changes import measure_changes
 from bench.control_plane.plan import (
+    NODE_OPEN_FILES,
     PLANS,
     BenchError,
     Plan,
@@ -154,7 +155,7 @@ class Run:
         self.results.stores.append(loaded)
         return loaded
 
-    def broker(self) -> tuple[str, LocalRabbitMQ | None, int | None]:
+    def broker(self, endpoints: int) -> tuple[str, LocalRabbitMQ | None, int | None]:
         """(URL, our node or None, the broker's pid if visible) for the worker part."""
         url = os.environ.get("RABBITMQ_URL", "")
         if url:
@@ -166,7 +167,17 @@ class Run:
             raise BenchError("no broker: set RABBITMQ_URL or install rabbitmq-server")
         say("- starting a throwaway RabbitMQ node for the worker ...")
         node = self.stack.enter_context(LocalRabbitMQ())
-        like_a_package(node)
+        # Once a worker has consumed them, quorum queues count more file handles
+        # than the 3 each reserves: a restart of a 10,000-endpoint worker found a
+        # node limited to 65,436 full (no new connection).  The worker's node gets
+        # the limit docs/scaling.md recommends (at least 80,000 for 10,000).
+        open_files = max(NODE_OPEN_FILES, 10 * endpoints)
+        like_a_package(node, open_files)
+        if open_files > NODE_OPEN_FILES and open_files_limit() < open_files:
+            self.results.notes.append(
+                f"the worker's node: file-handle limit raised to {open_files - 100:,} "
+                "(file_handle_cache:set_limit), 10 per endpoint"
+            )
         return node.url, node, procstat.pid_listening_on(node.port)
 
     def worker_part(self, receiver: Receiver) -> None:
@@ -177,7 +188,7 @@ class Run:
             subscribers = [e.subscriber() for e in reader.load_all().endpoints]
         finally:
             reader.close()
-        url, node, pid = self.broker()
+        url, node, pid = self.broker(len(subscribers))
         broker = BrokerUrl.parse(url)
         label = f"{len(subscribers):,} endpoints (the worker's node)"
         topology = build_topology(subscribers, RetryPolicy())
