@@ -51,7 +51,7 @@ def _refuse(_lane: Lane, _message: Message) -> None:
     raise RuntimeError("a consumer started before the worker was serving")
 
 
-@dataclass
+@dataclass(slots=True)
 class Lane:
     """One subscriber's consumption: its breaker, its pause, its current consumer."""
 
