@@ -252,12 +252,12 @@ class Lanes:
                 lane.tag, lane.prefetch = None, 0
         metrics.CONSUMERS.set(0)
 
-    async def sync(self, lane: Lane, *, strict: bool = False) -> None:
+    async def sync(self, lane: Lane) -> None:
         """Make ``lane``'s consumer match its state: none, a one-message probe, or full.
 
         Cancelling leaves the subscriber's events in its queue: no attempt is
         spent while the circuit is open. Messages already received are settled
-        as usual. Errors are left to the connection watcher unless ``strict``.
+        as usual. Errors are logged and left to the connection watcher.
         """
         async with self._consume_lock:
             consumer = self._consumer
@@ -276,8 +276,6 @@ class Lanes:
                     )
                     lane.prefetch = wanted
             except BrokerError as exc:
-                if strict:
-                    raise
                 log.warning("consumer_change_failed", subscriber=lane.subscriber.id, error=str(exc))
             metrics.CONSUMERS.set(self.consuming)
 
