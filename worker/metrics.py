@@ -157,7 +157,14 @@ class SubscriberInstruments:
     counters and histograms too, not only gauges.
     """
 
-    __slots__ = ("_made", "attempt_duration", "end_to_end", "in_flight", "subscriber_id")
+    __slots__ = (
+        "_deliveries",
+        "_made",
+        "attempt_duration",
+        "end_to_end",
+        "in_flight",
+        "subscriber_id",
+    )
 
     def __init__(self, subscriber_id: str) -> None:
         self.subscriber_id = subscriber_id
@@ -166,6 +173,7 @@ class SubscriberInstruments:
         self.end_to_end = END_TO_END_LATENCY.labels(subscriber_id)
         # (family, label values after the subscriber) -> child
         self._made: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+        self._deliveries: dict[tuple[str, str, int], Any] = {}
 
     def _child(self, family: MetricWrapperBase, *labels: str) -> Any:
         key = (family, labels)
@@ -176,7 +184,13 @@ class SubscriberInstruments:
 
     def delivered(self, event_label: str, outcome: str, status: int) -> None:
         """Count one attempt (``status`` 0: no HTTP answer)."""
-        self._child(DELIVERIES, event_label, outcome, status_label(status)).inc()
+        # Keyed by the raw status: the hot path skips status_label().
+        key = (event_label, outcome, status)
+        child = self._deliveries.get(key)
+        if child is None:
+            labels = (event_label, outcome, status_label(status))
+            child = self._deliveries[key] = self._child(DELIVERIES, *labels)
+        child.inc()
 
     def retry_scheduled(self, attempt: int) -> None:
         self._child(RETRIES_SCHEDULED, str(attempt)).inc()
@@ -198,6 +212,7 @@ class SubscriberInstruments:
             with contextlib.suppress(KeyError):
                 family.remove(self.subscriber_id, *labels)
         self._made.clear()
+        self._deliveries.clear()
 
 
 # A lane's state as its gauges show it: (circuit state, paused, disabled).
