@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 from collections.abc import Awaitable
@@ -111,6 +112,13 @@ class Worker:
             if snapshot is None:
                 return
             self.reconciler.adopt(snapshot)
+            # What exists now (modules, subscribers, lanes) lives as long as the
+            # process: kept out of every later collection, a full one no longer
+            # stops the loop for ~0.1 s (measured: 75 ms with 1,000 endpoints,
+            # 147 ms with 10,000, 0 after this; docs/scaling.md). Garbage first:
+            # frozen, it would never be collected.
+            gc.collect()
+            gc.freeze()
             log.info(
                 "worker_started",
                 subscribers=len(snapshot.specs),
@@ -136,6 +144,7 @@ class Worker:
                     first = False
                     await self._serve(connection, processor)
         finally:
+            gc.unfreeze()  # the process may go on (tests, an embedding program)
             self._set_ready(False)
             self.reconciler.source.close()
             await facts.stop()

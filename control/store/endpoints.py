@@ -24,7 +24,6 @@ from config.subscribers import SUBSCRIBER_ID
 from control.store.cipher import SecretCipher
 from control.store.database import Database, DatabaseUrl
 from control.store.key import load_secrets_key
-from control.store.migrator import migrate as migrate_schema
 from control.store.models import (
     MAX_OVERLAP_SECONDS,
     OPTION_FIELDS,
@@ -43,6 +42,8 @@ from control.store.tokens import new_endpoint_id, new_signing_secret
 from wire.envelope import ACCOUNT_ID
 
 Clock = Callable[[], datetime]
+# Rows fetched per round trip by load_each.
+_LOAD_BATCH = 500
 
 
 def utc_now() -> datetime:
@@ -73,6 +74,10 @@ class EndpointStore:
         cipher = SecretCipher(load_secrets_key(url, secrets_key, secrets_key_file))
         database = Database(url)
         if migrate:
+            # Imported here: Alembic (and its every SQL dialect, Mako, Pygments'
+            # plugins) costs a worker ~10 MB it never needs; the API migrates.
+            from control.store.migrator import migrate as migrate_schema
+
             migrate_schema(database)
         return cls(database, cipher, clock=clock)
 
@@ -297,13 +302,29 @@ class EndpointStore:
 
     def load_all(self) -> Snapshot:
         """Every endpoint with its current and still-valid previous secret."""
+        endpoints: list[EndpointWithSecrets] = []
+        version = self.load_each(endpoints.append)
+        return Snapshot(version=version, endpoints=tuple(endpoints))
+
+    def load_each(self, take: Callable[[EndpointWithSecrets], None]) -> int:
+        """Hand every endpoint (as :meth:`load_all` has them) to ``take``; the version.
+
+        Rows are read and decrypted a batch at a time, so only what ``take``
+        keeps stays in memory: a worker with 10,000 endpoints never holds every
+        row, its model and its subscriber at once (docs/scaling.md).
+        """
         now = self._clock()
         with self._db.transaction() as session:
             # The counter first: whatever committed up to it is then visible below.
             version = _current_version(session)
-            rows = session.scalars(select(EndpointRow).order_by(EndpointRow.version)).all()
-        endpoints = tuple(with_secrets(row, now, self._cipher) for row in rows)
-        return Snapshot(version=version, endpoints=endpoints)
+            rows = session.scalars(
+                select(EndpointRow)
+                .order_by(EndpointRow.version)
+                .execution_options(yield_per=_LOAD_BATCH)
+            )
+            for row in rows:
+                take(with_secrets(row, now, self._cipher))
+        return version
 
     def changed_since(self, version: int) -> Changes:
         """Endpoints written and ids deleted after ``version`` (a Snapshot's or Changes')."""
