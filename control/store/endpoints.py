@@ -41,6 +41,7 @@ from control.store.models import (
 from control.store.records import column_value, endpoint_of, with_secrets
 from control.store.tables import AccountRow, EndpointDeletionRow, EndpointRow, VersionCounterRow
 from control.store.tokens import new_endpoint_id, new_signing_secret
+from control.store.views import ShownEndpoint
 from wire.envelope import ACCOUNT_ID
 
 Clock = Callable[[], datetime]
@@ -159,7 +160,7 @@ class EndpointStore:
         now = self._clock()
         with self._db.reading() as connection:
             rows = connection.execute(views.ALL_OF_ACCOUNT, {"account": account}).all()
-        return tuple(views.shown(rows, now))
+        return tuple(views.as_models(views.shown_fields(rows, now)))
 
     def page_endpoints(
         self, account: str, *, limit: int, after: tuple[datetime, str] | None = None
@@ -169,6 +170,12 @@ class EndpointStore:
         ``after`` is the (created_at, id) of the last endpoint of the previous
         page; it need not exist any more. NotFoundError for an unknown account.
         """
+        return tuple(views.as_models(self.page_shown(account, limit=limit, after=after)))
+
+    def page_shown(
+        self, account: str, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[ShownEndpoint]:
+        """``page_endpoints`` as plain fields, for answers serialised without models."""
         if not ACCOUNT_ID.match(account):
             raise NotFoundError(f"no account {account!r}")
         now = self._clock()
@@ -177,10 +184,14 @@ class EndpointStore:
             # Only an empty page can be an unknown account's.
             if not rows and connection.execute(_ACCOUNT, {"account": account}).first() is None:
                 raise NotFoundError(f"no account {account!r}")
-        return tuple(views.shown(rows, now))
+        return views.shown_fields(rows, now)
 
     def get_endpoint(self, account: str, endpoint_id: str) -> Endpoint:
         """One of the account's endpoints; NotFoundError otherwise."""
+        return views.as_models([self.get_shown(account, endpoint_id)])[0]
+
+    def get_shown(self, account: str, endpoint_id: str) -> ShownEndpoint:
+        """``get_endpoint`` as plain fields, for answers serialised without models."""
         now = self._clock()
         rows: Sequence[Sequence[Any]] = ()
         if ACCOUNT_ID.match(account) and SUBSCRIBER_ID.match(endpoint_id):
@@ -189,7 +200,7 @@ class EndpointStore:
                 rows = connection.execute(views.ONE, parameters).all()
         if not rows:
             raise NotFoundError(f"account {account!r} has no endpoint {endpoint_id!r}")
-        return views.shown(rows, now)[0]
+        return views.shown_fields(rows, now)[0]
 
     def get_endpoint_with_secrets(self, account: str, endpoint_id: str) -> EndpointWithSecrets:
         """One of the account's endpoints with its secrets (to send it a test event)."""

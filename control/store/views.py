@@ -16,20 +16,24 @@ from typing import Any
 from pydantic import TypeAdapter
 from sqlalchemy import Select, and_, bindparam, or_, select
 
+from config.subscribers import CircuitBreakerOverride
 from control.store.models import Endpoint
 from control.store.tables import EndpointRow
 
-# Every field of Endpoint is a column of the same name, except the previous
-# secret's expiry, shown only while that secret exists and has not expired.
+# Every field of Endpoint is a column of the same name; the previous secret's
+# expiry is shown only while that secret exists and has not expired.
 _EXPIRY = "previous_secret_expires_at"
-_NAMES = tuple(name for name in Endpoint.model_fields if name != _EXPIRY)
+_BREAKER = "circuit_breaker"
+_NAMES = tuple(Endpoint.model_fields)
 _TABLE = EndpointRow.__table__.c
 _SHOWN = select(
     *(_TABLE[name] for name in _NAMES),
-    _TABLE[_EXPIRY],
     _TABLE.previous_secret_ciphertext.is_not(None).label("has_previous"),
 )
 _ENDPOINTS = TypeAdapter(list[Endpoint])
+
+# An Endpoint's fields by name, as read from a row (see shown_fields).
+ShownEndpoint = dict[str, Any]
 
 # Built once, with bound parameters: SQLAlchemy then finds each in its statement
 # cache as it is, where an equal statement built per call would be hashed and its
@@ -66,14 +70,24 @@ def page_statement(
     return NEXT_PAGE, parameters
 
 
-def shown(rows: Sequence[Sequence[Any]], now: datetime) -> list[Endpoint]:
-    """The endpoints the rows of a ``page_query`` or ``one_query`` hold, as seen at ``now``."""
-    items: list[dict[str, Any]] = []
+def shown_fields(rows: Sequence[Sequence[Any]], now: datetime) -> list[ShownEndpoint]:
+    """The fields of the endpoints the rows of a ``page_statement`` or ``ONE`` hold, as
+    seen at ``now``: exactly an ``Endpoint``'s, in its order, values as it dumps them."""
+    items: list[ShownEndpoint] = []
     for row in rows:
-        values = tuple(row)
-        item = dict(zip(_NAMES, values[:-2], strict=True))
-        expires, has_previous = values[-2:]
+        *values, has_previous = tuple(row)
+        item = dict(zip(_NAMES, values, strict=True))
+        expires = item[_EXPIRY]
         # An expired overlap is not shown (the same rule as records.previous_expiry).
-        item[_EXPIRY] = expires if has_previous and expires is not None and expires > now else None
+        if expires is not None and (not has_previous or expires <= now):
+            item[_EXPIRY] = None
+        if item[_BREAKER] is not None:
+            # Stored without its unset keys (exclude_none); shown with all of them.
+            item[_BREAKER] = CircuitBreakerOverride.model_validate(item[_BREAKER]).model_dump()
         items.append(item)
+    return items
+
+
+def as_models(items: Sequence[ShownEndpoint]) -> list[Endpoint]:
+    """``shown_fields`` as ``Endpoint`` models, validated in one call."""
     return _ENDPOINTS.validate_python(items)
