@@ -8,6 +8,7 @@ no message ever carries the database password.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ POSTGRES_DRIVER = "postgresql+psycopg"
 # database turns into a 503 rather than a hung request.
 SQLITE_BUSY_SECONDS = 10
 POSTGRES_CONNECT_SECONDS = 5
+# As many pooled connections as threads may query at once: the API's store calls
+# run in asyncio's default executor, which has this many threads. With fewer,
+# every call beyond the pool opened and closed a connection of its own (on
+# PostgreSQL a new server process and a SCRAM handshake, several milliseconds).
+POOL_SIZE = min(32, (os.cpu_count() or 1) + 4)
 
 Dialect = Literal["sqlite", "postgresql"]
 # Connection-level trouble (refused, lost, locked, pool exhausted), as opposed to
@@ -107,12 +113,14 @@ class DatabaseUrl:
                 self._url,
                 connect_args={"timeout": SQLITE_BUSY_SECONDS},
                 json_deserializer=orjson.loads,
+                pool_size=POOL_SIZE,
             )
             event.listen(engine, "connect", _sqlite_on_connect)
             return engine
         return create_engine(
             self._url,
             pool_pre_ping=True,
+            pool_size=POOL_SIZE,
             connect_args={"connect_timeout": POSTGRES_CONNECT_SECONDS},
             json_deserializer=orjson.loads,
         )
