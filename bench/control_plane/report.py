@@ -48,11 +48,14 @@ def _verdict(value: float, limit: float) -> str:
 
 def _targets(r: Results) -> list[list[str]]:
     rows = []
-    for backend in dict.fromkeys(a.backend for a in r.api):
-        loaded = [a for a in r.api if a.backend == backend and a.clients > 1]
+    for backend, processes in dict.fromkeys((a.backend, a.processes) for a in r.api):
+        loaded = [
+            a for a in r.api if (a.backend, a.processes) == (backend, processes) and a.clients > 1
+        ]
         worst = max((a.p99_ms for a in loaded), default=math.nan)
         shown = ", ".join(f"{a.short} {fmt(a.p99_ms, 1)}" for a in loaded)
-        rows.append([f"API p99 < 50 ms ({backend})", shown + " ms", _verdict(worst, 50)])
+        where = backend if processes == 1 else f"{backend}, {processes} processes"
+        rows.append([f"API p99 < 50 ms ({where})", shown + " ms", _verdict(worst, 50)])
     seen = [c for c in r.changes if c.seen]
     # The verdict is on changes made one at a time; the back-to-back row is shown beside it.
     alone = [c for c in seen if "right after" not in c.change]
@@ -111,10 +114,12 @@ def render(r: Results) -> str:
         )
         emit(
             table(
-                ["store", "request", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms",
+                ["store", "request", "clients", "procs", "requests", "errors", "req/s", "p50 ms",
+                 "p95 ms",
                  "p99 ms", "max ms", "API CPU ms/req", "API RSS MB", "other load %", "load 1m"],
                 [
-                    [a.backend, a.request, str(a.clients), f"{a.requests:,}", str(a.errors),
+                    [a.backend, a.request, str(a.clients), str(a.processes), f"{a.requests:,}",
+                     str(a.errors),
                      fmt(a.per_second), fmt(a.p50_ms, 1), fmt(a.p95_ms, 1), fmt(a.p99_ms, 1),
                      fmt(a.max_ms, 1), fmt(a.api_cpu_ms, 2), fmt(a.api_rss_mb, 1),
                      fmt(a.other_load_pct), fmt(a.load_1min, 2)]
