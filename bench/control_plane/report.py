@@ -114,15 +114,14 @@ def render(r: Results) -> str:
         )
         emit(
             table(
-                ["store", "request", "clients", "procs", "requests", "errors", "req/s", "p50 ms",
-                 "p95 ms",
-                 "p99 ms", "max ms", "API CPU ms/req", "API RSS MB", "other load %", "load 1m"],
+                ["store", "request", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms",
+                 "p99 ms", "max ms", "API CPU ms/req", "API RSS MB", "other load %", "load 1m",
+                 "API processes"],
                 [
-                    [a.backend, a.request, str(a.clients), str(a.processes), f"{a.requests:,}",
-                     str(a.errors),
+                    [a.backend, a.request, str(a.clients), f"{a.requests:,}", str(a.errors),
                      fmt(a.per_second), fmt(a.p50_ms, 1), fmt(a.p95_ms, 1), fmt(a.p99_ms, 1),
                      fmt(a.max_ms, 1), fmt(a.api_cpu_ms, 2), fmt(a.api_rss_mb, 1),
-                     fmt(a.other_load_pct), fmt(a.load_1min, 2)]
+                     fmt(a.other_load_pct), fmt(a.load_1min, 2), str(a.processes)]
                     for a in r.api
                 ],
             )
