@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(size="full")
     parser.add_argument("--only", choices=("all", "api", "broker", "worker"), default="all",
                         help="run one part (the store is filled for api and worker)")  # fmt: skip
+    parser.add_argument("--clients", type=int, choices=range(1, 65), metavar="N",
+                        help="concurrent API clients (default: 8; 4 for --tiny)")  # fmt: skip
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--keep", help="keep logs and generated files in this directory")
     args = parser.parse_args(argv)
@@ -282,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     # The publisher and the store log like the CLIs do at most: errors only here.
     configure_logging("json", "error", stream=sys.stderr)
     with _workdir(args.keep) as workdir:
-        run = Run(PLANS[args.size], args, workdir)
+        plan = PLANS[args.size]
+        if args.clients is not None:
+            plan = replace(plan, clients=args.clients)
+        run = Run(plan, args, workdir)
         try:
             results = run.run()
         except (BenchError, WebhookError) as exc:
