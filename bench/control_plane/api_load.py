@@ -250,6 +250,11 @@ def measure_api(
                 row = ApiRow(store.backend, name, plan.clients, workers, short=short)
                 results.append(_row(server, row, paths, plan, db_pids))
             if workers == 1:
+                # Fewer concurrent clients: what p99 is when the API is not flat out.
+                for clients in plan.fewer_clients:
+                    for name, short, paths in rows:
+                        row = ApiRow(store.backend, name, clients, short=f"{short}, {clients}")
+                        results.append(_row(server, row, paths, plan, db_pids))
                 one = ApiRow(store.backend, "get", 1, short="get, 1 client")
                 results.append(_row(server, one, gets[: max(50, n // 4)], plan, db_pids))
         finally:

@@ -29,6 +29,7 @@ class Plan:
     requests: int = 4_000  # per API row (the one-client row makes a quarter)
     clients: int = 8
     api_workers: int = 2  # the concurrent rows again with this many API processes (1: not)
+    fewer_clients: tuple[int, ...] = ()  # and again with these numbers of clients
     row_seconds: float = 120.0  # every API row stops after this, done or not
     store_threads: int = 4  # PostgreSQL bulk load (SQLite takes one writer at a time)
     broker_sizes: tuple[int, ...] = (100, 1_000, 5_000)

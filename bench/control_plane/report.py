@@ -48,13 +48,16 @@ def _verdict(value: float, limit: float) -> str:
 
 def _targets(r: Results) -> list[list[str]]:
     rows = []
-    for backend, processes in dict.fromkeys((a.backend, a.processes) for a in r.api):
+    groups = dict.fromkeys((a.backend, a.processes, a.clients) for a in r.api if a.clients > 1)
+    for backend, processes, clients in groups:
         loaded = [
-            a for a in r.api if (a.backend, a.processes) == (backend, processes) and a.clients > 1
+            a for a in r.api if (a.backend, a.processes, a.clients) == (backend, processes, clients)
         ]
         worst = max((a.p99_ms for a in loaded), default=math.nan)
-        shown = ", ".join(f"{a.short} {fmt(a.p99_ms, 1)}" for a in loaded)
-        where = backend if processes == 1 else f"{backend}, {processes} processes"
+        shown = ", ".join(f"{a.short.split(',')[0]} {fmt(a.p99_ms, 1)}" for a in loaded)
+        where = f"{backend}, {clients} clients" + (
+            f", {processes} processes" if processes > 1 else ""
+        )
         rows.append([f"API p99 < 50 ms ({where})", shown + " ms", _verdict(worst, 50)])
     seen = [c for c in r.changes if c.seen]
     # The verdict is on changes made one at a time; the back-to-back row is shown beside it.
