@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,16 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _client_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or not all(1 <= count <= 64 for count in counts):
+        raise argparse.ArgumentTypeError("numbers from 1 to 64, separated by commas")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.control_plane",
@@ -284,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(size="full")
     parser.add_argument("--only", choices=("all", "api", "broker", "worker"), default="all",
                         help="run one part (the store is filled for api and worker)")  # fmt: skip
+    parser.add_argument("--clients", type=_client_counts, metavar="N[,N...]",
+                        help="concurrent API clients (default: 8; 4 for --tiny); more numbers "
+                        "run the one-process rows again with that many")  # fmt: skip
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--keep", help="keep logs and generated files in this directory")
     args = parser.parse_args(argv)
@@ -293,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     # The publisher and the store log like the CLIs do at most: errors only here.
     configure_logging("json", "error", stream=sys.stderr)
     with _workdir(args.keep) as workdir:
-        run = Run(PLANS[args.size], args, workdir)
+        plan = PLANS[args.size]
+        if args.clients is not None:
+            plan = replace(plan, clients=args.clients[0], fewer_clients=args.clients[1:])
+        run = Run(plan, args, workdir)
         try:
             results = run.run()
         except (BenchError, WebhookError) as exc:
