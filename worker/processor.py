@@ -27,6 +27,8 @@ from wire import contract
 from wire.envelope import format_timestamp
 from wire.queued_event import QueuedEvent, read_event
 from worker import metrics
+from worker.attempt_capture import capture
+from worker.attempt_log import AttemptLog
 from worker.delivery import Deliverer, DeliveryResult
 from worker.retry import DeadLetter, Retry, next_attempt
 
@@ -107,9 +109,15 @@ class MessageProcessor:
     """Delivers one message and settles it safely."""
 
     def __init__(
-        self, deliverer: Deliverer, retry: RetryPolicy, *, requeue_delay_seconds: float = 5.0
+        self,
+        deliverer: Deliverer,
+        retry: RetryPolicy,
+        *,
+        requeue_delay_seconds: float = 5.0,
+        attempt_log: AttemptLog | None = None,
     ) -> None:
         self._deliverer = deliverer
+        self._attempt_log = attempt_log
         self._retry = retry
         self._requeue_delay = requeue_delay_seconds
         self._instruments: dict[str, _Instruments] = {}
@@ -219,6 +227,8 @@ class MessageProcessor:
                 host=subscriber.host,
             )
             message.ack()
+            if self._attempt_log is not None:
+                self._attempt_log.record(capture(subscriber, event, result, None))
             if event.occurred_at is not None:
                 occurred = event.occurred_at
                 if occurred.tzinfo is None:
@@ -244,6 +254,10 @@ class MessageProcessor:
 
         headers = self._failure_headers(subscriber, message, event, result)
         step = next_attempt(event.attempt, result, self._retry)
+        if self._attempt_log is not None:
+            # Recorded as decided: if moving the message fails, it comes back and
+            # its next attempt is a record of its own (its start time differs).
+            self._attempt_log.record(capture(subscriber, event, result, step))
         if isinstance(step, DeadLetter):
             headers[contract.DEAD_LETTER_REASON] = step.reason
             headers[contract.DEAD_LETTERED_AT] = _now_iso()
