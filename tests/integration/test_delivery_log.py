@@ -37,6 +37,7 @@ from control.delivery_log.retention import Retention
 from control.store import database as store_database
 from control.store.attempts import AttemptStore
 from devtools.postgres_node import create_database, drop_database
+from devtools.rabbitmq_node import management_api
 from tests.support.amqp import depth
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import (
@@ -428,3 +429,61 @@ async def test_retention_deletes_exactly_what_is_older_than_the_cutoff(
     assert counted("OLDEST_ATTEMPT_AGE") == timedelta(days=7).total_seconds()
     again = await retention.run_once()
     assert (again.attempts, again.bodies) == (0, 0)
+
+
+# ------------------------------------------------------ the broker pushing back
+
+
+def worker_counted(metric: Any, *labels: str) -> float:
+    child = metric.labels(*labels) if labels else metric
+    return float(child._value.get())
+
+
+async def test_a_full_log_queue_never_holds_deliveries_back_and_loses_nothing(
+    vhost_url: str, store: AttemptStore, rabbitmq_broker: Any
+) -> None:
+    """The log queue refuses batches (a two-message cap): deliveries go on, the records
+    wait in the worker's buffer, and all arrive once a recorder makes room."""
+    from worker import metrics as worker_metrics
+
+    if rabbitmq_broker.management_url is None:
+        pytest.skip("needs the broker's management API to set a queue policy")
+    user, password = rabbitmq_broker.credentials()
+    vhost = vhost_url.rsplit("/", 1)[1]
+    management_api(
+        rabbitmq_broker.management_url,
+        "PUT",
+        f"policies/{vhost}/tiny-log",
+        {"pattern": "^webhooks\\.attempts$", "definition": {"max-length": 2}, "apply-to": "queues"},
+        user=user,
+        password=password,
+    )
+    refused = worker_counted(worker_metrics.DELIVERY_LOG_REFUSED)
+    published = worker_counted(worker_metrics.DELIVERY_LOG_PUBLISHED)
+    dropped = worker_counted(worker_metrics.DELIVERY_LOG_DROPPED, "buffer_full")
+    receiver = await Receiver().start()
+    settings = make_settings(vhost_url, [subscriber("shop", receiver.url)])
+    settings = settings.model_copy(update={"delivery_log": True})
+    try:
+        async with running_worker(settings) as worker:
+            for round_ in range(6):  # separate batches, more than the queue takes
+                await asyncio.to_thread(publish_orders, vhost_url, 5, f"r{round_}-")
+                await receiver.wait_for(lambda got, n=round_: len(got) == 5 * (n + 1), 30)
+                await asyncio.sleep(0.1)
+            await wait_until(
+                lambda: worker_counted(worker_metrics.DELIVERY_LOG_REFUSED) > refused,
+                30,
+                "a batch refused",
+            )
+            assert worker.in_flight == 0
+            held = worker_counted(worker_metrics.DELIVERY_LOG_BUFFERED)
+            assert held > 0, "every record got in: the cap did not push back"
+            assert worker_counted(worker_metrics.DELIVERY_LOG_PUBLISHED) - published == 30 - held
+            async with running_recorder(vhost_url, store):
+                await wait_until(lambda: store.kept().attempts == 30, 60, "every record written")
+    finally:
+        await receiver.stop()
+    assert worker_counted(worker_metrics.DELIVERY_LOG_DROPPED, "buffer_full") == dropped
+    assert {r.event_id for r in receiver.requests} == {
+        a.record.event_id for r in receiver.requests for a in store.attempts_of_event(r.event_id)
+    }
