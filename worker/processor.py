@@ -227,8 +227,7 @@ class MessageProcessor:
                 host=subscriber.host,
             )
             message.ack()
-            if self._attempt_log is not None:
-                self._attempt_log.record(capture(subscriber, event, result, None))
+            self._record(subscriber, event, result, None)
             if event.occurred_at is not None:
                 occurred = event.occurred_at
                 if occurred.tzinfo is None:
@@ -254,10 +253,9 @@ class MessageProcessor:
 
         headers = self._failure_headers(subscriber, message, event, result)
         step = next_attempt(event.attempt, result, self._retry)
-        if self._attempt_log is not None:
-            # Recorded as decided: if moving the message fails, it comes back and
-            # its next attempt is a record of its own (its start time differs).
-            self._attempt_log.record(capture(subscriber, event, result, step))
+        # Recorded as decided: if moving the message fails, it comes back and its
+        # next attempt is a record of its own (its start time differs).
+        self._record(subscriber, event, result, step)
         if isinstance(step, DeadLetter):
             headers[contract.DEAD_LETTER_REASON] = step.reason
             headers[contract.DEAD_LETTERED_AT] = _now_iso()
@@ -288,6 +286,23 @@ class MessageProcessor:
         metrics.RETRIES_SCHEDULED.labels(subscriber.id, str(step.attempt)).inc()
         bound.info("retry_scheduled", next_attempt=step.attempt, delay_seconds=step.delay_seconds)
         return Settlement(result, step)
+
+    def _record(
+        self,
+        subscriber: Subscriber,
+        event: QueuedEvent,
+        result: DeliveryResult,
+        step: Retry | DeadLetter | None,
+    ) -> None:
+        """Hand the attempt's record to the delivery log, if on; never fails the delivery."""
+        if self._attempt_log is None:
+            return
+        try:
+            self._attempt_log.record(capture(subscriber, event, result, step))
+        except Exception:
+            log.exception(
+                "delivery_log_record_failed", subscriber=subscriber.id, event_id=event.event_id
+            )
 
     def _failure_headers(
         self, subscriber: Subscriber, message: Message, event: QueuedEvent, result: DeliveryResult

@@ -26,7 +26,7 @@ import structlog
 from broker.async_channel import AmqpChannel, Message
 from broker.async_connection import AmqpConnection
 from broker.url import BrokerUrl
-from config.errors import BrokerError, PayloadError, StoreError, StoreUnavailableError
+from config.errors import BrokerError, PayloadError, StoreUnavailableError
 from config.topology import DELIVERY_LOG_QUEUE, delivery_log_topology
 from control.delivery_log import metrics
 from control.store.attempts import AttemptStore
@@ -188,9 +188,9 @@ class Recorder:
                 try:
                     try:
                         await self._commit(taken)
-                    except StoreError as exc:
-                        if isinstance(exc, StoreUnavailableError):
-                            raise
+                    except StoreUnavailableError:
+                        raise
+                    except Exception as exc:
                         # Not the database being away: some record it cannot take.
                         log.error("recorder_write_failed", error=str(exc), messages=len(taken))
                         await self._write_one_by_one(taken)
@@ -230,7 +230,7 @@ class Recorder:
                 await self._commit([item])
             except StoreUnavailableError:
                 raise  # the rest stays in ``taken``, for the retry
-            except StoreError as exc:
+            except Exception as exc:  # a StoreError, or a record nobody foresaw
                 log.error(
                     "attempt_batch_refused_by_store",
                     error=str(exc),

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from broker.declarer import apply_topology
 from broker.url import BrokerUrl
+from config.errors import StoreError
 from config.topology import (
     DELIVERY_LOG_EXCHANGE,
     DELIVERY_LOG_INVALID_QUEUE,
@@ -487,3 +488,34 @@ async def test_a_full_log_queue_never_holds_deliveries_back_and_loses_nothing(
     assert {r.event_id for r in receiver.requests} == {
         a.record.event_id for r in receiver.requests for a in store.attempts_of_event(r.event_id)
     }
+
+
+class PickyStore(AttemptStore):
+    """A store that refuses any write holding the record ``refused`` (as a constraint would)."""
+
+    def write(self, records: Any) -> int:
+        if any(r.event_id == "refused" for r in records):
+            raise StoreError("the write conflicts with stored data: value too long")
+        return super().write(records)
+
+
+async def test_a_batch_the_store_refuses_is_set_aside_and_the_others_written(
+    vhost_url: str, database_url: str
+) -> None:
+    picky = PickyStore(AttemptStore.open(database_url, migrate=True).database)
+    start = datetime.now(UTC)
+    good = [record(f"g{i}", 1, start) for i in range(3)]
+    try:
+        async with running_recorder(vhost_url, picky, linger_seconds=0.3):
+            await asyncio.to_thread(
+                publish_batches,
+                vhost_url,
+                [good[:2], [record("refused", 1, start)], good[2:]],
+            )
+            await wait_until(lambda: picky.kept().attempts == 3, 30, "the good records written")
+            await wait_until(
+                lambda: depth(vhost_url, DELIVERY_LOG_INVALID_QUEUE) == 1, 30, "refused one moved"
+            )
+        assert depth(vhost_url, "webhooks.attempts") == 0
+    finally:
+        picky.close()
