@@ -127,7 +127,7 @@ class AttemptStore:
             query = query.where(AttemptRow.endpoint_id == endpoint_id)
         query = query.order_by(AttemptRow.started_at, AttemptRow.id)
         with self._db.transaction() as session:
-            return [_logged(row) for row in session.scalars(query)]
+            return [logged(row) for row in session.scalars(query)]
 
     def event_body(self, account: str, event_id: str) -> bytes | None:
         """The event's body as first delivered, or None if the log does not hold it."""
@@ -201,7 +201,7 @@ def _row(record: AttemptRecord, now: datetime) -> dict[str, Any]:
     }
 
 
-def _logged(row: AttemptRow) -> LoggedAttempt:
+def logged(row: AttemptRow) -> LoggedAttempt:
     record = AttemptRecord.model_construct(
         event_id=row.event_id,
         account=row.account_id,

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from broker.declarer import apply_topology
 from broker.url import BrokerUrl
-from config.errors import StoreError
+from config.errors import InvalidInputError, StoreError
 from config.topology import (
     DELIVERY_LOG_EXCHANGE,
     DELIVERY_LOG_INVALID_QUEUE,
@@ -36,6 +36,7 @@ from control.delivery_log import metrics as recorder_metrics
 from control.delivery_log.recorder import Recorder
 from control.delivery_log.retention import Retention
 from control.store import database as store_database
+from control.store.attempt_listing import AttemptFilter, list_attempts
 from control.store.attempts import AttemptStore
 from devtools.postgres_node import create_database, drop_database
 from devtools.rabbitmq_node import management_api
@@ -519,3 +520,60 @@ async def test_a_batch_the_store_refuses_is_set_aside_and_the_others_written(
         assert depth(vhost_url, "webhooks.attempts") == 0
     finally:
         picky.close()
+
+
+# ------------------------------------------------------------------ listing
+
+
+def test_pages_of_attempts_newest_first_with_every_filter(store: AttemptStore) -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    same_moment = start + timedelta(hours=5)
+    rows = [
+        record(f"e{i}", 1, start + timedelta(hours=i), endpoint_id=f"ep{i % 2}") for i in range(5)
+    ]
+    rows += [
+        record(
+            "late",
+            1,
+            same_moment,
+            outcome="timeout",
+            status=None,
+            disposition="retry",
+            endpoint_id="ep0",
+        ),
+        record("late", 2, same_moment, status=503, outcome="http_error", endpoint_id="ep1"),
+        record("other", 1, same_moment, account="globex"),
+    ]
+    store.write(rows)
+    seen, cursor, pages = [], None, 0
+    while pages < 10:
+        page = list_attempts(store.database, AttemptFilter(account="acme"), limit=3, cursor=cursor)
+        seen += [(a.record.event_id, a.record.attempt) for a in page.attempts]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == 3
+    # Two rows share the newest start time: both listed once, the later row first.
+    assert seen == [("late", 2), ("late", 1), ("e4", 1), ("e3", 1), ("e2", 1), ("e1", 1), ("e0", 1)]
+
+    def ids(**where: Any) -> list[tuple[str, int]]:
+        page = list_attempts(store.database, AttemptFilter(**where), limit=100)
+        return [(a.record.event_id, a.record.attempt) for a in page.attempts]
+
+    assert ids(endpoint_ids=["ep0"], account="acme") == [
+        ("late", 1),
+        ("e4", 1),
+        ("e2", 1),
+        ("e0", 1),
+    ]
+    assert ids(event_id="late") == [("late", 2), ("late", 1)]
+    assert ids(outcome="timeout") == [("late", 1)]
+    assert ids(status=503) == [("late", 2)]
+    assert ids(account="globex") == [("other", 1)]
+    window = {"since": start + timedelta(hours=1), "until": start + timedelta(hours=3)}
+    assert ids(account="acme", **window) == [("e2", 1), ("e1", 1)]
+    with pytest.raises(InvalidInputError, match="cursor"):
+        list_attempts(store.database, AttemptFilter(), cursor="bm9wZQ")
+    with pytest.raises(InvalidInputError, match="limit"):
+        list_attempts(store.database, AttemptFilter(), limit=0)
