@@ -7,6 +7,7 @@ On a real broker and both databases (SQLite, and PostgreSQL from the session's
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from broker.declarer import apply_topology
 from broker.url import BrokerUrl
+from cli.dlq import main as dlq_main
 from config.errors import InvalidInputError, StoreError
 from config.topology import (
     DELIVERY_LOG_EXCHANGE,
@@ -139,7 +141,11 @@ def counted(name: str, **labels: str) -> float:
 
 
 async def test_every_attempt_of_a_retried_dead_lettered_and_replayed_event_in_order(
-    vhost_url: str, store: AttemptStore
+    vhost_url: str,
+    database_url: str,
+    store: AttemptStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     failing = True
 
@@ -188,6 +194,29 @@ async def test_every_attempt_of_a_retried_dead_lettered_and_replayed_event_in_or
             sent = {r.event_id: r.body for r in receiver.requests}
             assert store.event_body("acme", failed_id) == sent[failed_id]
             assert store.event_body("acme", delivered_id) == sent[delivered_id]
+
+            # `webhook-dlq show` prints the dead letter's attempts from the log.
+            monkeypatch.setenv("RABBITMQ_URL", vhost_url)
+            monkeypatch.setenv("DATABASE_URL", database_url)
+            capsys.readouterr()
+            assert (
+                await asyncio.to_thread(
+                    dlq_main, ["show", "--queue", "webhooks.shop.dlq", failed_id]
+                )
+                == 0
+            )
+            shown = capsys.readouterr().out
+            assert "attempt history (delivery log):" in shown
+            for line in ("#1  ", "#2  ", "#3  ", "retry -> attempt 2", "dead_lettered (exhausted)"):
+                assert line in shown
+            assert shown.count("answer: signature mismatch, expected with ***") == 3
+            assert SECRET not in shown
+            show_json = ["show", "--queue", "webhooks.shop.dlq", "--format", "json", failed_id]
+            assert await asyncio.to_thread(dlq_main, show_json) == 0
+            [letter] = json.loads(capsys.readouterr().out)
+            history = letter["attempt_history"]
+            assert [(h["attempt"], h["status"]) for h in history] == [(1, 500), (2, 500), (3, 500)]
+            assert history[0]["response_headers"]["x-request-id"] == "req-1"
 
             # Replayed, the dead letter starts again at attempt 1: a row of its own.
             failing = False
