@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -22,6 +23,9 @@ from cli.arguments import OneLineParser
 from cli.exit_codes import EXIT_CODES_HELP, run_command
 from config.logs import configure_logging
 from config.settings import Settings, load_environment
+
+if TYPE_CHECKING:
+    from control.delivery_log.in_thread import RecorderThread
 
 PROG = "webhook-api"
 
@@ -61,6 +65,7 @@ def serve(settings: Settings) -> int:
         sqlite_file=None if sqlite_path is None else str(sqlite_path.resolve()),
     )
     store = EndpointStore.from_settings(settings, migrate=True)
+    recorder = _start_recorder(settings)
     try:
         app = create_app(ApiServices.from_settings(settings, store, tokens))
         config = uvicorn.Config(
@@ -83,9 +88,22 @@ def serve(settings: Settings) -> int:
         with _stop_signals_end_cleanly():
             uvicorn.Server(config).run()
     finally:
+        if recorder is not None:
+            recorder.stop()
         store.close()
     log.info("api_stopped")
     return 0
+
+
+def _start_recorder(settings: Settings) -> RecorderThread | None:
+    """With API_RUN_RECORDER: the delivery log's recorder, in a thread of its own."""
+    if not settings.api_run_recorder:
+        return None
+    from control.delivery_log.in_thread import RecorderThread
+
+    recorder = RecorderThread(settings)
+    recorder.start()
+    return recorder
 
 
 @contextmanager

@@ -103,6 +103,8 @@ class Settings(BaseModel):
         7.0, gt=0, le=3650, alias="DELIVERY_LOG_RETENTION_DAYS"
     )
     recorder_metrics_port: int = Field(9101, ge=0, le=65535, alias="RECORDER_METRICS_PORT")
+    # webhook-api also runs the recorder (instead of a webhook-recorder process).
+    api_run_recorder: bool = Field(False, alias="API_RUN_RECORDER")
 
     # An HTTP proxy every delivery goes through (CONNECT for https targets). It
     # may carry credentials, so it is kept as a secret.

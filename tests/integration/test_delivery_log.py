@@ -606,3 +606,29 @@ def test_pages_of_attempts_newest_first_with_every_filter(store: AttemptStore) -
         list_attempts(store.database, AttemptFilter(), cursor="bm9wZQ")
     with pytest.raises(InvalidInputError, match="limit"):
         list_attempts(store.database, AttemptFilter(), limit=0)
+
+
+async def test_webhook_api_can_run_the_recorder(vhost_url: str, tmp_path: Path) -> None:
+    from devtools.rabbitmq_node import free_ports
+    from tests.support.api_process import ApiProcess
+
+    database = f"sqlite:///{tmp_path / 'api.db'}"
+    api = ApiProcess(
+        tmp_path / "api.log",
+        RABBITMQ_URL=vhost_url,
+        DATABASE_URL=database,
+        API_RUN_RECORDER="true",
+        RECORDER_METRICS_PORT=str(free_ports(1)[0]),
+    )
+    await asyncio.to_thread(api.start)
+    store = AttemptStore.open(database)
+    try:
+        start = datetime.now(UTC)
+        batch = [record(f"api{i}", 1, start + timedelta(seconds=i)) for i in range(20)]
+        await asyncio.to_thread(publish_batches, vhost_url, [batch])
+        await wait_until(lambda: store.kept().attempts == 20, 30, "recorded by webhook-api")
+    finally:
+        code = await asyncio.to_thread(api.terminate)
+        store.close()
+    assert code == 0, api.log()[-3000:]
+    assert '"recorder_stopped"' in api.log()
