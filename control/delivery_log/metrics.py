@@ -15,7 +15,7 @@ RECORDS = Counter(
     "webhook_recorder_records_total",
     "Attempt records taken from the delivery log queue, by result: written to the "
     "store, duplicate (already stored: a batch delivered twice), invalid (refused, "
-    "moved to webhooks.attempts.invalid).",
+    "moved to webhooks.attempts.invalid; a batch that cannot be read at all counts 1).",
     ["result"],
 )
 WRITE_DURATION = Histogram(

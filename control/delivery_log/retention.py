@@ -62,6 +62,9 @@ class Retention:
                 await self.run_once()
             except StoreError as exc:
                 log.warning("retention_failed", error=str(exc))
+            except Exception:
+                # A bug must not end retention for good (nor the recorder with it).
+                log.exception("retention_crashed")
             await asyncio.sleep(self._interval)
 
     async def run_once(self) -> Pass:
