@@ -206,7 +206,18 @@ def bench_recorder(
         process.wait(timeout=30)
 
 
-def bench_worker(node: LocalRabbitMQ, events: int, pairs: int, workdir: Path) -> None:
+class Broker:
+    """Fresh vhosts on our own node, or one given vhost (``$RABBITMQ_URL``) shared."""
+
+    def __init__(self, node: LocalRabbitMQ | None, url: str) -> None:
+        self.node = node
+        self.url = url
+
+    def vhost(self, name: str) -> str:
+        return self.node.add_vhost(name) if self.node is not None else self.url
+
+
+def bench_worker(node: Broker, events: int, pairs: int, workdir: Path) -> None:
     secret = secrets.token_hex(16)
     receiver = ReceiverProcess(workdir, secret, "lean")
     try:
@@ -228,7 +239,7 @@ def bench_worker(node: LocalRabbitMQ, events: int, pairs: int, workdir: Path) ->
 
 
 def drain_once(
-    node: LocalRabbitMQ,
+    node: Broker,
     receiver: ReceiverProcess,
     secret: str,
     events: int,
@@ -236,7 +247,7 @@ def drain_once(
     workdir: Path,
 ) -> tuple[float, float]:
     tag = secrets.token_hex(3)
-    url = node.add_vhost(f"logbench-{tag}")
+    url = node.vhost(f"logbench-{tag}")
     sub = Subscriber.model_validate(
         {
             "id": f"s-{tag}",
@@ -273,36 +284,42 @@ def drain_once(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.delivery_log", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--tiny", action="store_true", help="tiniest sizes: proves it runs")
     parser.add_argument("--backlog", type=int, help="records in the recorder's backlog")
     parser.add_argument("--events", type=int, help="events per worker drain")
     parser.add_argument("--pairs", type=int, help="off/on pairs of worker drains")
+    parser.add_argument("--sqlite-only", action="store_true", help="no PostgreSQL run")
     parser.add_argument("--skip", choices=("recorder", "worker"), action="append", default=[])
     args = parser.parse_args(argv)
-    backlog = args.backlog or (5_000 if args.quick else 100_000)
-    events = args.events or (1_000 if args.quick else 10_000)
-    pairs = args.pairs or (1 if args.quick else 3)
-    steady = 3.0 if args.quick else 20.0
+    size = "tiny" if args.tiny else "quick" if args.quick else "full"
+    backlog = args.backlog or {"tiny": 500, "quick": 5_000, "full": 100_000}[size]
+    events = args.events or {"tiny": 200, "quick": 1_000, "full": 10_000}[size]
+    pairs = args.pairs or (3 if size == "full" else 1)
+    steady = {"tiny": 1.0, "quick": 3.0, "full": 20.0}[size]
     say(f"machine: {procstat.cpu_count()} x {procstat.cpu_model()}")
     with tempfile.TemporaryDirectory(prefix="logbench-") as folder:
         workdir = Path(folder)
-        node = LocalRabbitMQ().start()
+        given = os.environ.get("RABBITMQ_URL", "")
+        node = None if given else LocalRabbitMQ().start()
+        broker = Broker(node, given or (node.url if node else ""))
         postgres: LocalPostgres | None = None
         try:
             if "recorder" not in args.skip:
                 databases = [("sqlite", f"sqlite:///{workdir / 'log.db'}")]
-                if postgres_available():
+                if postgres_available() and not args.sqlite_only:
                     postgres = LocalPostgres().start()
                     databases.append(("postgresql", create_database(postgres.url, "logbench")))
                 for name, database in databases:
-                    url = node.add_vhost(f"recorder-{name}")
+                    url = broker.vhost(f"recorder-{name}")
                     bench_recorder(url, database, name, backlog, steady, workdir)
             if "worker" not in args.skip:
                 say(f"- one worker draining {events:,} events, delivery log off vs on ...")
-                bench_worker(node, events, pairs, workdir)
+                bench_worker(broker, events, pairs, workdir)
         finally:
             if postgres is not None:
                 postgres.close()
-            node.close()
+            if node is not None:
+                node.close()
     return 0
 
 
