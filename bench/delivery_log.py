@@ -33,7 +33,8 @@ from pathlib import Path
 import pika
 
 from bench import procstat
-from bench.run import ACCOUNT, EVENT, ROOT, SECRET_ENV, ReceiverProcess, WorkerProcess, _data
+from bench.processes import ROOT, SECRET_ENV, ReceiverProcess, WorkerProcess
+from bench.stage import ACCOUNT, EVENT, _data
 from broker.declarer import apply_topology, declare_topology
 from broker.url import BrokerUrl
 from config.subscribers import RetryPolicy, Subscriber

@@ -110,6 +110,23 @@ class Settings(BaseModel):
     # may carry credentials, so it is kept as a secret.
     egress_proxy: SecretStr | None = Field(None, alias="WEBHOOK_EGRESS_PROXY")
 
+    # Operational notifications (control.notifications, ``webhook-notifier``): the
+    # operator's URL (kept as a secret: such URLs often carry a token) and the
+    # secret its notices are signed with (or a file holding it); the window in
+    # which at most one notice per endpoint is sent, and how long the first fact
+    # waits for those that come with it (a 410 pauses *and* dead-letters).
+    operator_notification_url: SecretStr | None = Field(None, alias="OPERATOR_NOTIFICATION_URL")
+    operator_notification_secret: SecretStr | None = Field(
+        None, alias="OPERATOR_NOTIFICATION_SECRET"
+    )
+    operator_notification_secret_file: Path | None = Field(
+        None, alias="OPERATOR_NOTIFICATION_SECRET_FILE"
+    )
+    notification_window_seconds: float = Field(
+        60.0, gt=0, le=86400, alias="NOTIFICATION_WINDOW_SECONDS"
+    )
+    notification_batch_seconds: float = Field(2.0, ge=0, le=60, alias="NOTIFICATION_BATCH_SECONDS")
+
     subscribers: tuple[Subscriber, ...] = ()
     retry: RetryPolicy = RetryPolicy()
     security: SecurityPolicy = SecurityPolicy()
@@ -161,6 +178,28 @@ class Settings(BaseModel):
     def uses_store(self) -> bool:
         """Whether the subscribers come from the endpoint store (DATABASE_URL is set)."""
         return self.database_url is not None
+
+    @field_validator("operator_notification_url", "operator_notification_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("operator_notification_url")
+    @classmethod
+    def _check_operator_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The messages never quote the value: it may hold a token.
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.get_secret_value())
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("egress_proxy")
     @classmethod

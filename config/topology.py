@@ -220,3 +220,38 @@ def build_topology(subscribers: Iterable[Subscriber], retry: RetryPolicy) -> Top
         bindings.append(Binding(DEAD_LETTER_EXCHANGE, dlq, sub.id))
 
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
+
+
+# Operational facts (an endpoint paused by a 410, its circuit opened or closed, an
+# event dead-lettered): the workers publish them here and the notifier
+# (control.notifications) turns them into signed notices. Two-word names, so
+# they can never collide with a subscriber's three-word queue names.
+OPERATIONAL_FACTS_EXCHANGE = "webhooks.operational-facts"
+OPERATIONAL_FACTS_QUEUE = "webhooks.operational-facts"
+# Bounded: with no notifier running, facts stop being accepted here (the
+# workers count them as dropped) instead of filling the broker's disk.
+OPERATIONAL_FACTS_MAX_LENGTH = 100_000
+
+
+def operational_facts_topology() -> Topology:
+    """The facts exchange and queue, declared by workers and notifier alike.
+
+    ``x-single-active-consumer``: with several notifier replicas one consumes
+    and the others stand by, so a notice is never sent twice in parallel and
+    the per-endpoint rate limit holds across replicas.
+    """
+    queue = Queue(
+        OPERATIONAL_FACTS_QUEUE,
+        _quorum(
+            **{
+                "x-single-active-consumer": True,
+                "x-max-length": OPERATIONAL_FACTS_MAX_LENGTH,
+                "x-overflow": "reject-publish",
+            }
+        ),
+    )
+    return Topology(
+        (Exchange(OPERATIONAL_FACTS_EXCHANGE, "fanout"),),
+        (queue,),
+        (Binding(OPERATIONAL_FACTS_EXCHANGE, OPERATIONAL_FACTS_QUEUE, ""),),
+    )

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from config.errors import PayloadError, PoisonMessageError
 from wire import contract
+from wire.canonical_fast_path import decode_if_canonical
 from wire.envelope import ACCOUNT_ID, fallback_event_id
-from wire.json_body import decode_body, decode_if_canonical, encode_body
+from wire.json_body import decode_body, encode_body
 
 if TYPE_CHECKING:
     from broker.properties import MessageProperties

@@ -25,6 +25,7 @@ from config.subscribers import CircuitBreakerPolicy, Subscriber
 from config.topology import work_queue
 from worker import metrics
 from worker.circuit_breaker import CircuitBreaker, CircuitState
+from worker.fact_outbox import note_circuit, note_paused
 from worker.pause import mark_paused, paused_among
 from worker.processor import Settlement
 from worker.retry import DeadLetter
@@ -74,6 +75,7 @@ class Lane:
         breaker = self.breaker
         metrics.set_circuit_state(self.subscriber.id, state.label)
         metrics.CIRCUIT_TRANSITIONS.labels(self.subscriber.id, state.label).inc()
+        note_circuit(self.subscriber, state.label)
         fields: dict[str, Any] = {"subscriber": self.subscriber.id}
         if state is CircuitState.OPEN:
             fields.update(
@@ -293,6 +295,7 @@ class Lanes:
         if lane.paused:
             return
         lane.set_paused(True, "receiver answered 410 Gone")
+        note_paused(lane.subscriber, event_id)
         lane.marker_pending = True
         await self.sync(lane)
         try:

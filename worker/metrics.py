@@ -131,6 +131,19 @@ RECONCILE_DURATION = Histogram(
     buckets=_RECONCILE_BUCKETS,
 )
 
+# Operational facts (worker.fact_outbox): published for the notifier, or lost
+# because the outbox was full (buffer_full) or the broker's bounded facts queue
+# refused them (queue_full: no notifier is consuming), or a bug (error).
+OPERATIONAL_FACTS_PUBLISHED = Counter(
+    "webhook_operational_facts_published_total",
+    "Operational facts (paused, circuit opened/closed, dead-lettered) confirmed by the broker.",
+)
+OPERATIONAL_FACTS_DROPPED = Counter(
+    "webhook_operational_facts_dropped_total",
+    "Operational facts lost before the notifier: buffer_full, queue_full or error.",
+    ["reason"],
+)
+
 
 def set_circuit_state(subscriber: str, state: str) -> None:
     """Export ``subscriber``'s breaker as in ``state``: that series 1, the others 0."""

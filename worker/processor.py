@@ -30,6 +30,7 @@ from worker import metrics
 from worker.attempt_capture import capture
 from worker.attempt_log import AttemptLog
 from worker.delivery import Deliverer, DeliveryResult
+from worker.fact_outbox import note_dead_lettered
 from worker.retry import DeadLetter, Retry, next_attempt
 
 log = structlog.get_logger("worker")
@@ -267,6 +268,7 @@ class MessageProcessor:
             )
             message.ack()
             metrics.DEAD_LETTERED.labels(subscriber.id, step.reason).inc()
+            note_dead_lettered(subscriber, event.event_id, step.reason)
             bound.warning(
                 "dead_lettered",
                 reason=step.reason,
@@ -338,6 +340,7 @@ class MessageProcessor:
         message.ack()
         kind = reason.split(":", 1)[0]  # "poison" or "wrong_account": a bounded label
         metrics.DEAD_LETTERED.labels(subscriber.id, kind).inc()
+        note_dead_lettered(subscriber, message.properties.message_id, reason)
         log.error(
             "poison_message_dead_lettered" if kind == "poison" else "wrong_account_refused",
             subscriber=subscriber.id,

@@ -26,6 +26,7 @@ from worker import metrics
 from worker.attempt_log import AttemptLog
 from worker.change_notices import ChangeNotices
 from worker.delivery import Deliverer
+from worker.fact_emitter import FactEmitter
 from worker.health import HealthServer
 from worker.lane import Lane, Lanes
 from worker.pause import paused_among
@@ -100,6 +101,7 @@ class Worker:
     async def run(self) -> None:
         """Serve until asked to stop; reconnects on its own whenever the broker goes away."""
         await self.health.start()
+        facts = FactEmitter.start(self.settings.broker)
         try:
             snapshot = await self._first_snapshot()
             if snapshot is None:
@@ -135,6 +137,7 @@ class Worker:
         finally:
             self._set_ready(False)
             self.reconciler.source.close()
+            await facts.stop()
             await self.health.stop()
             log.info("worker_stopped")
 

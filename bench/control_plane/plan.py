@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procstat
-from bench.run import BenchError
+from bench.processes import BenchError
 
 __all__ = ["BenchError", "Load", "Plan", "percentile", "say", "wait_until"]
 

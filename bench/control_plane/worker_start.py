@@ -22,7 +22,7 @@ from pathlib import Path
 from bench import procstat
 from bench.control_plane.broker_cost import Memory, settle
 from bench.control_plane.plan import BenchError, Load, load_1min, say
-from bench.run import SECRET_ENV, WorkerProcess
+from bench.processes import SECRET_ENV, WorkerProcess
 from broker.url import BrokerUrl
 from config import yaml_reader
 from config.subscribers import Subscriber

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from control.api import endpoint_actions, endpoints, event_types
+from control.api import endpoint_actions, endpoints, event_types, notification_settings
 from control.api.errors import install_error_handlers
 from control.api.schemas import Health
 from control.api.services import ApiServices
@@ -49,6 +49,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(endpoints.router)
     app.include_router(endpoint_actions.router)
     app.include_router(event_types.router)
+    app.include_router(notification_settings.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz() -> Health:

@@ -2,7 +2,7 @@
 
 Newest first, ordered by (started_at, id) so that a page boundary never
 splits or repeats a row: the cursor is the last row's (started_at, id), opaque
-to callers.  Each filter rides one of migration 0002's indexes: an endpoint's
+to callers.  Each filter rides one of migration 0003's indexes: an endpoint's
 attempts by time, an account's by time, an event's, or an outcome's by time.
 """
 

@@ -1,6 +1,6 @@
 """The delivery log's tables: every delivery attempt, and each event's body once.
 
-Created by migration 0002; a test compares them with the migrations, like the
+Created by migration 0003; a test compares them with the migrations, like the
 endpoint tables.  No foreign key to ``endpoints``: the log outlives a deleted
 endpoint (support still asks what was sent to it), and the recorder must never
 wait on the endpoint tables' locks.

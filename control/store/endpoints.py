@@ -36,6 +36,7 @@ from control.store.models import (
     EndpointWithSecrets,
     Snapshot,
 )
+from control.store.notification_targets import NotificationTargets
 from control.store.records import column_value, endpoint_of, with_secrets
 from control.store.tables import AccountRow, EndpointDeletionRow, EndpointRow, VersionCounterRow
 from control.store.tokens import new_endpoint_id, new_signing_secret
@@ -92,6 +93,10 @@ class EndpointStore:
     def close(self) -> None:
         """Close the database connections."""
         self._db.dispose()
+
+    def notification_targets(self) -> NotificationTargets:
+        """The accounts' notification URLs: same database, same key."""
+        return NotificationTargets(self._db, self._cipher, clock=self._clock)
 
     # ------------------------------------------------------------- accounts' API
 

@@ -81,7 +81,11 @@ class AccountRow(Base):
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Where this account's operational notices go (control.notifications), and
+    # the secret they are signed with, encrypted like endpoint secrets.
     notification_url: Mapped[str | None] = mapped_column(Text)
+    notification_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    notification_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class EndpointRow(Base):

@@ -30,10 +30,12 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from broker.url import BrokerUrl
 from config.topology import dead_letter_queue
+from control.notifications import metrics as notifier_metrics
 from devtools.rabbitmq_node import (
     PROMETHEUS_PLUGIN,
     RABBITMQ_SERVER,
@@ -204,12 +206,13 @@ class Prometheus:
         return [(item["metric"], float(item["value"][1])) for item in data["result"]]
 
 
-def _prometheus_config(worker_port: int, node: LocalRabbitMQ) -> dict[str, Any]:
+def _prometheus_config(worker_port: int, node: LocalRabbitMQ, notifier_port: int) -> dict[str, Any]:
     """The repository's scrape config, with local targets and 1 s intervals."""
     repo = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     assert node.prometheus_port is not None
     targets = {
         "webhook-worker": f"127.0.0.1:{worker_port}",
+        "webhook-notifier": f"127.0.0.1:{notifier_port}",
         "rabbitmq": f"127.0.0.1:{node.prometheus_port}",
         "rabbitmq-node": f"127.0.0.1:{node.prometheus_port}",
     }
@@ -274,6 +277,21 @@ def _flaky(request: Received) -> web.Response:
     return web.json_response({"received": True})
 
 
+async def _notifier_metrics_server() -> Receiver:
+    """The notifier's /metrics as webhook-notifier serves them: its own families only
+    (in this process the default registry also holds the worker's, which the
+    webhook-worker job already scrapes)."""
+    registry = CollectorRegistry(auto_describe=True)
+    for value in vars(notifier_metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            registry.register(value)
+
+    def serve(_request: Received) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+    return await Receiver(serve).start()
+
+
 # -------------------------------------------------------------------- test
 
 
@@ -303,13 +321,16 @@ async def test_dashboard_and_rules_evaluate_against_a_real_worker(
             assert runner is not None
             assert [a[0] for a in runner.addresses] == [settings.metrics_host]
 
-            prom = Prometheus(prometheus_binary, tmp_path, _prometheus_config(port, metrics_node))
+            notifier = await _notifier_metrics_server()
+            config = _prometheus_config(port, metrics_node, notifier.port)
+            prom = Prometheus(prometheus_binary, tmp_path, config)
             await asyncio.to_thread(prom.start)
             try:
                 await _exercise(prom, url, canary, receivers)
                 await _check_queries(prom)
             finally:
                 await asyncio.to_thread(prom.stop)
+                await notifier.stop()
 
             await _check_worker_http(base, canary, url, receivers)
     finally:
@@ -326,8 +347,9 @@ async def _exercise(
     def series_present(expr: str, count: int) -> Callable[[], bool]:
         return lambda: len(prom.values(expr)) >= count
 
-    # Both targets scraped, and the DLQ depth recorded (at 0) before anything fails.
-    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 3, 20, prom)
+    # Every target scraped (worker, notifier, RabbitMQ twice), and the DLQ depth
+    # recorded (at 0) before anything fails.
+    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 4, 20, prom)
     await _until(
         "DLQ depth recorded",
         series_present(f'subscriber:webhook_dlq_messages:max{{subscriber="{DOWN}"}}', 1),

@@ -35,6 +35,8 @@ from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from control.api.auth import ApiTokens
 from control.delivery_log import metrics as recorder_metrics
+from control.notifications import metrics as notifier_metrics
+from control.notifications.destinations import operator_secret
 from control.store.database import DatabaseUrl
 from control.store.key import load_secrets_key
 from producer import metrics as producer_metrics
@@ -74,6 +76,7 @@ SERVICES = {
     "rabbitmq",
     "rabbitmq-policies",
     "api",
+    "notifier",
     "postgres",
     "worker",
     "receiver",
@@ -263,10 +266,11 @@ def _effective_env(name: str, env_file: Mapping[str, str]) -> dict[str, str]:
 
 
 def metric_families() -> list[Any]:
-    """Every metric family the worker, the producer library and the recorder define."""
+    """Every metric family the worker, the notifier, the recorder and the producer library
+    define."""
     return [
         family
-        for module in (metrics, producer_metrics, recorder_metrics)
+        for module in (metrics, producer_metrics, notifier_metrics, recorder_metrics)
         for value in vars(module).values()
         if isinstance(value, MetricWrapperBase)
         for family in value.describe()
@@ -617,6 +621,28 @@ def test_api_settings_load_from_compose() -> None:
     assert env["RABBITMQ_USERNAME"] == env_file["RABBITMQ_USER"]
 
 
+def test_notifier_settings_load_from_compose() -> None:
+    """webhook-notifier's effective environment passes the real loaders: settings, the
+    operator's destination (signed with the demo receiver's secret) and the store."""
+    env_file = _env_example()
+    notifier = _service("notifier")
+    env = _effective_env("notifier", env_file)
+    assert set(env) <= SETTINGS_VARS, "a variable the code never reads"
+    settings = load_environment(env)
+    assert settings.metrics_host == "0.0.0.0" and settings.log_format == "json"
+    assert settings.operator_notification_url is not None
+    url = urlsplit(settings.operator_notification_url.get_secret_value())
+    assert url.hostname == "receiver" and url.hostname in _compose()["services"]
+    # The demo receiver verifies notices like webhooks, with the demo shop's secret.
+    assert operator_secret(settings).get_secret_value() == env_file["DEMO_SHOP_SECRET"]
+    assert DatabaseUrl.parse(settings.store_database_url()).dialect == "postgresql"
+    assert settings.store_allows_private_networks is False
+    assert notifier["entrypoint"] == ["webhook-notifier"]
+    assert notifier["depends_on"]["api"] == {"condition": "service_healthy"}
+    grace = float(notifier["stop_grace_period"].removesuffix("s"))
+    assert grace > settings.shutdown_grace_seconds
+
+
 def test_postgres_service_is_the_official_image_with_its_data_on_a_volume() -> None:
     postgres = _service("postgres")
     image = re.fullmatch(r"postgres:(\d+)(?:-alpine)?", postgres["image"])
@@ -712,7 +738,9 @@ def test_prometheus_and_grafana_wiring() -> None:
         job["job_name"]: job
         for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     }
-    assert set(scrape) == {"webhook-worker", "rabbitmq", "rabbitmq-node"}
+    assert set(scrape) == {"webhook-worker", "webhook-notifier", "rabbitmq", "rabbitmq-node"}
+    [notifier] = scrape["webhook-notifier"]["static_configs"]
+    assert notifier["targets"] == [f"notifier:{METRICS_PORT}"]
     [dns] = scrape["webhook-worker"]["dns_sd_configs"]
     assert dns["names"] == ["worker"] and dns["names"][0] in compose["services"]
     assert dns["port"] == METRICS_PORT
@@ -1516,3 +1544,38 @@ def test_dashboard_links_rabbitmqs_own_dashboards() -> None:
     assert overview["keepTime"]
     # Every dashboard RabbitMQ publishes carries this tag.
     assert links["RabbitMQ dashboards"]["tags"] == ["rabbitmq-prometheus"]
+
+
+def _notification_rule_test(rules_file: Path) -> dict[str, Any]:
+    """A notice given up at minute 10 and facts dropped at minute 12 alert for 15 min."""
+    notifier = {"job": "webhook-notifier", "instance": "n1", "destination": "account"}
+    worker = {"job": "webhook-worker", "instance": "w1", "reason": "queue_full"}
+
+    def series(name: str, values: str, labels: dict[str, str]) -> dict[str, str]:
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{body}}}", "values": values}
+
+    def at(name: str, eval_time: str, labels: dict[str, str] | None) -> dict[str, Any]:
+        expected = [] if labels is None else [{"exp_labels": {"severity": "warning", **labels}}]
+        return {"alertname": name, "eval_time": eval_time, "exp_alerts": expected}
+
+    world = {
+        "interval": "1m",
+        "input_series": [
+            series("webhook_notices_given_up_total", "0x9 1x40", notifier),
+            series("webhook_operational_facts_dropped_total", "0x11 3x40", worker),
+        ],
+        "alert_rule_test": [
+            at("WebhookNoticesGivenUp", "9m", None),
+            at("WebhookNoticesGivenUp", "11m", notifier),
+            at("WebhookNoticesGivenUp", "40m", None),
+            at("WebhookOperationalFactsDropped", "11m", None),
+            at("WebhookOperationalFactsDropped", "13m", worker),
+            at("WebhookOperationalFactsDropped", "45m", None),
+        ],
+    }
+    return {"rule_files": [str(rules_file)], "evaluation_interval": "1m", "tests": [world]}
+
+
+def test_notification_alert_logic_with_promtool_unit_tests(tmp_path: Path) -> None:
+    promtool_test_rules(tmp_path, _notification_rule_test)

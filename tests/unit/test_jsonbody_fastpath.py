@@ -26,14 +26,9 @@ from tests.support.wire_vectors import PRODUCER_WIRE
 from tests.unit.test_jsonbody_node import fast_values, keys, serialisations, values
 from wire import contract
 from wire import queued_event as incoming
+from wire.canonical_fast_path import decode_canonical, decode_if_canonical
 from wire.envelope import build_envelope
-from wire.json_body import (
-    canonicalize,
-    decode_body,
-    decode_canonical,
-    decode_if_canonical,
-    encode_body,
-)
+from wire.json_body import canonicalize, decode_body, encode_body
 from wire.queued_event import QueuedEvent, read_event
 from wire.samples import sample_data
 

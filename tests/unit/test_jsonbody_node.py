@@ -39,7 +39,8 @@ from tests.support.wire_vectors import (
     PRODUCER_WIRE,
     STRINGS,
 )
-from wire.json_body import canonicalize, decode_if_canonical, encode_body
+from wire.canonical_fast_path import decode_if_canonical
+from wire.json_body import canonicalize, encode_body
 from wire.signature import now_ms, sign, verify
 
 # On a generated failure hypothesis's pytest plugin imports libcst (to offer

@@ -1,7 +1,7 @@
 """The delivery log: every delivery attempt, and each event's body once.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002_account_notifications
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision: str | None = "0001"
+revision = "0003"
+down_revision: str | None = "0002_account_notifications"
 branch_labels: str | None = None
 depends_on: str | None = None
 
