@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import pika.frame
 import pika.spec
 from pika.channel import Channel
 
+from broker import pika_internals
 from broker.confirms import ConfirmTracker
 from broker.properties import MessageProperties
 from config.errors import (
@@ -49,6 +50,8 @@ class Message:
 
 
 OnMessage = Callable[[Message], None]
+# One consumer to start: (queue, its message callback, its prefetch).
+ConsumeRequest = tuple[str, OnMessage, int]
 
 _NOT_FOUND = 404  # AMQP reply code: no such queue or exchange
 
@@ -215,6 +218,49 @@ class AmqpChannel:
 
     async def consume(self, queue: str, on_message: OnMessage, *, prefetch: int) -> str:
         """Start consuming ``queue`` with at most ``prefetch`` unacked messages."""
+        await self._set_prefetch(prefetch)
+        deliver = self._deliverer(on_message)
+        tag: str = ""
+
+        def start(cb: Callable[[Any], None]) -> None:
+            nonlocal tag
+            tag = self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)
+
+        await self._rpc(start)
+        return tag
+
+    async def consume_many(self, requests: Sequence[ConsumeRequest]) -> list[str]:
+        """Start one consumer per ``(queue, on_message, prefetch)``, pipelined; their tags.
+
+        Each run of requests with the same prefetch costs one round trip, not
+        one per consumer: all but its last go out as no-wait ``basic.consume``s
+        and the last one's ``consume-ok`` confirms them all. A refusal (a
+        missing queue) closes the channel and raises BrokerUnavailableError
+        naming it; the caller then has no consumer from this call it can use.
+        Order the requests by prefetch to keep the ``basic.qos`` calls few.
+        """
+        tags: list[str] = []
+        start = 0
+        while start < len(requests):
+            prefetch = requests[start][2]
+            end = start + 1
+            while end < len(requests) and requests[end][2] == prefetch:
+                end += 1
+            await self._set_prefetch(prefetch)
+            for queue, on_message, _ in requests[start : end - 1]:
+                try:
+                    tag = pika_internals.consume_nowait(
+                        self._channel, queue, self._deliverer(on_message)
+                    )
+                except (pika.exceptions.AMQPError, ValueError) as exc:
+                    raise BrokerUnavailableError(f"consuming {queue} failed: {exc!r}") from None
+                tags.append(tag)
+            queue, on_message, _ = requests[end - 1]
+            tags.append(await self.consume(queue, on_message, prefetch=prefetch))
+            start = end
+        return tags
+
+    async def _set_prefetch(self, prefetch: int) -> None:
         # Without global_qos the limit applies to each consumer created after it,
         # which gives every subscriber its own in-flight budget on one channel.
         # It stays in force, so the round trip is only needed when it changes
@@ -225,6 +271,11 @@ class AmqpChannel:
                 lambda cb: self._channel.basic_qos(prefetch_count=prefetch, callback=cb)
             )
             self._prefetch = prefetch
+
+    def _deliverer(
+        self, on_message: OnMessage
+    ) -> Callable[[Channel, pika.spec.Basic.Deliver, pika.BasicProperties, bytes], None]:
+        """pika's delivery callback for one consumer: each delivery as a Message."""
 
         def deliver(
             _ch: Channel,
@@ -245,14 +296,7 @@ class AmqpChannel:
                 )
             )
 
-        tag: str = ""
-
-        def start(cb: Callable[[Any], None]) -> None:
-            nonlocal tag
-            tag = self._channel.basic_consume(queue, deliver, auto_ack=False, callback=cb)
-
-        await self._rpc(start)
-        return tag
+        return deliver
 
     async def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer; messages already delivered stay ours to settle."""

@@ -7,6 +7,10 @@ reached only through the functions here, and :func:`missing_internals` (run by
 tests/unit/test_pika_internals.py) fails loudly if an upgrade of pika moves one.
 pyproject.toml pins pika below 2 for the same reason.
 
+Starting thousands of consumers one ``consume-ok`` at a time costs a round trip
+each; :func:`consume_nowait` sends ``basic.consume`` in its no-wait form, which
+pika's public API does not offer.
+
 pika also decodes every content header while reading the socket, and a header
 it cannot decode raises there, which drops the whole connection (and requeues
 everything in flight on it).  :func:`install_guarded_decode` replaces that
@@ -53,6 +57,21 @@ def channel_under(channel: BlockingChannel) -> Channel:
 def drive_until(channel: BlockingChannel, ready: Callable[[], bool]) -> None:
     """Send what is buffered and process input until ``ready()`` or the channel closes."""
     channel._flush_output(ready)
+
+
+def consume_nowait(channel: Channel, queue: str, on_message: Callable[..., None]) -> str:
+    """Send ``basic.consume`` with no-wait set and register ``on_message`` for its tag.
+
+    The broker sends no ``consume-ok``: a refusal closes the channel, so the
+    caller confirms a run of these with one ordinary RPC on the same channel
+    afterwards (a channel's methods are handled in order). pika's ``_rpc``
+    keeps the order too: while a synchronous call of ours waits for its reply
+    it queues this one behind it.
+    """
+    tag: str = channel._generate_consumer_tag()
+    channel._consumers[tag] = on_message
+    channel._rpc(pika.spec.Basic.Consume(queue=queue, consumer_tag=tag, no_ack=False, nowait=True))
+    return tag
 
 
 def join_send_buffers(connection: BlockingConnection) -> None:
@@ -156,6 +175,8 @@ def missing_internals() -> list[str]:
         missing.append(f"pika {pika.__version__} (written for {SUPPORTED_MAJOR}.x)")
     for owner, name in (
         (BlockingChannel, "_flush_output"),
+        (Channel, "_generate_consumer_tag"),
+        (Channel, "_rpc"),
         (BaseConnection, "_adapter_emit_data"),
         (_PLAINTEXT_TRANSPORT, "_STATE_ACTIVE"),
         (_PLAINTEXT_TRANSPORT, "get_write_buffer_size"),
@@ -165,6 +186,9 @@ def missing_internals() -> list[str]:
     ):
         if not hasattr(owner, name):
             missing.append(f"{getattr(owner, '__qualname__', owner.__name__)}.{name}")
+    # Set in the constructor, so look for the assignment rather than the attribute.
+    if "_consumers" not in Channel.__init__.__code__.co_names:
+        missing.append("Channel._consumers")
     # The frame decoder builds the class registered here and calls its decode.
     if pika.spec.props.get(pika.spec.Basic.INDEX) is not _PROPERTIES:
         missing.append("pika.spec.props[Basic.INDEX] is BasicProperties")

@@ -87,6 +87,9 @@ class Settings(BaseModel):
     api_port: int = Field(8080, ge=0, le=65535, alias="API_PORT")
     api_tokens: SecretStr | None = Field(None, alias="API_TOKENS")
     api_tokens_file: Path | None = Field(None, alias="API_TOKENS_FILE")
+    # webhook-api's server processes, sharing its port (uvicorn workers): one
+    # process uses one core at most.
+    api_workers: int = Field(1, ge=1, le=64, alias="API_WORKERS")
     data_dir: Path = Field(Path("webhook-data"), alias="WEBHOOK_DATA_DIR")
     # With the store, what the subscriber file's ``retry:`` and ``security:`` say.
     retry_delays_seconds: tuple[float, ...] = Field((30.0, 300.0), alias="WEBHOOK_RETRY_DELAYS")

@@ -34,12 +34,18 @@ _PREFETCH = 50
 
 @dataclass(frozen=True)
 class ChangeNotice:
-    """One announced change; only ``version`` is needed to act on it."""
+    """One announced change; only ``version`` is needed to act on it.
+
+    ``pause_marker`` names a subscriber whose pause marker was just created or
+    deleted (worker.pause announces it, with version 0 so that it never wakes
+    the reconciler): each worker checks that marker at once.
+    """
 
     version: int
     account: str | None = None
     endpoint_id: str | None = None
     change: str | None = None
+    pause_marker: str | None = None
 
 
 def _text(fields: dict[str, Any], name: str) -> str | None:
@@ -61,7 +67,11 @@ def parse_notice(body: bytes) -> ChangeNotice:
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise ValueError("version must be a non-negative integer")
     return ChangeNotice(
-        version, _text(fields, "account"), _text(fields, "endpoint_id"), _text(fields, "change")
+        version,
+        _text(fields, "account"),
+        _text(fields, "endpoint_id"),
+        _text(fields, "change"),
+        _text(fields, "pause_marker"),
     )
 
 

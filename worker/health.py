@@ -1,10 +1,14 @@
 """The worker's HTTP surface: /healthz, /readyz, /status and /metrics.
 
-Nothing served here reveals secrets or payloads.
+Nothing served here reveals secrets or payloads.  ``/metrics`` is rendered in a
+thread: with thousands of series a render takes long enough (0.7 s for 50,000
+samples, docs/scaling.md) that, on the event loop, nothing would be delivered
+meanwhile.  prometheus_client takes its own locks to read each metric.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +33,9 @@ class HealthServer:
         self._is_ready = is_ready
         self._status = status
         self._runner: web.AppRunner | None = None
+        # One render at a time: scrapes arriving meanwhile wait rather than
+        # each taking a thread.
+        self._render_lock = asyncio.Lock()
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -73,5 +80,6 @@ class HealthServer:
         return web.json_response(self._status())
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY)
+        async with self._render_lock:
+            body = await asyncio.to_thread(generate_latest, REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -40,6 +40,10 @@ _CIRCUIT_EVENTS = {
 }
 # How often open circuits are checked for a due probe.
 _CIRCUIT_TICK_SECONDS = 0.2
+# Consumers started per round trip at start-up (see Lanes.start_consuming): big
+# enough that 10,000 lanes take a few dozen round trips, small enough that one
+# window's frames (~100 bytes each) and the broker's work on them stay short.
+_CONSUME_WINDOW = 500
 
 MessageHandler = Callable[["Lane", Message], None]
 
@@ -48,7 +52,7 @@ def _refuse(_lane: Lane, _message: Message) -> None:
     raise RuntimeError("a consumer started before the worker was serving")
 
 
-@dataclass
+@dataclass(slots=True)
 class Lane:
     """One subscriber's consumption: its breaker, its pause, its current consumer."""
 
@@ -70,11 +74,20 @@ class Lane:
             return 1
         return self.subscriber.max_in_flight
 
+    def export_state(self) -> None:
+        """Hand the lane's state to the metrics (exported only when it says something)."""
+        metrics.set_lane_state(
+            self.subscriber.id,
+            self.breaker.state.label,
+            paused=self.paused,
+            disabled=self.config_state != ENABLED,
+        )
+
     def note_transition(self, state: CircuitState) -> None:
         """Report a breaker transition on the metrics and in the log."""
         breaker = self.breaker
-        metrics.set_circuit_state(self.subscriber.id, state.label)
-        metrics.CIRCUIT_TRANSITIONS.labels(self.subscriber.id, state.label).inc()
+        self.export_state()
+        metrics.instruments(self.subscriber.id).transition(state.label)
         note_circuit(self.subscriber, state.label)
         fields: dict[str, Any] = {"subscriber": self.subscriber.id}
         if state is CircuitState.OPEN:
@@ -90,7 +103,7 @@ class Lane:
         if self.paused == paused:
             return
         self.paused = paused
-        metrics.SUBSCRIBER_PAUSED.labels(self.subscriber.id).set(1 if paused else 0)
+        self.export_state()
         if paused:
             log.warning(
                 "subscriber_paused",
@@ -108,9 +121,15 @@ class Lane:
 class Lanes:
     """Every subscriber's lane, and the one consumer channel they share while connected."""
 
-    def __init__(self, broker: BrokerUrl, *, pause_poll_seconds: float) -> None:
+    def __init__(
+        self, broker: BrokerUrl, *, pause_poll_seconds: float, full_pause_check_every: int = 6
+    ) -> None:
         self._broker = broker
         self._pause_poll = pause_poll_seconds
+        # Every marker is checked at every n-th poll (announcements cover the rest:
+        # worker.pause); paused subscribers' markers at every poll.
+        self._full_check_every = max(1, full_pause_check_every)
+        self._polls = 0
         self._lanes: dict[str, Lane] = {}
         self._consumer: AmqpChannel | None = None
         self._handler: MessageHandler = _refuse
@@ -122,9 +141,7 @@ class Lanes:
         """A new lane (not consuming yet: :meth:`sync` starts it when connected)."""
         lane = Lane(subscriber, CircuitBreaker(policy), config_state=config_state)
         self._lanes[subscriber.id] = lane
-        metrics.set_circuit_state(subscriber.id, lane.breaker.state.label)
-        metrics.SUBSCRIBER_PAUSED.labels(subscriber.id).set(0)
-        metrics.SUBSCRIBER_DISABLED.labels(subscriber.id).set(config_state != ENABLED)
+        lane.export_state()
         return lane
 
     def update(
@@ -138,12 +155,12 @@ class Lanes:
         """
         lane = self._lanes[subscriber.id]
         lane.subscriber, lane.config_state = subscriber, config_state
-        metrics.SUBSCRIBER_DISABLED.labels(subscriber.id).set(config_state != ENABLED)
         lane.breaker.policy = policy
         if not policy.enabled:
             state = lane.breaker.reset()
             if state is not None:
                 lane.note_transition(state)
+        lane.export_state()
         return lane
 
     async def remove(self, subscriber_id: str) -> None:
@@ -187,12 +204,43 @@ class Lanes:
         return sum(1 for lane in self._lanes.values() if lane.tag is not None)
 
     async def start_consuming(self, consumer: AmqpChannel, handler: MessageHandler) -> None:
-        """Give every lane the consumer its state asks for on ``consumer``; raises BrokerError."""
+        """Give every lane the consumer its state asks for on ``consumer``; raises BrokerError.
+
+        Pipelined, a window of lanes at a time (one round trip per window and
+        prefetch value, instead of one per lane); between windows the lock is
+        let go, so breaker changes and the reconciler's steps are not held up.
+        """
         self._consumer = consumer
         self._handler = handler
         # A copy: the reconciler may add or remove lanes while this awaits.
-        for lane in list(self._lanes.values()):
-            await self.sync(lane, strict=True)
+        lanes = list(self._lanes.values())
+        for start in range(0, len(lanes), _CONSUME_WINDOW):
+            await self._start_window(lanes[start : start + _CONSUME_WINDOW])
+
+    async def _start_window(self, window: list[Lane]) -> None:
+        async with self._consume_lock:
+            consumer = self._consumer
+            if consumer is None:
+                return
+            # Lanes removed meanwhile, or given their consumer by sync(), are skipped.
+            due = [
+                lane
+                for lane in window
+                if self._lanes.get(lane.subscriber.id) is lane
+                and lane.tag is None
+                and lane.wanted_prefetch()
+            ]
+            due.sort(key=Lane.wanted_prefetch)
+            wanted = [lane.wanted_prefetch() for lane in due]
+            tags = await consumer.consume_many(
+                [
+                    (work_queue(lane.subscriber.id), partial(self._handler, lane), prefetch)
+                    for lane, prefetch in zip(due, wanted, strict=True)
+                ]
+            )
+            for lane, tag, prefetch in zip(due, tags, wanted, strict=True):
+                lane.tag, lane.prefetch = tag, prefetch
+            metrics.CONSUMERS.set(self.consuming)
 
     def forget_consumers(self) -> None:
         """The channel is gone, and its consumer tags with it."""
@@ -212,12 +260,12 @@ class Lanes:
                 lane.tag, lane.prefetch = None, 0
         metrics.CONSUMERS.set(0)
 
-    async def sync(self, lane: Lane, *, strict: bool = False) -> None:
+    async def sync(self, lane: Lane) -> None:
         """Make ``lane``'s consumer match its state: none, a one-message probe, or full.
 
         Cancelling leaves the subscriber's events in its queue: no attempt is
         spent while the circuit is open. Messages already received are settled
-        as usual. Errors are left to the connection watcher unless ``strict``.
+        as usual. Errors are logged and left to the connection watcher.
         """
         async with self._consume_lock:
             consumer = self._consumer
@@ -236,8 +284,6 @@ class Lanes:
                     )
                     lane.prefetch = wanted
             except BrokerError as exc:
-                if strict:
-                    raise
                 log.warning("consumer_change_failed", subscriber=lane.subscriber.id, error=str(exc))
             metrics.CONSUMERS.set(self.consuming)
 
@@ -266,28 +312,42 @@ class Lanes:
                     await self.sync(lane)
             if loop.time() >= next_poll:
                 next_poll = loop.time() + self._pause_poll
-                await self._poll_pauses()
+                self._polls += 1
+                await self._poll_pauses(full=self._polls % self._full_check_every == 0)
 
-    async def _poll_pauses(self) -> None:
-        """Resume the paused subscribers whose marker an operator removed.
+    async def check_marker(self, subscriber_id: str) -> None:
+        """A pause marker was created or deleted somewhere: follow it now."""
+        lane = self._lanes.get(subscriber_id)
+        if lane is not None:
+            await self._follow_markers([lane])
 
-        Only paused ones are checked: a missing marker costs the broker a channel
-        error, which must stay rare. Other replicas learn of a pause from their own
-        410, or from the marker when they (re)connect.
-        """
-        paused_lanes = [lane for lane in self._lanes.values() if lane.paused]
-        if not paused_lanes:
+    async def _poll_pauses(self, *, full: bool = True) -> None:
+        """Resume paused subscribers whose marker is gone; when ``full``, also pause those
+        that have one (a 410 on another replica, the API) whose announcement was lost."""
+        await self._follow_markers([lane for lane in self._lanes.values() if full or lane.paused])
+
+    async def _follow_markers(self, lanes: list[Lane]) -> None:
+        """Pause where a marker is, resume where none is: one pipelined check (worker.pause)."""
+        if not lanes:
             return
+        # A lane paused or resumed while the check ran (a 410 here) keeps its new state.
+        before = {lane.subscriber.id: lane.paused for lane in lanes}
         try:
-            still = await asyncio.to_thread(
-                paused_among, self._broker, [lane.subscriber.id for lane in paused_lanes]
+            marked = await asyncio.to_thread(
+                paused_among, self._broker, [lane.subscriber.id for lane in lanes]
             )
         except BrokerError as exc:
             log.warning("pause_check_failed", error=str(exc))
             return
-        for lane in paused_lanes:
-            if lane.subscriber.id not in still and not lane.marker_pending:
-                lane.set_paused(False, "pause marker removed")
+        for lane in lanes:
+            if lane.marker_pending or lane.paused != before[lane.subscriber.id]:
+                continue  # its marker is being written, or it changed meanwhile
+            if self._lanes.get(lane.subscriber.id) is not lane:
+                continue  # removed meanwhile
+            has_marker = lane.subscriber.id in marked
+            if has_marker != lane.paused:
+                reason = "pause marker present" if has_marker else "pause marker removed"
+                lane.set_paused(has_marker, reason)
                 await self.sync(lane)
 
     async def _pause_for_gone(self, lane: Lane, event_id: str | None) -> None:

@@ -86,26 +86,6 @@ class Settlement:
     step: Retry | DeadLetter | None = None
 
 
-class _Instruments:
-    """One subscriber's metric children, looked up once (label lookups cost per message)."""
-
-    def __init__(self, subscriber_id: str) -> None:
-        self.subscriber_id = subscriber_id
-        self.in_flight = metrics.IN_FLIGHT.labels(subscriber_id)
-        self.attempt_duration = metrics.ATTEMPT_DURATION.labels(subscriber_id)
-        self.end_to_end = metrics.END_TO_END_LATENCY.labels(subscriber_id)
-        self._deliveries: dict[tuple[str, str, int], Any] = {}
-
-    def delivered(self, event_label: str, outcome: str, status: int) -> None:
-        key = (event_label, outcome, status)
-        child = self._deliveries.get(key)
-        if child is None:
-            child = self._deliveries[key] = metrics.DELIVERIES.labels(
-                self.subscriber_id, event_label, outcome, metrics.status_label(status)
-            )
-        child.inc()
-
-
 class MessageProcessor:
     """Delivers one message and settles it safely."""
 
@@ -121,13 +101,6 @@ class MessageProcessor:
         self._attempt_log = attempt_log
         self._retry = retry
         self._requeue_delay = requeue_delay_seconds
-        self._instruments: dict[str, _Instruments] = {}
-
-    def _instruments_for(self, subscriber_id: str) -> _Instruments:
-        found = self._instruments.get(subscriber_id)
-        if found is None:
-            found = self._instruments[subscriber_id] = _Instruments(subscriber_id)
-        return found
 
     async def process(
         self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
@@ -138,7 +111,7 @@ class MessageProcessor:
         the circuit breaker and pauses), or None when no attempt was made
         (unreadable message) or the message could not be settled.
         """
-        in_flight = self._instruments_for(subscriber.id).in_flight
+        in_flight = metrics.instruments(subscriber.id).in_flight
         in_flight.inc()
         try:
             return await self._process(subscriber, message, publisher)
@@ -209,7 +182,7 @@ class MessageProcessor:
             return None
 
         result = await self._deliverer.deliver(subscriber, event)
-        instruments = self._instruments_for(subscriber.id)
+        instruments = metrics.instruments(subscriber.id)
         instruments.delivered(_event_label(event.event_type), result.outcome, result.status)
         instruments.attempt_duration.observe(result.duration_seconds)
         if result.ok:
@@ -267,7 +240,7 @@ class MessageProcessor:
                 _moved_properties(message.properties, headers),
             )
             message.ack()
-            metrics.DEAD_LETTERED.labels(subscriber.id, step.reason).inc()
+            instruments.dead_lettered(step.reason)
             note_dead_lettered(subscriber, event.event_id, step.reason)
             bound.warning(
                 "dead_lettered",
@@ -285,7 +258,7 @@ class MessageProcessor:
             _moved_properties(message.properties, headers),
         )
         message.ack()
-        metrics.RETRIES_SCHEDULED.labels(subscriber.id, str(step.attempt)).inc()
+        instruments.retry_scheduled(step.attempt)
         bound.info("retry_scheduled", next_attempt=step.attempt, delay_seconds=step.delay_seconds)
         return Settlement(result, step)
 
@@ -339,7 +312,7 @@ class MessageProcessor:
         )
         message.ack()
         kind = reason.split(":", 1)[0]  # "poison" or "wrong_account": a bounded label
-        metrics.DEAD_LETTERED.labels(subscriber.id, kind).inc()
+        metrics.instruments(subscriber.id).dead_lettered(kind)
         note_dead_lettered(subscriber, message.properties.message_id, reason)
         log.error(
             "poison_message_dead_lettered" if kind == "poison" else "wrong_account_refused",

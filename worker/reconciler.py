@@ -13,6 +13,9 @@ changed, applies the steps of worker.reconcile_plan:
   queues stay, with whatever is queued, and the registry reports them
   (``removed_subscriber_has_queue``, ``/status``).
 
+The subscriber registry is kept beside the passes (worker.registry_keeper), so
+that no change waits for it: a pass only hands over the ids it added or removed.
+
 A pass runs at every connect (changes made while disconnected), on every
 change notice newer than the applied version, and every ``poll_seconds`` of
 the source (RECONCILE_SECONDS; a few seconds for the file), so a lost notice or
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import structlog
 
@@ -40,7 +43,7 @@ from worker.change_notices import ChangeNotice
 from worker.lane import Lanes
 from worker.pause import paused_among
 from worker.reconcile_plan import ADDED, CHANGED, REMOVED, EndpointChange, plan_changes
-from worker.registry import reconcile_registry
+from worker.registry_keeper import RegistryKeeper
 from worker.subscriber_source import SourceSnapshot, SubscriberSource, SubscriberSpec
 
 log = structlog.get_logger("worker")
@@ -59,10 +62,9 @@ class Reconciler:
         self._applied: dict[str, SubscriberSpec] = {}
         self.version = 0
         self.fingerprint = ""
-        # Removed subscribers whose work queue still exists: id -> messages in it.
-        self.removed: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._channel: AmqpChannel | None = None
+        self.registry = RegistryKeeper(broker, lanes)
 
     def adopt(self, snapshot: SourceSnapshot) -> None:
         """Start from ``snapshot``, before the first connect (which declares all of it)."""
@@ -76,24 +78,19 @@ class Reconciler:
         if notice.version > self.version:
             self._wake.set()
 
+    @property
+    def removed(self) -> dict[str, int]:
+        """Removed subscribers whose work queue still exists: id -> messages in it."""
+        return self.registry.removed
+
     def report_removed(self, removed: Mapping[str, int], *, known_too: bool) -> None:
         """Keep and log the registry's removed subscribers (only new ones unless ``known_too``)."""
-        for subscriber_id, messages in sorted(removed.items()):
-            if known_too or subscriber_id not in self.removed:
-                log.warning(
-                    "removed_subscriber_has_queue",
-                    subscriber=subscriber_id,
-                    queue=work_queue(subscriber_id),
-                    messages=messages,
-                    hint="no worker consumes it (and bindings a worker did not see removed "
-                    "still route new events to it); move or replay what is left, then "
-                    "delete the queue",
-                )
-        self.removed = dict(removed)
+        self.registry.report_removed(removed, known_too=known_too)
 
     async def run(self, connection: AmqpConnection) -> None:
         """Reconcile now, then on notices and every poll interval; until cancelled."""
         self._wake.set()  # whatever changed while we were not connected
+        registry = asyncio.ensure_future(self.registry.run())
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -108,6 +105,9 @@ class Reconciler:
                     # Never stop following the configuration over one bad pass.
                     log.exception("reconcile_crashed")
         finally:
+            registry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await registry
             channel, self._channel = self._channel, None
             if channel is not None:
                 with contextlib.suppress(BrokerError):
@@ -140,8 +140,7 @@ class Reconciler:
                     change=change.kind,
                     error=str(exc),
                 )
-        if any(c.kind in (ADDED, REMOVED) for c in changes):
-            await self._check_registry()
+        self._note_for_registry(changes)
         if not failed:
             self._mark_applied(snapshot)
         log.info(
@@ -156,16 +155,13 @@ class Reconciler:
             seconds=round(time.monotonic() - started, 3),
         )
 
-    async def _check_registry(self) -> None:
-        """Record new subscribers in the registry, and report removed ones with queues."""
-        try:
-            removed = await asyncio.to_thread(
-                reconcile_registry, self._broker, self._lanes.subscriber_ids
-            )
-        except BrokerError as exc:
-            log.warning("registry_check_failed", error=str(exc))  # the next connect checks
-            return
-        self.report_removed(removed, known_too=False)
+    def _note_for_registry(self, changes: Collection[EndpointChange]) -> None:
+        """Hand the pass's additions and removals to the registry keeper (never waited for)."""
+        for change in changes:
+            if change.kind == ADDED and change.id in self._lanes:
+                self.registry.added(change.id)
+            elif change.kind == REMOVED and change.id not in self._lanes:
+                self.registry.gone(change.id)
 
     async def _open_channel(self, connection: AmqpConnection) -> AmqpChannel:
         # A refused declaration closes its channel: what follows needs a new one.

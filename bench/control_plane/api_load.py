@@ -29,7 +29,16 @@ from typing import Any
 import aiohttp
 
 from bench import procstat
-from bench.control_plane.plan import BenchError, Load, Plan, load_1min, percentile, say, wait_until
+from bench.control_plane.plan import (
+    BenchError,
+    Load,
+    Plan,
+    load_1min,
+    percentile,
+    say,
+    wait_until,
+    with_children,
+)
 from bench.control_plane.store_load import BIG_ACCOUNT, LoadedStore
 from devtools.rabbitmq_node import free_ports
 
@@ -42,7 +51,13 @@ class ApiServer:
     """One ``webhook-api`` process on a free loopback port."""
 
     def __init__(
-        self, workdir: Path, name: str, database_url: str, secrets_key: str, broker_url: str
+        self,
+        workdir: Path,
+        name: str,
+        database_url: str,
+        secrets_key: str,
+        broker_url: str,
+        workers: int = 1,
     ) -> None:
         self.port = free_ports(1)[0]
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -60,6 +75,7 @@ class ApiServer:
             "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # endpoints point at 127.0.0.1
             "LOG_FORMAT": "json",
             "SHUTDOWN_GRACE_SECONDS": "5",
+            "API_WORKERS": str(workers),
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -120,6 +136,7 @@ class ApiRow:
     backend: str
     request: str
     clients: int
+    processes: int = 1  # API_WORKERS
     requests: int = 0
     errors: int = 0
     per_second: float = math.nan
@@ -170,20 +187,24 @@ def _row(
     db_pids: Callable[[], list[int]],
 ) -> ApiRow:
     asyncio.run(_drive(server, paths[:50], row.clients, plan.row_seconds))  # warm-up
-    cpu_before = procstat.cpu_seconds(server.pid)
-    before = Load.read([server.pid, *db_pids()])
+    # The server's processes: itself, and its workers when API_WORKERS > 1.
+    api_pids = with_children(server.pid)
+    cpu_before = sum(procstat.cpu_seconds(pid) for pid in api_pids)
+    before = Load.read([*api_pids, *db_pids()])
     latencies, errors, elapsed = asyncio.run(_drive(server, paths, row.clients, plan.row_seconds))
-    row.other_load_pct = before.others_pct(Load.read([server.pid, *db_pids()]))
+    row.other_load_pct = before.others_pct(Load.read([*api_pids, *db_pids()]))
     row.load_1min = load_1min()
     row.requests, row.errors = len(latencies), errors
     row.per_second = len(latencies) / elapsed if elapsed > 0 else math.nan
     row.p50_ms, row.p95_ms, row.p99_ms, row.max_ms = (
         percentile(latencies, q) * 1000 for q in (50, 95, 99, 100)
     )
-    row.api_cpu_ms = (procstat.cpu_seconds(server.pid) - cpu_before) * 1000 / max(1, row.requests)
-    row.api_rss_mb = procstat.rss_mb(server.pid)
+    cpu = sum(procstat.cpu_seconds(pid) for pid in api_pids) - cpu_before
+    row.api_cpu_ms = cpu * 1000 / max(1, row.requests)
+    row.api_rss_mb = sum(procstat.rss_mb(pid) for pid in api_pids)
     say(
-        f"  {row.request}, {row.clients} client(s): {row.per_second:.0f}/s, "
+        f"  {row.request}, {row.clients} client(s), {row.processes} process(es): "
+        f"{row.per_second:.0f}/s, "
         f"p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms, {row.errors} errors"
     )
     return row
@@ -211,19 +232,31 @@ def measure_api(
         (f"list, page of {page_size}", "page", pages),
         ("get", "get", gets),
     ]
-    say(f"- webhook-api on {store.backend} ...")
-    # The API's broker (change notices) is never contacted: GETs send no notices.
-    server = ApiServer(
-        workdir, store.backend.lower(), store.url, secrets_key, "amqp://127.0.0.1:1/"
-    )
     results: list[ApiRow] = []
-    try:
-        server.start()
-        for name, short, paths in rows:
-            row = ApiRow(store.backend, name, plan.clients, short=short)
-            results.append(_row(server, row, paths, plan, db_pids))
-        one = ApiRow(store.backend, "get", 1, short="get, 1 client")
-        results.append(_row(server, one, gets[: max(50, n // 4)], plan, db_pids))
-    finally:
-        server.stop()
+    for workers in dict.fromkeys((1, plan.api_workers)):
+        say(f"- webhook-api on {store.backend}, {workers} process(es) ...")
+        # The API's broker (change notices) is never contacted: GETs send no notices.
+        server = ApiServer(
+            workdir,
+            f"{store.backend.lower()}-{workers}",
+            store.url,
+            secrets_key,
+            "amqp://127.0.0.1:1/",
+            workers=workers,
+        )
+        try:
+            server.start()
+            for name, short, paths in rows:
+                row = ApiRow(store.backend, name, plan.clients, workers, short=short)
+                results.append(_row(server, row, paths, plan, db_pids))
+            if workers == 1:
+                # Fewer concurrent clients: what p99 is when the API is not flat out.
+                for clients in plan.fewer_clients:
+                    for name, short, paths in rows:
+                        row = ApiRow(store.backend, name, clients, short=f"{short}, {clients}")
+                        results.append(_row(server, row, paths, plan, db_pids))
+                one = ApiRow(store.backend, "get", 1, short="get, 1 client")
+                results.append(_row(server, one, gets[: max(50, n // 4)], plan, db_pids))
+        finally:
+            server.stop()
     return results

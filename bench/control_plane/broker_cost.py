@@ -44,7 +44,7 @@ _FIGURES = (
 )
 
 
-def like_a_package(node: LocalRabbitMQ) -> None:
+def like_a_package(node: LocalRabbitMQ, open_files: int = NODE_OPEN_FILES) -> None:
     """Give the node the file-handle limit a packaged node has (LimitNOFILE=65536).
 
     RabbitMQ 3.10 counts file handles itself (file_handle_cache): every quorum
@@ -54,8 +54,8 @@ def like_a_package(node: LocalRabbitMQ) -> None:
     the node's own limit is raised instead: real descriptors stay far below it
     (the "fds" figure of each row).
     """
-    if open_files_limit() < NODE_OPEN_FILES:
-        node.ctl("eval", f"file_handle_cache:set_limit({NODE_OPEN_FILES - 100}).")
+    if open_files_limit() < open_files:
+        node.ctl("eval", f"file_handle_cache:set_limit({open_files - 100}).")
 
 
 @dataclass(frozen=True)

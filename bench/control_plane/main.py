@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from bench.control_plane.api_load import ApiServer, measure_api
 from bench.control_plane.broker_cost import like_a_package, measure_declare, measure_sizes
 from bench.control_plane.changes import measure_changes
 from bench.control_plane.plan import (
+    NODE_OPEN_FILES,
     PLANS,
     BenchError,
     Plan,
@@ -154,7 +155,7 @@ class Run:
         self.results.stores.append(loaded)
         return loaded
 
-    def broker(self) -> tuple[str, LocalRabbitMQ | None, int | None]:
+    def broker(self, endpoints: int) -> tuple[str, LocalRabbitMQ | None, int | None]:
         """(URL, our node or None, the broker's pid if visible) for the worker part."""
         url = os.environ.get("RABBITMQ_URL", "")
         if url:
@@ -166,7 +167,17 @@ class Run:
             raise BenchError("no broker: set RABBITMQ_URL or install rabbitmq-server")
         say("- starting a throwaway RabbitMQ node for the worker ...")
         node = self.stack.enter_context(LocalRabbitMQ())
-        like_a_package(node)
+        # Once a worker has consumed them, quorum queues count more file handles
+        # than the 3 each reserves: a restart of a 10,000-endpoint worker found a
+        # node limited to 65,436 full (no new connection).  The worker's node gets
+        # the limit docs/scaling.md recommends (at least 80,000 for 10,000).
+        open_files = max(NODE_OPEN_FILES, 10 * endpoints)
+        like_a_package(node, open_files)
+        if open_files > NODE_OPEN_FILES and open_files_limit() < open_files:
+            self.results.notes.append(
+                f"the worker's node: file-handle limit raised to {open_files - 100:,} "
+                "(file_handle_cache:set_limit), 10 per endpoint"
+            )
         return node.url, node, procstat.pid_listening_on(node.port)
 
     def worker_part(self, receiver: Receiver) -> None:
@@ -177,7 +188,7 @@ class Run:
             subscribers = [e.subscriber() for e in reader.load_all().endpoints]
         finally:
             reader.close()
-        url, node, pid = self.broker()
+        url, node, pid = self.broker(len(subscribers))
         broker = BrokerUrl.parse(url)
         label = f"{len(subscribers):,} endpoints (the worker's node)"
         topology = build_topology(subscribers, RetryPolicy())
@@ -253,6 +264,16 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _client_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or not all(1 <= count <= 64 for count in counts):
+        raise argparse.ArgumentTypeError("numbers from 1 to 64, separated by commas")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.control_plane",
@@ -273,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(size="full")
     parser.add_argument("--only", choices=("all", "api", "broker", "worker"), default="all",
                         help="run one part (the store is filled for api and worker)")  # fmt: skip
+    parser.add_argument("--clients", type=_client_counts, metavar="N[,N...]",
+                        help="concurrent API clients (default: 8; 4 for --tiny); more numbers "
+                        "run the one-process rows again with that many")  # fmt: skip
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--keep", help="keep logs and generated files in this directory")
     args = parser.parse_args(argv)
@@ -282,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     # The publisher and the store log like the CLIs do at most: errors only here.
     configure_logging("json", "error", stream=sys.stderr)
     with _workdir(args.keep) as workdir:
-        run = Run(PLANS[args.size], args, workdir)
+        plan = PLANS[args.size]
+        if args.clients is not None:
+            plan = replace(plan, clients=args.clients[0], fewer_clients=args.clients[1:])
+        run = Run(plan, args, workdir)
         try:
             results = run.run()
         except (BenchError, WebhookError) as exc:

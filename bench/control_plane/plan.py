@@ -28,6 +28,8 @@ class Plan:
     big_account: int = 100
     requests: int = 4_000  # per API row (the one-client row makes a quarter)
     clients: int = 8
+    api_workers: int = 2  # the concurrent rows again with this many API processes (1: not)
+    fewer_clients: tuple[int, ...] = ()  # and again with these numbers of clients
     row_seconds: float = 120.0  # every API row stops after this, done or not
     store_threads: int = 4  # PostgreSQL bulk load (SQLite takes one writer at a time)
     broker_sizes: tuple[int, ...] = (100, 1_000, 5_000)
@@ -57,6 +59,7 @@ PLANS = {
         big_account=10,
         requests=150,
         clients=4,
+        api_workers=1,
         row_seconds=15.0,
         broker_sizes=(20,),
         classic_size=0,

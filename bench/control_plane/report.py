@@ -48,15 +48,21 @@ def _verdict(value: float, limit: float) -> str:
 
 def _targets(r: Results) -> list[list[str]]:
     rows = []
-    for backend in dict.fromkeys(a.backend for a in r.api):
-        loaded = [a for a in r.api if a.backend == backend and a.clients > 1]
+    groups = dict.fromkeys((a.backend, a.processes, a.clients) for a in r.api if a.clients > 1)
+    for backend, processes, clients in groups:
+        loaded = [
+            a for a in r.api if (a.backend, a.processes, a.clients) == (backend, processes, clients)
+        ]
         worst = max((a.p99_ms for a in loaded), default=math.nan)
-        shown = ", ".join(f"{a.short} {fmt(a.p99_ms, 1)}" for a in loaded)
-        rows.append([f"API p99 < 50 ms ({backend})", shown + " ms", _verdict(worst, 50)])
+        shown = ", ".join(f"{a.short.split(',')[0]} {fmt(a.p99_ms, 1)}" for a in loaded)
+        where = f"{backend}, {clients} clients" + (
+            f", {processes} processes" if processes > 1 else ""
+        )
+        rows.append([f"API p99 < 50 ms ({where})", shown + " ms", _verdict(worst, 50)])
     seen = [c for c in r.changes if c.seen]
-    # The verdict is on changes made one at a time; the back-to-back row is shown beside it.
-    alone = [c for c in seen if "right after" not in c.change]
-    change = max((c.p99_ms for c in alone), default=math.nan)
+    # Every row counts, a change made right after a create too: a change is
+    # visible within 2 s whatever was changed just before it.
+    change = max((c.p99_ms for c in seen), default=math.nan)
     shown = ", ".join(f"{c.short} {fmt(c.p99_ms)}" for c in seen)
     measured = r.changes_skipped or (shown + " ms" if seen else "-")
     rows.append(["change visible to workers p99 < 2 s", measured or "-", _verdict(change, 2000)])
@@ -112,12 +118,13 @@ def render(r: Results) -> str:
         emit(
             table(
                 ["store", "request", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms",
-                 "p99 ms", "max ms", "API CPU ms/req", "API RSS MB", "other load %", "load 1m"],
+                 "p99 ms", "max ms", "API CPU ms/req", "API RSS MB", "other load %", "load 1m",
+                 "API processes"],
                 [
                     [a.backend, a.request, str(a.clients), f"{a.requests:,}", str(a.errors),
                      fmt(a.per_second), fmt(a.p50_ms, 1), fmt(a.p95_ms, 1), fmt(a.p99_ms, 1),
                      fmt(a.max_ms, 1), fmt(a.api_cpu_ms, 2), fmt(a.api_rss_mb, 1),
-                     fmt(a.other_load_pct), fmt(a.load_1min, 2)]
+                     fmt(a.other_load_pct), fmt(a.load_1min, 2), str(a.processes)]
                     for a in r.api
                 ],
             )

@@ -177,7 +177,10 @@ def time_phases(broker: BrokerUrl, subscribers: list[Subscriber]) -> list[PhaseR
     rows = []
     for step, call in (
         ("pause-marker check (worker.pause.paused_among)", lambda: paused_among(broker, ids)),
-        ("subscriber registry (worker.registry)", lambda: reconcile_registry(broker, ids)),
+        (
+            "subscriber registry, full check (worker.registry.reconcile_registry)",
+            lambda: reconcile_registry(broker, ids),
+        ),
     ):
         started = time.monotonic()
         call()

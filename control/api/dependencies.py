@@ -11,8 +11,12 @@ from control.api.services import ApiServices
 from wire.envelope import ACCOUNT_ID
 
 
-def services(request: Request) -> ApiServices:
-    """The app's services (``app.state.services``)."""
+async def services(request: Request) -> ApiServices:
+    """The app's services (``app.state.services``).
+
+    ``async`` only so that FastAPI calls it in place: a plain function would be
+    run in a worker thread, a thread hand-off on every request for an attribute.
+    """
     found: ApiServices = request.app.state.services
     return found
 

@@ -18,6 +18,7 @@ from control.api.audit import record_change
 from control.api.auth import Actor
 from control.api.dependencies import AccountId, EndpointId, Services
 from control.api.errors import error_responses
+from control.api.json_answers import endpoint_answer, page_answer
 from control.api.pagination import MAX_CURSOR_CHARS, decode_cursor, encode_cursor
 from control.api.schemas import EndpointPage, EndpointWithSecret
 from control.api.url_rules import check_endpoint_url
@@ -72,16 +73,17 @@ async def list_endpoints(
         str | None,
         Query(max_length=MAX_CURSOR_CHARS, description="`next_cursor` of the previous page"),
     ] = None,
-) -> EndpointPage:
+) -> Response:
     """The account's endpoints, oldest first, without secrets; 404 for an account that
     never had one."""
     after = decode_cursor(cursor) if cursor is not None else None
     found = await asyncio.to_thread(
-        services.store.page_endpoints, account, limit=limit + 1, after=after
+        services.store.page_shown, account, limit=limit + 1, after=after
     )
-    page = list(found[:limit])
-    next_cursor = encode_cursor(page[-1]) if len(found) > limit else None
-    return EndpointPage(data=page, next_cursor=next_cursor)
+    page = found[:limit]
+    last = page[-1] if len(found) > limit else None
+    next_cursor = None if last is None else encode_cursor(last["created_at"], last["id"])
+    return page_answer(page, next_cursor)
 
 
 @router.get(
@@ -92,9 +94,9 @@ async def list_endpoints(
 )
 async def get_endpoint(
     account: AccountId, endpoint_id: EndpointId, _actor: Actor, services: Services
-) -> Endpoint:
+) -> Response:
     """One endpoint of the account, without its secret."""
-    return await asyncio.to_thread(services.store.get_endpoint, account, endpoint_id)
+    return endpoint_answer(await asyncio.to_thread(services.store.get_shown, account, endpoint_id))
 
 
 @router.patch(

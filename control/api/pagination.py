@@ -12,14 +12,13 @@ from datetime import datetime
 
 from config.errors import InvalidInputError
 from config.subscribers import SUBSCRIBER_ID
-from control.store.models import Endpoint
 
 MAX_CURSOR_CHARS = 200
 
 
-def encode_cursor(last: Endpoint) -> str:
-    """The cursor of the page that follows ``last``."""
-    text = f"{last.created_at.isoformat()}|{last.id}"
+def encode_cursor(created_at: datetime, endpoint_id: str) -> str:
+    """The cursor of the page that follows endpoint ``endpoint_id`` (created at ``created_at``)."""
+    text = f"{created_at.isoformat()}|{endpoint_id}"
     return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii").rstrip("=")
 
 

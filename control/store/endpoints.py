@@ -10,21 +10,22 @@ endpoints: another account's id is "not found", exactly like an unknown one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from config.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from config.settings import Settings
 from config.subscribers import SUBSCRIBER_ID
+from control.store import views
 from control.store.cipher import SecretCipher
 from control.store.database import Database, DatabaseUrl
 from control.store.key import load_secrets_key
-from control.store.migrator import migrate as migrate_schema
 from control.store.models import (
     MAX_OVERLAP_SECONDS,
     OPTION_FIELDS,
@@ -40,9 +41,13 @@ from control.store.notification_targets import NotificationTargets
 from control.store.records import column_value, endpoint_of, with_secrets
 from control.store.tables import AccountRow, EndpointDeletionRow, EndpointRow, VersionCounterRow
 from control.store.tokens import new_endpoint_id, new_signing_secret
+from control.store.views import ShownEndpoint
 from wire.envelope import ACCOUNT_ID
 
 Clock = Callable[[], datetime]
+# Rows fetched per round trip by load_each.
+_LOAD_BATCH = 500
+_ACCOUNT = select(AccountRow.id).where(AccountRow.id == bindparam("account"))
 
 
 def utc_now() -> datetime:
@@ -73,6 +78,10 @@ class EndpointStore:
         cipher = SecretCipher(load_secrets_key(url, secrets_key, secrets_key_file))
         database = Database(url)
         if migrate:
+            # Imported here: Alembic (and its every SQL dialect, Mako, Pygments'
+            # plugins) costs a worker ~10 MB it never needs; the API migrates.
+            from control.store.migrator import migrate as migrate_schema
+
             migrate_schema(database)
         return cls(database, cipher, clock=clock)
 
@@ -159,13 +168,9 @@ class EndpointStore:
     def list_endpoints(self, account: str) -> tuple[Endpoint, ...]:
         """The account's endpoints, oldest first (none for an unknown account)."""
         now = self._clock()
-        with self._db.transaction() as session:
-            rows = session.scalars(
-                select(EndpointRow)
-                .where(EndpointRow.account_id == account)
-                .order_by(EndpointRow.created_at, EndpointRow.id)
-            ).all()
-        return tuple(endpoint_of(row, now) for row in rows)
+        with self._db.reading() as connection:
+            rows = connection.execute(views.ALL_OF_ACCOUNT, {"account": account}).all()
+        return tuple(views.as_models(views.shown_fields(rows, now)))
 
     def page_endpoints(
         self, account: str, *, limit: int, after: tuple[datetime, str] | None = None
@@ -175,29 +180,37 @@ class EndpointStore:
         ``after`` is the (created_at, id) of the last endpoint of the previous
         page; it need not exist any more. NotFoundError for an unknown account.
         """
+        return tuple(views.as_models(self.page_shown(account, limit=limit, after=after)))
+
+    def page_shown(
+        self, account: str, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[ShownEndpoint]:
+        """``page_endpoints`` as plain fields, for answers serialised without models."""
+        if not ACCOUNT_ID.match(account):
+            raise NotFoundError(f"no account {account!r}")
         now = self._clock()
-        query = select(EndpointRow).where(EndpointRow.account_id == account)
-        if after is not None:
-            created_at, last_id = after
-            query = query.where(
-                or_(
-                    EndpointRow.created_at > created_at,
-                    and_(EndpointRow.created_at == created_at, EndpointRow.id > last_id),
-                )
-            )
-        query = query.order_by(EndpointRow.created_at, EndpointRow.id).limit(limit)
-        with self._db.transaction() as session:
-            if not ACCOUNT_ID.match(account) or session.get(AccountRow, account) is None:
+        with self._db.reading() as connection:
+            rows = connection.execute(*views.page_statement(account, limit, after)).all()
+            # Only an empty page can be an unknown account's.
+            if not rows and connection.execute(_ACCOUNT, {"account": account}).first() is None:
                 raise NotFoundError(f"no account {account!r}")
-            rows = session.scalars(query).all()
-        return tuple(endpoint_of(row, now) for row in rows)
+        return views.shown_fields(rows, now)
 
     def get_endpoint(self, account: str, endpoint_id: str) -> Endpoint:
         """One of the account's endpoints; NotFoundError otherwise."""
+        return views.as_models([self.get_shown(account, endpoint_id)])[0]
+
+    def get_shown(self, account: str, endpoint_id: str) -> ShownEndpoint:
+        """``get_endpoint`` as plain fields, for answers serialised without models."""
         now = self._clock()
-        with self._db.transaction() as session:
-            row = _owned(session, account, endpoint_id)
-        return endpoint_of(row, now)
+        rows: Sequence[Sequence[Any]] = ()
+        if ACCOUNT_ID.match(account) and SUBSCRIBER_ID.match(endpoint_id):
+            with self._db.reading() as connection:
+                parameters = {"account": account, "endpoint_id": endpoint_id}
+                rows = connection.execute(views.ONE, parameters).all()
+        if not rows:
+            raise NotFoundError(f"account {account!r} has no endpoint {endpoint_id!r}")
+        return views.shown_fields(rows, now)[0]
 
     def get_endpoint_with_secrets(self, account: str, endpoint_id: str) -> EndpointWithSecrets:
         """One of the account's endpoints with its secrets (to send it a test event)."""
@@ -297,13 +310,29 @@ class EndpointStore:
 
     def load_all(self) -> Snapshot:
         """Every endpoint with its current and still-valid previous secret."""
+        endpoints: list[EndpointWithSecrets] = []
+        version = self.load_each(endpoints.append)
+        return Snapshot(version=version, endpoints=tuple(endpoints))
+
+    def load_each(self, take: Callable[[EndpointWithSecrets], None]) -> int:
+        """Hand every endpoint (as :meth:`load_all` has them) to ``take``; the version.
+
+        Rows are read and decrypted a batch at a time, so only what ``take``
+        keeps stays in memory: a worker with 10,000 endpoints never holds every
+        row, its model and its subscriber at once (docs/scaling.md).
+        """
         now = self._clock()
         with self._db.transaction() as session:
             # The counter first: whatever committed up to it is then visible below.
             version = _current_version(session)
-            rows = session.scalars(select(EndpointRow).order_by(EndpointRow.version)).all()
-        endpoints = tuple(with_secrets(row, now, self._cipher) for row in rows)
-        return Snapshot(version=version, endpoints=endpoints)
+            rows = session.scalars(
+                select(EndpointRow)
+                .order_by(EndpointRow.version)
+                .execution_options(yield_per=_LOAD_BATCH)
+            )
+            for row in rows:
+                take(with_secrets(row, now, self._cipher))
+        return version
 
     def changed_since(self, version: int) -> Changes:
         """Endpoints written and ids deleted after ``version`` (a Snapshot's or Changes')."""

@@ -6,6 +6,7 @@ so a change here without a migration fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,16 @@ class UtcDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime: the store keeps UTC times only")
         return value.astimezone(UTC)
 
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None] | None:
+        if dialect.name == "sqlite":
+            # SQLAlchemy's own SQLite reader parses each value with a regular
+            # expression, then this class converts it again: ten times the cost
+            # of fromisoformat, and a page of 100 endpoints reads 400 of them.
+            return _sqlite_utc
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -52,6 +63,14 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def _sqlite_utc(value: str | None) -> datetime | None:
+    """A datetime as SQLite keeps it (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), aware."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

@@ -259,3 +259,50 @@ def test_an_unreachable_database_at_start_is_exit_4(tmp_path: Path) -> None:
     assert done.returncode == 4
     assert done.stderr.startswith("webhook-api: error: database ")
     assert done.stderr.count("\n") == 1 and "pw-secret-1" not in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat and stat[stat.rfind(")") + 2 :].split()[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def test_api_workers_serve_one_port_from_several_processes(
+    tmp_path: Path, database: str, vhost_url: str
+) -> None:
+    server = ApiProcess(
+        tmp_path / "api.log",
+        DATABASE_URL=database,
+        SECRETS_KEY=SecretsKey.generate().as_text(),
+        RABBITMQ_URL=vhost_url,
+        WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
+        API_WORKERS="2",
+    ).start()
+    try:
+        assert server.process is not None
+        # Two server processes (and multiprocessing's resource tracker) under the supervisor.
+        workers = [
+            pid
+            for pid in _children(server.process.pid)
+            if "multiprocessing.resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
+        ]
+        assert len(workers) == 2, server.log()[-2000:]
+        with httpx.Client(base_url=server.base_url, headers=AUTH, timeout=30) as client:
+            made = client.post("/v1/accounts/acct_1/endpoints", json=NEW_ENDPOINT)
+            assert made.status_code == 201, made.text
+            for _ in range(20):  # whichever process answers, it reads the same store
+                listed = client.get("/v1/accounts/acct_1/endpoints")
+                assert [e["id"] for e in listed.json()["data"]] == [made.json()["id"]]
+        anonymous = httpx.get(f"{server.base_url}/v1/accounts/acct_1/endpoints", timeout=30)
+        assert anonymous.status_code == 401
+        assert server.terminate() == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        assert '"workers":2' in server.log() and "api_stopped" in server.log()
+    finally:
+        server.close()

@@ -85,3 +85,31 @@ def test_tiny_control_plane_benchmark_prints_its_tables(vhost_url: str, tmp_path
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["size"] == "tiny"
     assert "postgresql://" not in json.dumps(saved)  # no database URL (or password) saved
+
+
+@pytest.mark.timeout(120)
+def test_the_worker_memory_breakdown_prints_every_step(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.control_plane.worker_memory",
+            "--endpoints",
+            "20",
+            "--keep",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    for step in ("python", "imports, the store opened", "the store read: 20 endpoints", "lanes"):
+        assert re.search(rf"^{re.escape(step)}.*\s{NUMBER}\s+{NUMBER}$", out, re.M), step
+    # Idle endpoints: only the worker's own series, none per endpoint.
+    samples = re.search(rf"^/metrics: ({NUMBER}) samples", out, re.M)
+    assert samples is not None and int(samples.group(1).replace(",", "")) < 100
+    assert "kept by reading the store and building the lanes" in out

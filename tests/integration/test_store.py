@@ -9,24 +9,27 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter
 from sqlalchemy import Engine, inspect
 
 from config.errors import ConflictError, NotFoundError, StoreError
+from control.api.json_answers import endpoint_answer, page_answer
+from control.api.schemas import EndpointPage
 from control.store import attempt_tables  # noqa: F401 - the delivery log's tables in Base
 from control.store.database import DatabaseUrl
 from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
 from control.store.migrator import current_revision, head_revision, migrate
-from control.store.models import EndpointPatch
+from control.store.models import Endpoint, EndpointPatch
 from control.store.tables import Base
 from devtools.postgres_node import create_database, drop_database
-from tests.support.store import sample_input
+from tests.support.store import START, ManualClock, sample_input
 
 TABLES = {
     "accounts",
@@ -206,3 +209,51 @@ def test_unmigrated_database_is_a_store_error_saying_to_migrate(
     with pytest.raises(StoreError, match="run the migrations"):
         store.list_endpoints("acct")
     store.close()
+
+
+def test_the_api_reads_endpoints_as_the_writes_returned_them(
+    database_url: str, key: SecretStr
+) -> None:
+    """The API's list and get read plain columns (control.store.views) and write them
+    with orjson (control.api.json_answers): the same endpoints, byte for byte the JSON
+    pydantic makes of them, whatever their options, pause and rotation."""
+    clock = ManualClock(START + timedelta(microseconds=120))
+    store = EndpointStore.open(database_url, secrets_key=key, migrate=True, clock=clock)
+    try:
+        written = [store.create_endpoint("acct", sample_input())[0]]
+        clock.advance(1.5)
+        full, _ = store.create_endpoint(
+            "acct",
+            sample_input(
+                description='é \u2028 "quoted" <b>',
+                events=["order.created", "message.*"],
+                enabled=False,
+                timeout_seconds=2.5,
+                connect_timeout_seconds=1,
+                max_in_flight=3,
+                standard_webhooks=True,
+                circuit_breaker={"failure_threshold": 3},
+            ),
+        )
+        store.set_paused("acct", full.id, True, "maintenance")
+        written.append(store.rotate_secret("acct", full.id, overlap_seconds=3600)[0])
+        expired, _ = store.create_endpoint("acct", sample_input())
+        store.rotate_secret("acct", expired.id, overlap_seconds=10)
+        clock.advance(0.25)
+        written.append(store.set_paused("acct", expired.id, False))
+        clock.advance(20)  # the last one's overlap is over: its expiry is not shown
+        written[-1] = written[-1].model_copy(update={"previous_secret_expires_at": None})
+
+        assert written[1].paused and written[1].previous_secret_expires_at is not None
+        assert written[1].circuit_breaker is not None
+        for endpoint in written:
+            shown = store.get_shown("acct", endpoint.id)
+            assert store.get_endpoint("acct", endpoint.id) == endpoint
+            assert endpoint_answer(shown).body == TypeAdapter(Endpoint).dump_json(endpoint)
+        page = store.page_shown("acct", limit=10)
+        ordered = sorted(written, key=lambda e: (e.created_at, e.id))
+        assert store.page_endpoints("acct", limit=10) == tuple(ordered)
+        expected = EndpointPage(data=ordered, next_cursor="next").model_dump_json()
+        assert page_answer(page, "next").body == expected.encode()
+    finally:
+        store.close()

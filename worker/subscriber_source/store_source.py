@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from config.errors import StoreError, StoreUnavailableError
 from config.settings import Settings
 from config.subscribers import CircuitBreakerPolicy
-from control.store.models import Changes, EndpointWithSecrets, Snapshot
+from control.store.models import Changes, EndpointWithSecrets
 from worker.subscriber_source.snapshot import SourceSnapshot, SubscriberSpec
 
 if TYPE_CHECKING:
@@ -85,30 +85,40 @@ class StoreSource:
     async def _read(self) -> int:
         """Bring ``_specs`` up to date; return the store's version."""
         if self._snapshot is None:
-            return self._replace(await asyncio.to_thread(self._store.load_all))
+            return await self._replace()
         try:
             changes = await asyncio.to_thread(self._store.changed_since, self._snapshot.version)
         except StoreUnavailableError:
             raise
         except StoreError:
             # Behind our version: the database was restored or replaced. Start over.
-            return self._replace(await asyncio.to_thread(self._store.load_all))
+            return await self._replace()
         return self._merge(changes)
 
-    def _replace(self, snapshot: Snapshot) -> int:
-        known, self._specs = self._specs, {}
-        for endpoint in snapshot.endpoints:
-            self._put(endpoint, known)
-        return snapshot.version
+    async def _replace(self) -> int:
+        """Read every endpoint; each becomes its spec as it is read (never all rows at once)."""
+        known: dict[str, SubscriberSpec] = self._specs
+        specs: dict[str, SubscriberSpec] = {}
+        version = await asyncio.to_thread(
+            self._store.load_each, lambda endpoint: self._put(endpoint, known, specs)
+        )
+        self._specs = specs
+        return version
 
     def _merge(self, changes: Changes) -> int:
         for endpoint in changes.endpoints:
-            self._put(endpoint, self._specs)
+            self._put(endpoint, self._specs, self._specs)
         for endpoint_id in changes.deleted:
             self._specs.pop(endpoint_id, None)
         return changes.version
 
-    def _put(self, endpoint: EndpointWithSecrets, known: dict[str, SubscriberSpec]) -> None:
+    def _put(
+        self,
+        endpoint: EndpointWithSecrets,
+        known: dict[str, SubscriberSpec],
+        specs: dict[str, SubscriberSpec],
+    ) -> None:
+        """Put ``endpoint``'s spec in ``specs``; an invalid one keeps its spec in ``known``."""
         endpoint_id = endpoint.endpoint.id
         try:
             spec = SubscriberSpec.of(
@@ -127,4 +137,4 @@ class StoreSource:
             if previous is None:
                 return
             spec = previous
-        self._specs[endpoint_id] = spec
+        specs[endpoint_id] = spec
