@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+    from control.delivery_log.in_thread import RecorderThread
+
 PROG = "webhook-api"
 
 log = structlog.get_logger(__name__)
@@ -70,9 +72,14 @@ def serve(settings: Settings) -> int:
         sqlite_file=None if sqlite_path is None else str(sqlite_path.resolve()),
     )
     store = EndpointStore.from_settings(settings, migrate=True)
+    recorder = _start_recorder(settings)
     if settings.api_workers > 1:
         store.close()  # each server process opens its own
-        return _serve_processes(settings, len(tokens))
+        try:
+            return _serve_processes(settings, len(tokens))
+        finally:
+            if recorder is not None:
+                recorder.stop()
     try:
         app = create_app(ApiServices.from_settings(settings, store, tokens))
         config = _server_config(settings, app)
@@ -80,9 +87,22 @@ def serve(settings: Settings) -> int:
         with _stop_signals_end_cleanly():
             uvicorn.Server(config).run()
     finally:
+        if recorder is not None:
+            recorder.stop()
         store.close()
     log.info("api_stopped")
     return 0
+
+
+def _start_recorder(settings: Settings) -> RecorderThread | None:
+    """With API_RUN_RECORDER: the delivery log's recorder, in a thread of its own."""
+    if not settings.api_run_recorder:
+        return None
+    from control.delivery_log.in_thread import RecorderThread
+
+    recorder = RecorderThread(settings)
+    recorder.start()
+    return recorder
 
 
 def _serve_processes(settings: Settings, tokens: int) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cli.arguments import UsageError
+from cli.dlq_history import history_json, history_text
 from cli.dlq_output import (
     count_phrase,
     delete_line,
@@ -36,6 +37,7 @@ from control.dead_letters.model import DeadLetter
 from control.dead_letters.purge import default_backup_path, purge
 from control.dead_letters.reader import ScanReport, dead_letter_depths, find, list_dead_letters
 from control.dead_letters.replay import replay
+from control.delivery_log.history import attempt_history
 from control.redaction import Redactor
 
 PROG = "webhook-dlq"
@@ -161,10 +163,12 @@ def cmd_show(run: Run, args: argparse.Namespace) -> int:
         raise NotFoundError(
             f"no dead letter with event id {args.event_id!r} in {', '.join(run.queues)}"
         )
+    keys = [(letter.event_id, letter.subscriber) for letter in letters]
+    history = attempt_history(run.settings, [(e, s) for e, s in keys if e and s])
     if args.format == "json":
-        print(show_json(letters, run.redactor))
+        print(show_json(letters, run.redactor, lambda d: history_json(history, d, run.redactor)))
     else:
-        print(show_text(letters, run.redactor))
+        print(show_text(letters, run.redactor, lambda d: history_text(history, d, run.redactor)))
     return ExitCode.OK
 
 

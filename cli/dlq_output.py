@@ -12,7 +12,7 @@ import base64
 import json
 import textwrap
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -156,9 +156,20 @@ def depth_table(depths: Mapping[str, int | None]) -> str:
 # ------------------------------------------------------------------ show
 
 
-def show_json(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
-    """``show --format json``: every record, with the body also parsed as ``payload``."""
-    return json_text([_shown_record(letter, redactor) for letter in letters])
+def show_json(
+    letters: Sequence[DeadLetter],
+    redactor: Redactor,
+    extra: Callable[[DeadLetter], dict[str, Any]] | None = None,
+) -> str:
+    """``show --format json``: every record, with the body also parsed as ``payload``
+    (and what ``extra`` adds to it: the attempt history)."""
+    shown = []
+    for letter in letters:
+        record = _shown_record(letter, redactor)
+        if extra is not None:
+            record.update(extra(letter))
+        shown.append(record)
+    return json_text(shown)
 
 
 def _shown_record(letter: DeadLetter, redactor: Redactor) -> dict[str, Any]:
@@ -178,9 +189,20 @@ def _masked_raw(letter: DeadLetter, redactor: Redactor) -> str | None:
     return base64.b64encode(redactor.raw(letter.raw_properties, letter.headers)).decode()
 
 
-def show_text(letters: Sequence[DeadLetter], redactor: Redactor) -> str:
-    """``show``: one block per letter, headers and the pretty-printed payload."""
-    return "\n\n".join(_show_block(letter, redactor) for letter in letters)
+def show_text(
+    letters: Sequence[DeadLetter],
+    redactor: Redactor,
+    extra: Callable[[DeadLetter], list[str]] | None = None,
+) -> str:
+    """``show``: one block per letter, headers and the pretty-printed payload (and the
+    lines ``extra`` adds: the attempt history)."""
+    blocks = []
+    for letter in letters:
+        lines = [_show_block(letter, redactor)]
+        if extra is not None:
+            lines.extend(extra(letter))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def _with_payload(record: dict[str, Any]) -> dict[str, Any]:

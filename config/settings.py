@@ -98,6 +98,17 @@ class Settings(BaseModel):
     # that a lost notice or a store outage heals by itself.
     reconcile_seconds: float = Field(30.0, gt=0, le=3600, alias="RECONCILE_SECONDS")
 
+    # The delivery log (worker.attempt_log, control.delivery_log): off by default,
+    # since records only wait in the broker until a recorder (webhook-recorder)
+    # writes them to the store; retention is the age at which they are deleted.
+    delivery_log: bool = Field(False, alias="DELIVERY_LOG")
+    delivery_log_retention_days: float = Field(
+        7.0, gt=0, le=3650, alias="DELIVERY_LOG_RETENTION_DAYS"
+    )
+    recorder_metrics_port: int = Field(9101, ge=0, le=65535, alias="RECORDER_METRICS_PORT")
+    # webhook-api also runs the recorder (instead of a webhook-recorder process).
+    api_run_recorder: bool = Field(False, alias="API_RUN_RECORDER")
+
     # An HTTP proxy every delivery goes through (CONNECT for https targets). It
     # may carry credentials, so it is kept as a secret.
     egress_proxy: SecretStr | None = Field(None, alias="WEBHOOK_EGRESS_PROXY")

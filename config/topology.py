@@ -39,6 +39,20 @@ CONTROL_EXCHANGE = "webhooks.control"
 WORK_QUEUE_DELIVERY_LIMIT = 20
 
 
+# The delivery log: workers publish batches of attempt records to this fanout
+# exchange; the recorder (control.delivery_log) consumes its one queue and writes
+# them to the store.  Batches it cannot read are dead-lettered to the invalid
+# queue, for an operator to look at, instead of looping.
+DELIVERY_LOG_EXCHANGE = "webhooks.attempts"
+DELIVERY_LOG_QUEUE = "webhooks.attempts"
+DELIVERY_LOG_INVALID_QUEUE = "webhooks.attempts.invalid"
+# The log must never fill the broker's disk while the recorder or its database is
+# down: a disk alarm would block every publisher, deliveries included.  Past this
+# size the queue refuses new batches (workers count the records they drop).  A
+# policy with a lower max-length-bytes wins; a higher one does not.
+DELIVERY_LOG_MAX_BYTES = 1024**3
+
+
 def event_routing_key(account: str, event_type: str) -> str:
     """The routing key of an event on ``webhooks.events``: ``<account>.<event type>``."""
     return f"{account}.{event_type}"
@@ -127,6 +141,29 @@ class Topology:
 
 def _quorum(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
+
+
+def delivery_log_topology() -> Topology:
+    """The delivery log's exchange and queues (declared by workers and recorders alike)."""
+    return Topology(
+        exchanges=(Exchange(DELIVERY_LOG_EXCHANGE, "fanout"),),
+        queues=(
+            Queue(
+                DELIVERY_LOG_QUEUE,
+                _quorum(
+                    **{
+                        "x-max-length-bytes": DELIVERY_LOG_MAX_BYTES,
+                        "x-overflow": "reject-publish",
+                        # The default exchange delivers to the queue named by the key.
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": DELIVERY_LOG_INVALID_QUEUE,
+                    }
+                ),
+            ),
+            Queue(DELIVERY_LOG_INVALID_QUEUE, _quorum()),
+        ),
+        bindings=(Binding(DELIVERY_LOG_EXCHANGE, DELIVERY_LOG_QUEUE, ""),),
+    )
 
 
 def build_topology(subscribers: Iterable[Subscriber], retry: RetryPolicy) -> Topology:

@@ -14,6 +14,7 @@ from typing import Literal
 from config.errors import DeliveryTransportError, ForbiddenAddressError
 from config.subscribers import Subscriber
 from wire import contract
+from wire.attempt_record import EXCERPT_BYTES, HEADER_ALLOW_LIST
 from wire.queued_event import QueuedEvent
 from wire.signature import sign
 from worker.http_client import HttpClient, Target
@@ -21,8 +22,9 @@ from worker.transport_errors import describe_unexpected
 
 Outcome = Literal["success", "http_error", "timeout", "connection_error", "forbidden_address"]
 
-# Enough of a response body to show an operator what went wrong.
-RESPONSE_EXCERPT_BYTES = 512
+# Enough of a response body to show an operator what went wrong (the delivery
+# log keeps this much).
+RESPONSE_EXCERPT_BYTES = EXCERPT_BYTES
 # Transport errors are cut to this length for logs and DLQ headers.
 _ERROR_CHARS = 200
 
@@ -37,6 +39,8 @@ class DeliveryResult:
     error: str | None = None
     response_excerpt: bytes = b""
     retry_after_seconds: float | None = None
+    # The answer's allow-listed headers (wire.attempt_record), for the delivery log.
+    response_headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -86,7 +90,11 @@ class Deliverer:
         pool_size: int = 256,
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | None = None,
+        keep_headers: bool = False,
     ) -> None:
+        # Successful answers' headers only for the delivery log: building them
+        # costs each delivery (failures read them anyway, for Retry-After).
+        self._keep_headers = keep_headers
         self._allow_private = allow_private_networks
         self._pool_size = pool_size
         self._ssl_context = ssl_context
@@ -174,9 +182,10 @@ class Deliverer:
             error: str | None = None,
             excerpt: bytes = b"",
             retry_after: float | None = None,
+            headers: tuple[tuple[str, str], ...] = (),
         ) -> DeliveryResult:
             return DeliveryResult(
-                outcome, status, time.monotonic() - started, error, excerpt, retry_after
+                outcome, status, time.monotonic() - started, error, excerpt, retry_after, headers
             )
 
         try:
@@ -205,7 +214,8 @@ class Deliverer:
             return result("connection_error", error=error[:_ERROR_CHARS])
         status = response.status
         if 200 <= status < 300:
-            return result("success", status, excerpt=response.excerpt)
+            kept = _allowed_headers(response.headers) if self._keep_headers else ()
+            return result("success", status, excerpt=response.excerpt, headers=kept)
         error = f"HTTP {status}"
         if 300 <= status < 400:
             error += " (redirects are not followed)"
@@ -215,4 +225,9 @@ class Deliverer:
             error,
             response.excerpt,
             retry_after_seconds(response.headers.get("retry-after")),
+            _allowed_headers(response.headers),
         )
+
+
+def _allowed_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, headers[name]) for name in HEADER_ALLOW_LIST if name in headers)

@@ -284,3 +284,27 @@ def forget_subscriber(subscriber: str) -> None:
     made = _instruments.pop(subscriber, None)
     if made is not None:
         made.remove()
+
+
+# The delivery log (worker.attempt_log): records leave the worker in batches,
+# off the delivery path; these say whether they all got out.
+DELIVERY_LOG_PUBLISHED = Counter(
+    "webhook_delivery_log_published_total",
+    "Attempt records the broker confirmed into the delivery log queue.",
+)
+DELIVERY_LOG_DROPPED = Counter(
+    "webhook_delivery_log_dropped_total",
+    "Attempt records given up without reaching the broker, by reason (buffer_full: "
+    "the broker pushed back or was away for longer than the buffer holds; shutdown: "
+    "still waiting when the worker stopped). Deliveries are never held back for them.",
+    ["reason"],
+)
+DELIVERY_LOG_REFUSED = Counter(
+    "webhook_delivery_log_refused_batches_total",
+    "Batches of attempt records the broker refused (the delivery log queue is full, or "
+    "unroutable); their records wait in the worker's buffer and are sent again.",
+)
+DELIVERY_LOG_BUFFERED = Gauge(
+    "webhook_delivery_log_buffered",
+    "Attempt records waiting in the worker for a batch or for the broker's confirm.",
+)

@@ -27,6 +27,8 @@ from wire import contract
 from wire.envelope import format_timestamp
 from wire.queued_event import QueuedEvent, read_event
 from worker import metrics
+from worker.attempt_capture import capture
+from worker.attempt_log import AttemptLog
 from worker.delivery import Deliverer, DeliveryResult
 from worker.fact_outbox import note_dead_lettered
 from worker.retry import DeadLetter, Retry, next_attempt
@@ -88,9 +90,15 @@ class MessageProcessor:
     """Delivers one message and settles it safely."""
 
     def __init__(
-        self, deliverer: Deliverer, retry: RetryPolicy, *, requeue_delay_seconds: float = 5.0
+        self,
+        deliverer: Deliverer,
+        retry: RetryPolicy,
+        *,
+        requeue_delay_seconds: float = 5.0,
+        attempt_log: AttemptLog | None = None,
     ) -> None:
         self._deliverer = deliverer
+        self._attempt_log = attempt_log
         self._retry = retry
         self._requeue_delay = requeue_delay_seconds
 
@@ -193,6 +201,7 @@ class MessageProcessor:
                 host=subscriber.host,
             )
             message.ack()
+            self._record(subscriber, event, result, None)
             if event.occurred_at is not None:
                 occurred = event.occurred_at
                 if occurred.tzinfo is None:
@@ -218,6 +227,9 @@ class MessageProcessor:
 
         headers = self._failure_headers(subscriber, message, event, result)
         step = next_attempt(event.attempt, result, self._retry)
+        # Recorded as decided: if moving the message fails, it comes back and its
+        # next attempt is a record of its own (its start time differs).
+        self._record(subscriber, event, result, step)
         if isinstance(step, DeadLetter):
             headers[contract.DEAD_LETTER_REASON] = step.reason
             headers[contract.DEAD_LETTERED_AT] = _now_iso()
@@ -249,6 +261,23 @@ class MessageProcessor:
         instruments.retry_scheduled(step.attempt)
         bound.info("retry_scheduled", next_attempt=step.attempt, delay_seconds=step.delay_seconds)
         return Settlement(result, step)
+
+    def _record(
+        self,
+        subscriber: Subscriber,
+        event: QueuedEvent,
+        result: DeliveryResult,
+        step: Retry | DeadLetter | None,
+    ) -> None:
+        """Hand the attempt's record to the delivery log, if on; never fails the delivery."""
+        if self._attempt_log is None:
+            return
+        try:
+            self._attempt_log.record(capture(subscriber, event, result, step))
+        except Exception:
+            log.exception(
+                "delivery_log_record_failed", subscriber=subscriber.id, event_id=event.event_id
+            )
 
     def _failure_headers(
         self, subscriber: Subscriber, message: Message, event: QueuedEvent, result: DeliveryResult

@@ -25,6 +25,7 @@ from broker.declarer import declare_topology
 from config.errors import BrokerError, ConfigError, StoreError
 from config.settings import Settings
 from worker import metrics
+from worker.attempt_log import AttemptLog
 from worker.change_notices import ChangeNotice, ChangeNotices
 from worker.delivery import Deliverer
 from worker.fact_emitter import FactEmitter
@@ -39,6 +40,8 @@ from worker.subscriber_source import SourceSnapshot, SubscriberSource, source_fo
 
 # How long to wait between attempts to read the subscribers for the first time.
 _FIRST_LOAD_RETRY_SECONDS = 5.0
+# After the drain, how long the delivery log may take to publish what it holds.
+_ATTEMPT_LOG_FLUSH_SECONDS = 5.0
 
 log = structlog.get_logger("worker")
 
@@ -127,22 +130,25 @@ class Worker:
                 broker=self.settings.broker.redacted,
                 metrics_port=self.health.port,
             )
+            attempt_log = AttemptLog(self.settings.broker) if self.settings.delivery_log else None
             async with Deliverer(
                 allow_private_networks=self.settings.security.allow_private_networks,
                 proxy=self.settings.egress_proxy_url,
+                keep_headers=attempt_log is not None,
             ) as deliverer:
                 processor = MessageProcessor(
-                    deliverer, self.settings.retry, requeue_delay_seconds=self._requeue_delay
+                    deliverer,
+                    self.settings.retry,
+                    requeue_delay_seconds=self._requeue_delay,
+                    attempt_log=attempt_log,
                 )
-                first = True
-                while not self._stop.is_set():
-                    connection = await self._connect()
-                    if connection is None:
-                        break
-                    if not first:
-                        metrics.BROKER_RECONNECTS.inc()
-                    first = False
-                    await self._serve(connection, processor)
+                if attempt_log is not None:
+                    attempt_log.start()
+                try:
+                    await self._serve_until_stopped(processor)
+                finally:
+                    if attempt_log is not None:
+                        await attempt_log.close(_ATTEMPT_LOG_FLUSH_SECONDS)
         finally:
             gc.unfreeze()  # the process may go on (tests, an embedding program)
             self._set_ready(False)
@@ -150,6 +156,17 @@ class Worker:
             await facts.stop()
             await self.health.stop()
             log.info("worker_stopped")
+
+    async def _serve_until_stopped(self, processor: MessageProcessor) -> None:
+        first = True
+        while not self._stop.is_set():
+            connection = await self._connect()
+            if connection is None:
+                break
+            if not first:
+                metrics.BROKER_RECONNECTS.inc()
+            first = False
+            await self._serve(connection, processor)
 
     async def _first_snapshot(self) -> SourceSnapshot | None:
         """The subscribers to start with; waits (not ready) while the store cannot be read."""

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, inspect
 from config.errors import ConflictError, NotFoundError, StoreError
 from control.api.json_answers import endpoint_answer, page_answer
 from control.api.schemas import EndpointPage
+from control.store import attempt_tables  # noqa: F401 - the delivery log's tables in Base
 from control.store.database import DatabaseUrl
 from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
@@ -30,7 +31,15 @@ from control.store.tables import Base
 from devtools.postgres_node import create_database, drop_database
 from tests.support.store import START, ManualClock, sample_input
 
-TABLES = {"accounts", "endpoints", "endpoint_deletions", "version_counter", "alembic_version"}
+TABLES = {
+    "accounts",
+    "endpoints",
+    "endpoint_deletions",
+    "version_counter",
+    "delivery_attempts",
+    "delivery_event_bodies",
+    "alembic_version",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -34,6 +34,7 @@ from config.settings import Settings, environment_variables, load_environment, l
 from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from control.api.auth import ApiTokens
+from control.delivery_log import metrics as recorder_metrics
 from control.notifications import metrics as notifier_metrics
 from control.notifications.destinations import operator_secret
 from control.store.database import DatabaseUrl
@@ -265,10 +266,11 @@ def _effective_env(name: str, env_file: Mapping[str, str]) -> dict[str, str]:
 
 
 def metric_families() -> list[Any]:
-    """Every metric family the worker, the notifier and the producer library define."""
+    """Every metric family the worker, the notifier, the recorder and the producer library
+    define."""
     return [
         family
-        for module in (metrics, producer_metrics, notifier_metrics)
+        for module in (metrics, producer_metrics, notifier_metrics, recorder_metrics)
         for value in vars(module).values()
         if isinstance(value, MetricWrapperBase)
         for family in value.describe()
@@ -1343,6 +1345,89 @@ def _rule_test(rules_file: Path) -> dict[str, Any]:
 
 def test_alert_logic_with_promtool_unit_tests(tmp_path: Path) -> None:
     promtool_test_rules(tmp_path, _rule_test)
+
+
+def _delivery_log_rule_test(rules_file: Path) -> dict[str, Any]:
+    """The delivery log's alerts: records dropped, the recorder lagging or absent."""
+
+    def series(name: str, values: str, **labels: str) -> dict[str, str]:
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{body}}}", "values": values}
+
+    worker = {"job": "webhook-worker"}
+    recorder = {"job": "webhook-recorder"}
+    rabbit = {"job": "rabbitmq", "instance": "rabbitmq:15692", "vhost": "/"}
+    attempts = {**rabbit, "queue": "webhooks.attempts"}
+
+    def alert(name: str, *expected: dict[str, str]) -> dict[str, Any]:
+        return {
+            "eval_time": "25m",
+            "alertname": name,
+            "exp_alerts": [{"exp_labels": labels} for labels in expected],
+        }
+
+    recorder_down = {
+        "interval": "1m",
+        "input_series": [
+            # w1 dropped records a few minutes ago; w2 only published.
+            series(
+                "webhook_delivery_log_dropped_total",
+                "0x20 5 5x19",
+                **worker,
+                instance="w1",
+                reason="buffer_full",
+            ),
+            series(
+                "webhook_delivery_log_dropped_total",
+                "0x40",
+                **worker,
+                instance="w2",
+                reason="buffer_full",
+            ),
+            # Batches wait and nobody consumes them.
+            series("rabbitmq_queue_messages", "0x5 10+10x35", **attempts),
+            series("rabbitmq_queue_consumers", "0x40", **attempts),
+            # A recorder whose database has been down for 20 minutes, one that is fine.
+            series("webhook_recorder_lag_seconds", "0x5 60+60x35", **recorder, instance="r1"),
+            series("webhook_recorder_lag_seconds", "0.2x40", **recorder, instance="r2"),
+        ],
+        "alert_rule_test": [
+            alert(
+                "WebhookDeliveryLogRecordsDropped",
+                {"severity": "warning", **worker, "instance": "w1", "reason": "buffer_full"},
+            ),
+            alert(
+                "WebhookDeliveryLogNotRecorded",
+                {"severity": "warning", "vhost": "/", "queue": "webhooks.attempts"},
+            ),
+            alert(
+                "WebhookDeliveryLogLagging",
+                {"severity": "warning", **recorder, "instance": "r1"},
+            ),
+        ],
+    }
+    recorder_consuming = {
+        "interval": "1m",
+        "input_series": [
+            series("rabbitmq_queue_messages", "100x40", **attempts),
+            series("rabbitmq_queue_consumers", "1x40", **attempts),
+            series("webhook_recorder_lag_seconds", "0x40", **recorder, instance="r1"),
+        ],
+        "alert_rule_test": [
+            alert("WebhookDeliveryLogNotRecorded"),
+            alert("WebhookDeliveryLogLagging"),
+            alert("WebhookDeliveryLogRecordsDropped"),
+        ],
+    }
+    return {
+        "rule_files": [str(rules_file)],
+        "evaluation_interval": "1m",
+        "tests": [recorder_down, recorder_consuming],
+    }
+
+
+def test_delivery_log_alert_logic_with_promtool_unit_tests(tmp_path: Path) -> None:
+    promtool_test_rules(tmp_path, _delivery_log_rule_test)
 
 
 def promtool_test_rules(tmp_path: Path, rule_test: Callable[[Path], dict[str, Any]]) -> None:

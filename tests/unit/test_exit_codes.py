@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli import admin, dlq, publish, worker
+from cli import admin, dlq, publish, recorder, worker
 from cli.arguments import UsageError
 from cli.exit_codes import ExitCode, exit_code_for, run_command
 from config.errors import (
@@ -67,7 +67,7 @@ def test_run_command_keeps_tracebacks_of_bugs() -> None:
         run_command("tool", bug)
 
 
-@pytest.mark.parametrize("main", [publish.main, worker.main, dlq.main, admin.main])
+@pytest.mark.parametrize("main", [publish.main, worker.main, dlq.main, admin.main, recorder.main])
 def test_every_tool_documents_the_same_codes(
     main: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -78,7 +78,7 @@ def test_every_tool_documents_the_same_codes(
     assert "5 refused by RabbitMQ (unroutable or nacked)" in text
 
 
-@pytest.mark.parametrize("main", [publish.main, worker.main, dlq.main, admin.main])
+@pytest.mark.parametrize("main", [publish.main, worker.main, dlq.main, admin.main, recorder.main])
 def test_every_tool_exits_2_on_bad_arguments(
     main: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,7 +90,12 @@ def test_every_tool_exits_2_on_bad_arguments(
 
 @pytest.mark.parametrize(
     ("main", "prog"),
-    [(publish.main, "webhook-publish"), (worker.main, "webhook-worker"), (dlq.main, "webhook-dlq")],
+    [
+        (publish.main, "webhook-publish"),
+        (worker.main, "webhook-worker"),
+        (dlq.main, "webhook-dlq"),
+        (recorder.main, "webhook-recorder"),
+    ],
 )
 def test_every_tool_prints_its_version(
     main: object, prog: str, capsys: pytest.CaptureFixture[str]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from control.store import attempt_tables  # noqa: F401 - registers the delivery log's tables
 from control.store.tables import Base
 
 
