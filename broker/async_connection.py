@@ -18,7 +18,8 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
 from broker import pika_internals
-from broker.async_channel import AmqpChannel, or_closed
+from broker.async_channel import AmqpChannel
+from broker.channel_rpc import or_closed
 from broker.frame_coalescer import FrameCoalescer
 from broker.url import BrokerUrl
 from config.errors import (
