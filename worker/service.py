@@ -30,7 +30,8 @@ from worker.change_notices import ChangeNotice, ChangeNotices
 from worker.delivery import Deliverer
 from worker.fact_emitter import FactEmitter
 from worker.health import HealthServer
-from worker.lane import Lane, Lanes
+from worker.lane import Lane
+from worker.lanes import Lanes
 from worker.pause import paused_among
 from worker.processor import MessageProcessor
 from worker.reconciler import Reconciler
