@@ -40,8 +40,9 @@ from broker.url import BrokerUrl
 from config.logs import configure_logging
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import DELIVERY_LOG_EXCHANGE, delivery_log_topology
+from devtools.local_processes import free_ports
 from devtools.postgres_node import LocalPostgres, create_database, postgres_available
-from devtools.rabbitmq_node import LocalRabbitMQ, free_ports
+from devtools.rabbitmq_node import LocalRabbitMQ
 from producer import Publisher
 from wire.attempt_record import AttemptRecord, encode_batch
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devtools.rabbitmq_node import free_ports
+from devtools.local_processes import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_ENV = "BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret

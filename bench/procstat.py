@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.rabbitmq_node import group_pids
+from devtools.local_processes import group_pids
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from devtools.rabbitmq_node import LOOPBACK, free_ports
+from devtools.local_processes import LOOPBACK, free_ports
 
 POSTGRES_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 POSTGRES = POSTGRES_BIN_DIR / "postgres"

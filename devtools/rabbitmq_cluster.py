@@ -31,13 +31,8 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from devtools.rabbitmq_node import (
-    LocalRabbitMQ,
-    RabbitMQNodeError,
-    free_ports,
-    start_epmd,
-    stop_process,
-)
+from devtools.local_processes import free_ports, stop_process
+from devtools.rabbitmq_node import LocalRabbitMQ, RabbitMQNodeError, start_epmd
 
 
 class _Member(LocalRabbitMQ):

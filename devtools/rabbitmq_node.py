@@ -32,28 +32,30 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import base64
 import contextlib
-import json
 import os
-import random
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+
+from devtools.local_processes import (
+    LOOPBACK,
+    free_ports,
+    group_alive,
+    log_tail,
+    port_open,
+    stop_process,
+)
 
 RABBITMQ_BIN_DIR = Path("/usr/lib/rabbitmq/bin")
 RABBITMQ_SERVER = RABBITMQ_BIN_DIR / "rabbitmq-server"
@@ -62,7 +64,6 @@ RABBITMQCTL = RABBITMQ_BIN_DIR / "rabbitmqctl"
 MANAGEMENT_PLUGIN = "rabbitmq_management"
 PROMETHEUS_PLUGIN = "rabbitmq_prometheus"
 
-LOOPBACK = "127.0.0.1"
 _LOOPBACK_ERL = "{127,0,0,1}"
 _PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CTL_TIMEOUT = 60.0
@@ -77,90 +78,8 @@ def rabbitmq_available() -> bool:
     return RABBITMQ_SERVER.exists() and RABBITMQCTL.exists()
 
 
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports on 127.0.0.1 that are free now.
-
-    Taken below the kernel's ephemeral range: a node stopped and started again on
-    its port (the restart tests) must not find it taken by some client
-    connection's local port, which is drawn from that range.
-    """
-    low, high = 10_000, _ephemeral_low()
-    socks: list[socket.socket] = []
-    try:
-        while len(socks) < count:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                s.bind((LOOPBACK, random.randrange(low, high)))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _epmd_executable() -> str:
     return shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes in process group ``pgid``, from /proc.
-
-    Zombies are left out: a killed beam.smp orphaned to PID 1 stays a zombie until
-    init reaps it, which in some containers takes seconds.
-    """
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a non-zombie process of group ``pgid`` exists."""
-    if not Path("/proc").is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    return bool(group_pids(pgid))
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def start_epmd(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -174,7 +93,7 @@ def start_epmd(port: int, env: dict[str, str] | None = None) -> subprocess.Popen
         start_new_session=True,
     )
     deadline = time.monotonic() + 10
-    while not _port_open(port):
+    while not port_open(port):
         if epmd.poll() is not None or time.monotonic() > deadline:
             stop_process(epmd)
             raise RabbitMQNodeError(
@@ -182,17 +101,6 @@ def start_epmd(port: int, env: dict[str, str] | None = None) -> subprocess.Popen
             )
         time.sleep(0.02)
     return epmd
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process``, kill it if it lingers, and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 class LocalRabbitMQ:
@@ -381,7 +289,7 @@ class LocalRabbitMQ:
         deadline = time.monotonic() + self.startup_timeout
         # Cheap poll first: the AMQP listener opens late in the boot sequence; a
         # rabbitmqctl call costs ~0.7 s of Erlang VM start-up each time.
-        while not _port_open(self.port):
+        while not port_open(self.port):
             if self._proc.poll() is not None:
                 raise self._failure(f"rabbitmq-server exited with code {self._proc.returncode}")
             if time.monotonic() > deadline:
@@ -398,8 +306,8 @@ class LocalRabbitMQ:
     def _failure(self, what: str) -> RabbitMQNodeError:
         return RabbitMQNodeError(
             f"RabbitMQ node {self.nodename} in {self.base_dir} failed to start: {what}\n"
-            f"--- tail of {self.log_file} ---\n{_tail(self.log_file, 40)}\n"
-            f"--- tail of server.out ---\n{_tail(self.log_dir / 'server.out', 20)}"
+            f"--- tail of {self.log_file} ---\n{log_tail(self.log_file, 40)}\n"
+            f"--- tail of server.out ---\n{log_tail(self.log_dir / 'server.out', 20)}"
         )
 
     def stop(self, *, graceful: bool = True) -> None:
@@ -454,14 +362,14 @@ class LocalRabbitMQ:
             steps.insert(0, (signal.SIGTERM, 15.0))
         for sig, grace in steps:
             proc.poll()  # reap the leader so an empty group really is empty
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 break
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 proc.poll()
-                if not _group_alive(pgid):
+                if not group_alive(pgid):
                     break
                 time.sleep(0.1)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -483,7 +391,7 @@ class LocalRabbitMQ:
         if epmd is not None:
             stop_process(epmd)
         # Backstop for a daemon epmd that a CLI tool may have spawned on our port.
-        if _port_open(self.epmd_port):
+        if port_open(self.epmd_port):
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 subprocess.run(
                     [_epmd_executable(), "-port", str(self.epmd_port), "-kill"],
@@ -544,59 +452,6 @@ class LocalRabbitMQ:
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         return f"<LocalRabbitMQ {self.nodename} {state} amqp={self.port} dir={self.base_dir}>"
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def queue_depth(url: str, queue: str) -> int:
-    """Exact number of ready messages in ``queue`` (passive declare over AMQP).
-
-    Prefer this to ``rabbitmqctl list_queues`` or the management API: their
-    quorum-queue counts are sampled statistics and lag by seconds.
-    Raises pika.exceptions.ChannelClosedByBroker (404) if the queue does not exist.
-    """
-    import pika
-
-    params = pika.URLParameters(url)
-    params.connection_attempts = 3
-    params.retry_delay = 0.5
-    params.blocked_connection_timeout = 10
-    connection = pika.BlockingConnection(params)
-    try:
-        channel = connection.channel()
-        frame = channel.queue_declare(queue=queue, passive=True)
-        return int(frame.method.message_count)
-    finally:
-        with contextlib.suppress(Exception):
-            connection.close()
-
-
-def management_api(
-    base_url: str,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    user: str = "guest",
-    password: str = "guest",
-    timeout: float = 10.0,
-) -> Any:
-    """Call the RabbitMQ management HTTP API (``base_url`` like ``http://127.0.0.1:15672``).
-
-    ``path`` is relative to ``/api/`` and must already be percent-encoded
-    (``vhosts/%2F``).  Returns the decoded JSON body, or None for an empty one.
-    """
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"{base_url.rstrip('/')}/api/{path.lstrip('/')}", data=data, method=method
-    )
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        raw = response.read()
-    return json.loads(raw) if raw else None
 
 
 # -------------------------------------------------------------------------- CLI

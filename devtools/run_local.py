@@ -28,8 +28,9 @@ import urllib.request
 from broker.url import BrokerUrl
 from config.logs import configure_logging
 from devtools.api_client import ApiClient, ApiError
+from devtools.local_processes import free_ports
 from devtools.process_group import ProcessGroup
-from devtools.rabbitmq_node import PROMETHEUS_PLUGIN, LocalRabbitMQ, free_ports
+from devtools.rabbitmq_node import PROMETHEUS_PLUGIN, LocalRabbitMQ
 from devtools.run_directory import RunDirectory
 from producer import Publisher
 from wire.samples import SAMPLE_EVENTS, sample_data

@@ -57,12 +57,12 @@ from typing import Any
 import pytest
 
 from devtools.postgres_node import POSTGRES, LocalPostgres, postgres_available
+from devtools.rabbitmq_inspection import management_api
 from devtools.rabbitmq_node import (
     MANAGEMENT_PLUGIN,
     PROMETHEUS_PLUGIN,
     RABBITMQ_SERVER,
     LocalRabbitMQ,
-    management_api,
     rabbitmq_available,
 )
 

@@ -40,7 +40,7 @@ from bench.control_plane.plan import (
     with_children,
 )
 from bench.control_plane.store_load import BIG_ACCOUNT, LoadedStore
-from devtools.rabbitmq_node import free_ports
+from devtools.local_processes import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 # Variables of the caller's environment that would change what the server does.

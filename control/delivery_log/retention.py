@@ -18,7 +18,7 @@ import structlog
 from config.errors import StoreError
 from control.delivery_log import metrics
 from control.store.attempts import AttemptStore
-from control.store.endpoints import utc_now
+from control.store.clock import utc_now
 
 log = structlog.get_logger("recorder")
 

@@ -17,8 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from config.settings import Settings
 from control.store.attempt_tables import AttemptRow, EventBodyRow
+from control.store.clock import Clock, utc_now
 from control.store.database import Database, DatabaseUrl
-from control.store.endpoints import Clock, utc_now
 from control.store.migrator import migrate as migrate_schema
 from wire.attempt_record import AttemptRecord, Disposition
 

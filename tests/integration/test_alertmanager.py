@@ -26,7 +26,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from devtools.rabbitmq_node import free_ports
+from devtools.local_processes import free_ports
 from tests.unit.test_deploy_files import ALERTMANAGER_CONFIG
 
 pytestmark = pytest.mark.timeout(90)

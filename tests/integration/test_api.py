@@ -240,7 +240,7 @@ def test_postgresql_going_away_is_503_and_coming_back_recovers(
 
 
 def test_an_unreachable_database_at_start_is_exit_4(tmp_path: Path) -> None:
-    from devtools.rabbitmq_node import free_ports
+    from devtools.local_processes import free_ports
 
     (dead_port,) = free_ports(1)
     env = ApiProcess(

@@ -9,7 +9,8 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from devtools.rabbitmq_node import LocalRabbitMQ, queue_depth
+from devtools.rabbitmq_inspection import queue_depth
+from devtools.rabbitmq_node import LocalRabbitMQ
 
 QUORUM = {"x-queue-type": "quorum"}
 

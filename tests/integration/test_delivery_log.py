@@ -41,7 +41,7 @@ from control.store import database as store_database
 from control.store.attempt_listing import AttemptFilter, list_attempts
 from control.store.attempts import AttemptStore
 from devtools.postgres_node import create_database, drop_database
-from devtools.rabbitmq_node import management_api
+from devtools.rabbitmq_inspection import management_api
 from tests.support.amqp import depth
 from tests.support.receiver import Received, Receiver
 from tests.support.worker_harness import (
@@ -609,7 +609,7 @@ def test_pages_of_attempts_newest_first_with_every_filter(store: AttemptStore) -
 
 
 async def test_webhook_api_can_run_the_recorder(vhost_url: str, tmp_path: Path) -> None:
-    from devtools.rabbitmq_node import free_ports
+    from devtools.local_processes import free_ports
     from tests.support.api_process import ApiProcess
 
     database = f"sqlite:///{tmp_path / 'api.db'}"

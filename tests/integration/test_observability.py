@@ -36,11 +36,11 @@ from prometheus_client.metrics import MetricWrapperBase
 from broker.url import BrokerUrl
 from config.topology import dead_letter_queue
 from control.notifications import metrics as notifier_metrics
+from devtools.local_processes import free_ports
 from devtools.rabbitmq_node import (
     PROMETHEUS_PLUGIN,
     RABBITMQ_SERVER,
     LocalRabbitMQ,
-    free_ports,
     rabbitmq_available,
 )
 from producer import Publisher

@@ -28,7 +28,7 @@ from config.topology import OPERATIONAL_FACTS_EXCHANGE, OPERATIONAL_FACTS_QUEUE
 from control.notifications.sender import RetryPlan
 from control.store.endpoints import EndpointStore
 from control.store.key import SecretsKey
-from devtools.rabbitmq_node import free_ports
+from devtools.local_processes import free_ports
 from tests.support.amqp import depth, publish_raw
 from tests.support.node_bridge import NodeBridge, find_node_or_skip
 from tests.support.notifier_harness import OPERATOR_SECRET, notice_of, running_notifier

@@ -27,7 +27,8 @@ from config.topology import (
     delay_queue,
     work_queue,
 )
-from devtools.rabbitmq_node import LocalRabbitMQ, queue_depth
+from devtools.rabbitmq_inspection import queue_depth
+from devtools.rabbitmq_node import LocalRabbitMQ
 from producer import Publisher
 from tests.support.amqp import channel, drain
 from tests.support.worker_harness import ACCOUNT

@@ -24,7 +24,7 @@ from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, UnroutableError
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import work_queue
-from devtools.rabbitmq_node import queue_depth
+from devtools.rabbitmq_inspection import queue_depth
 from producer import Publisher
 from producer.spool import SpoolingPublisher
 from tests.support.worker_harness import ACCOUNT

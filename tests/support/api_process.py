@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devtools.rabbitmq_node import free_ports
+from devtools.local_processes import free_ports
 from tests.support.api import TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]

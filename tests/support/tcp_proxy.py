@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from devtools.rabbitmq_node import LOOPBACK
+from devtools.local_processes import LOOPBACK
 
 
 class TcpProxy:

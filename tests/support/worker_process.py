@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from devtools.rabbitmq_node import free_ports
+from devtools.local_processes import free_ports
 
 SUBSCRIBER_FILE = """\
 subscribers:

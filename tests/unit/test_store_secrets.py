@@ -230,7 +230,7 @@ def test_store_from_settings_uses_sqlite_beside_the_given_path(tmp_path: Path) -
 
 @pytest.fixture
 def unused_port() -> int:
-    from devtools.rabbitmq_node import free_ports
+    from devtools.local_processes import free_ports
 
     (port,) = free_ports(1)
     return port
