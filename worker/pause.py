@@ -31,7 +31,7 @@ that costs one round trip per paused subscriber per check.
 Every replica follows every marker: whoever creates or deletes one announces
 it on ``webhooks.control`` (``{"version": 0, "pause_marker": ID}``; version 0
 so that it never makes a worker reload its subscribers), and each worker
-checks that marker at once (``worker.lane``).  A worker checks its paused
+checks that marker at once (``worker.pause_follower``).  A worker checks its paused
 subscribers' markers at each poll, and every marker every few polls and at
 each connect, so an announcement lost costs a delay, never a pause.
 

@@ -40,7 +40,7 @@ from config.subscribers import RetryPolicy
 from config.topology import EVENTS_EXCHANGE, build_topology, work_queue
 from worker import metrics
 from worker.change_notices import ChangeNotice
-from worker.lane import Lanes
+from worker.lanes import Lanes
 from worker.pause import paused_among
 from worker.reconcile_plan import ADDED, CHANGED, REMOVED, EndpointChange, plan_changes
 from worker.registry_keeper import RegistryKeeper

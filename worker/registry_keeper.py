@@ -21,7 +21,7 @@ import structlog
 from broker.url import BrokerUrl
 from config.errors import BrokerError
 from config.topology import work_queue
-from worker.lane import Lanes
+from worker.lanes import Lanes
 from worker.registry import queues_left, reconcile_registry, record
 
 log = structlog.get_logger("worker")

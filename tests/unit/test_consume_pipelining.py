@@ -16,8 +16,9 @@ from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError
 from config.subscribers import CircuitBreakerPolicy, Subscriber
 from config.topology import work_queue
-from worker import lane as lane_module
-from worker.lane import Lane, Lanes
+from worker import lanes as lanes_module
+from worker.lane import Lane
+from worker.lanes import Lanes
 from worker.subscriber_source import DISABLED, ENABLED
 
 
@@ -156,7 +157,7 @@ class FakeConsumer:
 async def test_lanes_start_a_window_at_a_time_and_skip_lanes_that_must_not_consume(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(lane_module, "_CONSUME_WINDOW", 40)
+    monkeypatch.setattr(lanes_module, "_CONSUME_WINDOW", 40)
     lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10)
     policy = CircuitBreakerPolicy()
     for i in range(100):
@@ -184,7 +185,7 @@ async def test_lanes_start_a_window_at_a_time_and_skip_lanes_that_must_not_consu
 
 
 async def test_a_refused_window_fails_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lane_module, "_CONSUME_WINDOW", 10)
+    monkeypatch.setattr(lanes_module, "_CONSUME_WINDOW", 10)
     lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10)
     for i in range(30):
         lanes.add(_subscriber(i), CircuitBreakerPolicy(), ENABLED)

@@ -15,7 +15,7 @@ from config.subscribers import CircuitBreakerPolicy, RetryPolicy
 from tests.support.worker_harness import subscriber
 from worker.change_notices import ChangeNotice
 from worker.circuit_breaker import CircuitState
-from worker.lane import Lanes
+from worker.lanes import Lanes
 from worker.reconcile_plan import ADDED, CHANGED, REMOVED, plan_changes
 from worker.reconciler import Reconciler
 from worker.subscriber_source import (

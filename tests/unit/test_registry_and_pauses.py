@@ -19,9 +19,9 @@ from broker.url import BrokerUrl
 from config.subscribers import CircuitBreakerPolicy
 from config.topology import pause_marker_queue
 from tests.support.worker_harness import subscriber
-from worker import lane as lane_module
+from worker import pause_follower
 from worker.change_notices import parse_notice
-from worker.lane import Lanes
+from worker.lanes import Lanes
 from worker.pause import probe_markers
 from worker.registry import FORMAT_HEADER, Contents, Entry, decode, encode, full_check
 from worker.subscriber_source import ENABLED, SubscriberSpec
@@ -236,7 +236,7 @@ def test_the_pause_check_is_one_pass_whatever_the_number_of_ids() -> None:
 async def test_each_poll_follows_every_marker(monkeypatch: pytest.MonkeyPatch) -> None:
     """A marker made elsewhere pauses the lane here; a marker removed resumes it."""
     marked: set[str] = set()
-    monkeypatch.setattr(lane_module, "paused_among", lambda _broker, ids: marked & set(ids))
+    monkeypatch.setattr(pause_follower, "paused_among", lambda _broker, ids: marked & set(ids))
     lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10)
     for name in ("a", "b"):
         spec = SubscriberSpec.of(subscriber(name, "https://x.example/"), CircuitBreakerPolicy())
@@ -262,7 +262,7 @@ async def test_a_quick_poll_only_resumes_and_an_announcement_checks_one_marker(
         checked.append(list(ids))
         return marked & set(ids)
 
-    monkeypatch.setattr(lane_module, "paused_among", paused_among)
+    monkeypatch.setattr(pause_follower, "paused_among", paused_among)
     lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10)
     for name in ("a", "b", "c"):
         spec = SubscriberSpec.of(subscriber(name, "https://x.example/"), CircuitBreakerPolicy())
