@@ -56,7 +56,13 @@ from typing import Any
 
 import pytest
 
-from devtools.postgres_node import POSTGRES, LocalPostgres, postgres_available
+from devtools.postgres_node import (
+    POSTGRES,
+    LocalPostgres,
+    create_database,
+    drop_database,
+    postgres_available,
+)
 from devtools.rabbitmq_inspection import management_api
 from devtools.rabbitmq_node import (
     MANAGEMENT_PLUGIN,
@@ -343,6 +349,24 @@ def postgres_url() -> Iterator[str]:
 
 
 # ------------------------------------------------------------------ per test
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh database on the PostgreSQL server.
+
+    Tests that take it run once on each; the store and the delivery log share it.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"test_{secrets.token_hex(6)}"
+    url = create_database(server, name)
+    try:
+        yield url
+    finally:
+        drop_database(server, name)
 
 
 @pytest.fixture

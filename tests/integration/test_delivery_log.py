@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import sys
 import time
@@ -40,7 +39,6 @@ from control.delivery_log.retention import Retention
 from control.store import database as store_database
 from control.store.attempt_listing import AttemptFilter, list_attempts
 from control.store.attempts import AttemptStore
-from devtools.postgres_node import create_database, drop_database
 from devtools.rabbitmq_inspection import management_api
 from tests.support.amqp import depth
 from tests.support.receiver import Received, Receiver
@@ -53,21 +51,6 @@ from tests.support.worker_harness import (
     wait_until,
 )
 from wire.attempt_record import AttemptRecord, encode_batch
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file, or a fresh database on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.db'}"
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    name = f"log_{secrets.token_hex(6)}"
-    url = create_database(server, name)
-    try:
-        yield url
-    finally:
-        drop_database(server, name)
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ each test gets a database of its own on it.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -28,7 +26,6 @@ from control.store.key import SecretsKey
 from control.store.migrator import current_revision, head_revision, migrate
 from control.store.models import Endpoint, EndpointPatch
 from control.store.tables import Base
-from devtools.postgres_node import create_database, drop_database
 from tests.support.store import START, ManualClock, sample_input
 
 TABLES = {
@@ -40,21 +37,6 @@ TABLES = {
     "delivery_event_bodies",
     "alembic_version",
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file, or a fresh database on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    server: str = request.getfixturevalue("postgres_url")
-    name = f"store_{secrets.token_hex(6)}"
-    url = create_database(server, name)
-    try:
-        yield url
-    finally:
-        drop_database(server, name)
 
 
 @pytest.fixture
