@@ -6,15 +6,18 @@ progress lines on stderr, and polling a local HTTP endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,18 @@ SECRET_ENV = "BENCH_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 class BenchError(RuntimeError):
     """The benchmark could not run a step (the message says which)."""
+
+
+@contextlib.contextmanager
+def work_directory(keep: str | None, prefix: str) -> Iterator[Path]:
+    """``keep`` (made if missing, kept afterwards), else a temporary directory removed after."""
+    if keep:
+        path = Path(keep)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
 
 
 def say(text: str) -> None:

@@ -7,32 +7,18 @@ Every load loop is bounded in count and in time, and the run stops by itself.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.plan import PLANS
-from bench.processes import BenchError, say
+from bench.processes import BenchError, say, work_directory
 from bench.report import render
 from bench.results import results_as_json
 from bench.scenarios import Bench
 from config.logs import configure_logging
-
-
-@contextlib.contextmanager
-def _workdir(keep: str | None) -> Iterator[Path]:
-    if keep:
-        path = Path(keep)
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-    else:
-        with tempfile.TemporaryDirectory(prefix="wh-bench-") as tmp:
-            yield Path(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The producer logs like its CLI does: warnings and errors only.
     configure_logging("json", "warning", stream=sys.stderr)
-    with _workdir(args.keep) as workdir:
+    with work_directory(args.keep, "wh-bench-") as workdir:
         bench = Bench(plan, args, workdir)
         try:
             bench.setup()

@@ -24,9 +24,8 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from bench.control_plane.worker_start import (
     store_backed_workers,
     time_phases,
 )
+from bench.processes import work_directory
 from broker.url import BrokerUrl
 from config.errors import WebhookError
 from config.logs import configure_logging
@@ -238,17 +238,6 @@ class Run:
         results.phases = time_phases(broker, subscribers)
 
 
-@contextlib.contextmanager
-def _workdir(keep: str | None) -> Iterator[Path]:
-    if keep:
-        path = Path(keep)
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-    else:
-        with tempfile.TemporaryDirectory(prefix="wh-control-plane-") as tmp:
-            yield Path(tmp)
-
-
 def _clean(value: Any) -> Any:
     """NaN as null, for JSON; and no database URLs (they may hold a password)."""
     if isinstance(value, float) and math.isnan(value):
@@ -305,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     # The publisher and the store log like the CLIs do at most: errors only here.
     configure_logging("json", "error", stream=sys.stderr)
-    with _workdir(args.keep) as workdir:
+    with work_directory(args.keep, "wh-control-plane-") as workdir:
         plan = PLANS[args.size]
         if args.clients is not None:
             plan = replace(plan, clients=args.clients[0], fewer_clients=args.clients[1:])
