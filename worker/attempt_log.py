@@ -38,24 +38,24 @@ from broker.outbox import (
 from broker.url import BrokerUrl
 from config.topology import DELIVERY_LOG_EXCHANGE, delivery_log_topology
 from wire import contract
-from wire.attempt_record import AttemptRecord, encode_batch
+from wire.attempt_record import WireRecord, encode_wire_batch
 from worker import metrics
 
 # A record's size besides its excerpt and body (ids, times, headers, JSON).
 _RECORD_OVERHEAD_BYTES = 600
 
 
-def record_size(record: AttemptRecord) -> int:
-    """Roughly how many bytes ``record`` takes in a batch (base64 included)."""
-    body = 0 if record.body is None else len(record.body)
-    return _RECORD_OVERHEAD_BYTES + (len(record.response_excerpt) + body) * 4 // 3
+def record_size(record: WireRecord) -> int:
+    """Roughly how many bytes ``record`` takes in a batch (its base64 exactly)."""
+    body = record["body"]
+    return _RECORD_OVERHEAD_BYTES + len(record["response_excerpt"]) + (len(body) if body else 0)
 
 
-ROUTE: OutboxRoute[AttemptRecord] = OutboxRoute(
+ROUTE: OutboxRoute[WireRecord] = OutboxRoute(
     name="delivery_log",
     exchange=DELIVERY_LOG_EXCHANGE,
     topology=delivery_log_topology(),
-    encode=encode_batch,
+    encode=encode_wire_batch,
     properties=pika.BasicProperties(
         content_type="application/json", delivery_mode=contract.PERSISTENT
     ),
@@ -110,7 +110,7 @@ class AttemptLog:
         self._outbox = Outbox(ROUTE, connect or broker_connector(broker, name), _Meter(), limits)
         # Hand one record over: O(1), never blocks, never raises for the broker's
         # sake.  The outbox's own put, with no call in between on the delivery path.
-        self.record: Callable[[AttemptRecord], None] = self._outbox.put
+        self.record: Callable[[WireRecord], None] = self._outbox.put
 
     @property
     def buffered(self) -> int:
