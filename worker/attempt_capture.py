@@ -48,14 +48,18 @@ def secret_forms(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(sorted((f for f in chosen if len(f) >= MIN_MASKED_CHARS), key=len, reverse=True))
 
 
+def _may_hold(data: bytes, forms: tuple[bytes, ...]) -> bool:
+    """Whether a form, whole or cut off, may be in ``data``: its first characters are.
+
+    Without them there is nothing to mask: one search per form instead of a
+    tail check per length (most answers and headers hold no secret at all).
+    """
+    return any(form[:MIN_TAIL_CHARS] in data for form in forms)
+
+
 def mask(data: bytes, forms: tuple[bytes, ...]) -> bytes:
     """``data`` with every form replaced, and a form's cut-off beginning at the end masked."""
-    for form in forms:
-        if form[:MIN_TAIL_CHARS] in data:
-            break
-    else:
-        # Neither a whole form nor a cut-off one (its first characters at least)
-        # is there: one search per form instead of a tail check per length.
+    if not _may_hold(data, forms):
         return data
     for form in forms:
         if form in data:
@@ -100,10 +104,13 @@ def capture(
     else:
         disposition, reason = "dead_lettered", step.reason
     headers = {
-        name: mask_text(value[:HEADER_VALUE_CHARS], forms)
+        name: value[:HEADER_VALUE_CHARS]
         for name, value in result.response_headers
         if name in HEADER_ALLOW_LIST
     }
+    # One look at all the values together: masked one by one only if needed.
+    if headers and _may_hold("\n".join(headers.values()).encode("utf-8", "surrogatepass"), forms):
+        headers = {name: mask_text(value, forms) for name, value in headers.items()}
     error = None if result.error is None else mask_text(result.error[:ERROR_CHARS], forms)
     excerpt = mask(result.response_excerpt, forms)
     return {
