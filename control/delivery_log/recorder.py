@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from broker.consumers import Message
-from broker.queue_consumer import Backoff, QueueConsumer, Settlement
+from broker.queue_consumer import Backoff, Connect, QueueConsumer, Settlement, open_connection
 from broker.url import BrokerUrl
 from config.errors import PayloadError, StoreUnavailableError
 from config.topology import DELIVERY_LOG_QUEUE, delivery_log_topology
@@ -63,6 +63,7 @@ class Recorder:
         linger_seconds: float = 0.2,
         retry_seconds: float = 1.0,
         drain_seconds: float = 10.0,
+        connect: Connect = open_connection,
     ) -> None:
         self._store = store
         self._batch_records = batch_records
@@ -78,6 +79,7 @@ class Recorder:
             on_ready=self._on_ready,
             drain_seconds=drain_seconds,
             backoff=Backoff(retry_seconds, _MAX_BACKOFF_SECONDS),
+            connect=connect,
         )
         self._writing: list[_Held] = []
         self._pending: list[_Held] = []

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import structlog
 
 from broker.consumers import Message
-from broker.queue_consumer import Backoff, QueueConsumer, Settlement
+from broker.queue_consumer import Backoff, Connect, QueueConsumer, Settlement, open_connection
 from broker.url import BrokerUrl
 from config.errors import StoreError
 from config.topology import OPERATIONAL_FACTS_QUEUE, operational_facts_topology
@@ -62,6 +62,7 @@ class Notifier:
         clock: Callable[[], float] = time.monotonic,
         prefetch: int = PREFETCH,
         grace_seconds: float = 30.0,
+        connect: Connect = open_connection,
     ) -> None:
         self._destinations = destinations
         self._sender = sender
@@ -82,6 +83,7 @@ class Notifier:
             on_ready=self._on_ready,
             drain_seconds=grace_seconds,
             backoff=Backoff(_RECONNECT_FIRST_SECONDS, _RECONNECT_MAX_SECONDS),
+            connect=connect,
         )
 
     def is_ready(self) -> bool:
