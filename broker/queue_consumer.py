@@ -64,7 +64,7 @@ class Backoff:
 
 
 class ConsumerChannel(Protocol):
-    """What the loop needs of a channel (:class:`broker.async_channel.AmqpChannel`)."""
+    """What the loop needs of :class:`broker.async_channel.AmqpChannel` (tests fake it)."""
 
     closed: asyncio.Future[BaseException]
     cancelled_by_broker: asyncio.Future[str]
@@ -82,7 +82,7 @@ class ConsumerChannel(Protocol):
 
 
 class ConsumerConnection(Protocol):
-    """What the loop needs of a connection (:class:`broker.async_connection.AmqpConnection`)."""
+    """What the loop needs of :class:`broker.async_connection.AmqpConnection`."""
 
     closed: asyncio.Future[BaseException]
 
@@ -148,6 +148,8 @@ class QueueConsumer:
             if opened is None:
                 break
             await self._serve(*opened)
+            # A channel lost as soon as it consumed must not become a hot loop.
+            await self._sleep(self._backoff.first_seconds)
 
     async def _open_retrying(self) -> tuple[ConsumerConnection, ConsumerChannel, str] | None:
         retrying = AsyncRetrying(
@@ -210,17 +212,15 @@ class QueueConsumer:
                 self._set_ready(False)
                 await self._drain(connection, channel)
                 channel.flush_acks()
-            else:
-                self._set_ready(False)
-                if not self._stop.is_set():
-                    log.warning(
-                        "broker_connection_lost",
-                        queue=self._queue,
-                        reason=self._lost_reason(connection, channel),
-                    )
+            elif not self._stop.is_set():
+                log.warning(
+                    "broker_connection_lost",
+                    queue=self._queue,
+                    reason=self._lost_reason(connection, channel),
+                )
         finally:
             stop_waiter.cancel()
-            self._set_ready(False)
+            self._set_ready(False)  # before the cancel: a handler may drop its state first
             await self._cancel_in_flight()
             await connection.close()
 
@@ -233,9 +233,7 @@ class QueueConsumer:
         ends: set[asyncio.Future[Any]] = {idle, connection.closed, channel.closed}
         try:
             await asyncio.wait(
-                ends,
-                timeout=self._drain_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+                ends, timeout=self._drain_seconds, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             idle.cancel()
@@ -291,10 +289,8 @@ class QueueConsumer:
     def _lost_reason(connection: ConsumerConnection, channel: ConsumerChannel) -> str:
         if channel.cancelled_by_broker.done():
             return "consumer cancelled by the broker (queue deleted?)"
-        for closed in (connection.closed, channel.closed):
-            if closed.done():
-                return repr(closed.result())
-        return "unknown"
+        closed = [repr(f.result()) for f in (connection.closed, channel.closed) if f.done()]
+        return closed[0] if closed else "unknown"
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep between connection attempts, cut short by a stop."""
