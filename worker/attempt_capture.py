@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from config.subscribers import Subscriber
+from config.subscriber_record import AnySubscriber
 from wire.attempt_record import (
     ERROR_CHARS,
     HEADER_ALLOW_LIST,
@@ -64,7 +64,7 @@ def mask_text(text: str, forms: tuple[bytes, ...]) -> str:
 
 
 def capture(
-    subscriber: Subscriber,
+    subscriber: AnySubscriber,
     event: QueuedEvent,
     result: DeliveryResult,
     step: Retry | DeadLetter | None,
