@@ -7,19 +7,34 @@ instance dict and a set of the fields given, besides the values
 fields, built only from a :class:`~config.subscribers.Subscriber` that passed
 validation (:meth:`SubscriberRecord.of`), so the rules stay in one place; its
 methods are the model's own (``SubscriberMethods``).  Secrets stay ``SecretStr``
-(never shown by a repr); the values many endpoints share (an account's id,
-event patterns) are interned.
+(never shown by a repr); endpoints with the same event selection share one
+tuple of it.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from pydantic import SecretStr
 
 from config.subscribers import CircuitBreakerOverride, Subscriber, SubscriberMethods
+
+# Most endpoints select the same few patterns ("order.*"): one tuple for each
+# selection, instead of a tuple and its strings per endpoint (~110 bytes each).
+# Bounded, as the selections are the API users' input: past the bound a
+# selection is kept as it comes.
+_SHARED_SELECTIONS_MAX = 1024
+_shared_selections: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared(events: tuple[str, ...]) -> tuple[str, ...]:
+    known = _shared_selections.get(events)
+    if known is not None:
+        return known
+    if len(_shared_selections) < _SHARED_SELECTIONS_MAX:
+        _shared_selections[events] = events
+    return events
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +60,14 @@ class SubscriberRecord(SubscriberMethods):
         """The record of a validated subscriber (a record is already one)."""
         if isinstance(subscriber, SubscriberRecord):
             return subscriber
-        account = subscriber.account
         return cls(
             id=subscriber.id,
-            account=None if account is None else sys.intern(account),
+            account=subscriber.account,
             all_accounts=subscriber.all_accounts,
             url=subscriber.url,
             secret=subscriber.secret,
             previous_secret=subscriber.previous_secret,
-            events=tuple(sys.intern(pattern) for pattern in subscriber.events),
+            events=_shared(subscriber.events),
             enabled=subscriber.enabled,
             timeout_seconds=subscriber.timeout_seconds,
             connect_timeout_seconds=subscriber.connect_timeout_seconds,

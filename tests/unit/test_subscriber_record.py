@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
+from config import subscriber_record
 from config.logs import configure_logging
 from config.subscriber_record import SubscriberRecord
 from config.subscribers import CircuitBreakerOverride, CircuitBreakerPolicy, Subscriber
@@ -89,18 +90,28 @@ def test_secrets_stay_out_of_the_records_and_specs_text(name: str) -> None:
     assert PREVIOUS not in shown
 
 
-def test_values_many_endpoints_share_are_kept_once() -> None:
-    # Built as a store read builds them: each row's strings are distinct objects.
+def test_endpoints_with_the_same_event_selection_share_one_tuple() -> None:
+    # Built as a store read builds them: each row's values are distinct objects.
     first, second = (
         SubscriberRecord.of(
-            Subscriber.model_validate(
-                _BASE | {"id": f"shop-{n}", "account": "".join(["ac", "me"]), "events": [f"{p}.*"]}
-            )
+            Subscriber.model_validate(_BASE | {"id": f"shop-{n}", "events": [f"{p}.*", "x.#"]})
         )
         for n, p in ((1, "".join(["ord", "er"])), (2, "".join(["or", "der"])))
     )
-    assert first.account is second.account
-    assert first.events[0] is second.events[0]
+    assert first.events == second.events == ("order.*", "x.#")
+    assert first.events is second.events
+
+
+def test_the_shared_selections_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subscriber_record, "_shared_selections", {})
+    monkeypatch.setattr(subscriber_record, "_SHARED_SELECTIONS_MAX", 3)
+    records = [
+        SubscriberRecord.of(Subscriber.model_validate(_BASE | {"events": [f"e{n}.*"]}))
+        for n in range(10)
+    ]
+    assert len(subscriber_record._shared_selections) == 3
+    # Past the bound a selection is still kept, whole, as it came.
+    assert [r.events for r in records] == [(f"e{n}.*",) for n in range(10)]
 
 
 def test_a_spec_keeps_the_record_with_its_breaker_and_state() -> None:
