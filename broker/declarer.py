@@ -12,7 +12,8 @@ from broker import pika_internals
 from broker.connection import blocking_connection
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, TopologyError
-from config.subscribers import RetryPolicy, Subscriber
+from config.subscriber_record import AnySubscriber
+from config.subscribers import RetryPolicy
 from config.topology import Topology, build_topology
 
 
@@ -84,7 +85,7 @@ def _apply_one_by_one(channel: BlockingChannel, topology: Topology) -> None:
 
 
 def declare_topology(
-    broker: BrokerUrl, subscribers: Sequence[Subscriber], retry: RetryPolicy
+    broker: BrokerUrl, subscribers: Sequence[AnySubscriber], retry: RetryPolicy
 ) -> Topology:
     """Connect, declare the whole topology, disconnect. Safe to call any number of times."""
     topology = build_topology(subscribers, retry)

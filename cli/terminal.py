@@ -11,9 +11,6 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
-from rich.console import Console
-from rich.table import Table
-
 
 class LiveStderr:
     """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
@@ -35,6 +32,11 @@ def format_table(rows: Sequence[Sequence[str]], *, right_aligned: Sequence[int] 
     """
     if not rows:
         return ""
+    # Imported here: rich (with Pygments) is ~3 MB that a worker, which imports
+    # this module for its ``status`` command, would otherwise carry while it runs.
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, header_style=None)
     for index, title in enumerate(rows[0]):
         justify: Literal["left", "right"] = "right" if index in right_aligned else "left"

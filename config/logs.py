@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any, Literal, TextIO
 
 import orjson
-import structlog
+
+
+@contextlib.contextmanager
+def _rich_hidden() -> Iterator[None]:
+    """Make ``import rich`` fail inside the block, unless rich is imported already."""
+    if "rich" in sys.modules:
+        yield
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # None: "not importable"
+    try:
+        yield
+    finally:
+        del sys.modules["rich"]
+
+
+# structlog imports rich (and Pygments) whenever it is installed, for its console
+# renderer's tracebacks.  Ours never draws them (format_exc_info turns exceptions
+# into text first, for JSON and console alike), and rich would stay in every
+# long-running process: ~2 MB of a worker's memory (docs/scaling.md).  The
+# tools that draw tables import rich themselves when they do (cli.terminal).
+with _rich_hidden():
+    import structlog
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -8,7 +8,7 @@ the subscriber and the field.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -126,7 +126,45 @@ TimeoutSeconds = Annotated[float, Field(gt=0, le=300)]
 MaxInFlight = Annotated[int, Field(ge=1, le=1000)]
 
 
-class Subscriber(_Model):
+class _SubscriberFields(Protocol):
+    """The fields :class:`SubscriberMethods` reads (a Subscriber's, or its record's)."""
+
+    @property
+    def account(self) -> str | None: ...
+    @property
+    def all_accounts(self) -> bool: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def secret(self) -> SecretStr: ...
+    @property
+    def previous_secret(self) -> SecretStr | None: ...
+
+
+class SubscriberMethods:
+    """What a subscriber answers from its fields: written once for the validated model
+    and for the record a worker keeps of it (config.subscriber_record)."""
+
+    __slots__ = ()
+
+    def signing_secrets(self: _SubscriberFields) -> tuple[str, ...]:
+        """The secrets every delivery is signed with: the current one, then the previous."""
+        current = self.secret.get_secret_value()
+        if self.previous_secret is None:
+            return (current,)
+        return (current, self.previous_secret.get_secret_value())
+
+    def receives_account(self: _SubscriberFields, account: str) -> bool:
+        """Whether an event of ``account`` may be delivered here."""
+        return self.all_accounts or account == self.account
+
+    @property
+    def host(self: _SubscriberFields) -> str:
+        """The URL's host name, for logs (never the path, which may carry a token)."""
+        return urlsplit(self.url).hostname or ""
+
+
+class Subscriber(_Model, SubscriberMethods):
     """One receiving endpoint."""
 
     id: Annotated[str, Field(description="unique, [a-z0-9-]")]
@@ -170,17 +208,6 @@ class Subscriber(_Model):
             )
         return self
 
-    def signing_secrets(self) -> tuple[str, ...]:
-        """The secrets every delivery is signed with: the current one, then the previous."""
-        current = self.secret.get_secret_value()
-        if self.previous_secret is None:
-            return (current,)
-        return (current, self.previous_secret.get_secret_value())
-
-    def receives_account(self, account: str) -> bool:
-        """Whether an event of ``account`` may be delivered here."""
-        return self.all_accounts or account == self.account
-
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
@@ -196,11 +223,6 @@ class Subscriber(_Model):
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
-
-    @property
-    def host(self) -> str:
-        """The URL's host name, for logs (never the path, which may carry a token)."""
-        return urlsplit(self.url).hostname or ""
 
 
 class RetryPolicy(_Model):

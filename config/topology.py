@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.subscribers import RetryPolicy, Subscriber
+from config.subscriber_record import AnySubscriber
+from config.subscribers import RetryPolicy
 
 EVENTS_EXCHANGE = "webhooks.events"
 REDELIVER_EXCHANGE = "webhooks.redeliver"
@@ -58,7 +59,7 @@ def event_routing_key(account: str, event_type: str) -> str:
     return f"{account}.{event_type}"
 
 
-def event_binding_keys(subscriber: Subscriber) -> tuple[str, ...]:
+def event_binding_keys(subscriber: AnySubscriber) -> tuple[str, ...]:
     """The binding keys of a subscriber's work queue: its patterns, scoped to its account.
 
     The broker then never routes another account's event to it; only an
@@ -166,7 +167,7 @@ def delivery_log_topology() -> Topology:
     )
 
 
-def build_topology(subscribers: Iterable[Subscriber], retry: RetryPolicy) -> Topology:
+def build_topology(subscribers: Iterable[AnySubscriber], retry: RetryPolicy) -> Topology:
     """The full topology for these subscribers and retry delays (pure data, no I/O)."""
     exchanges = [
         Exchange(EVENTS_EXCHANGE, "topic"),

@@ -10,7 +10,7 @@ import functools
 import time
 from base64 import b64encode
 
-from config.subscribers import Subscriber
+from config.subscriber_record import AnySubscriber
 from wire.attempt_record import (
     ERROR_CHARS,
     HEADER_ALLOW_LIST,
@@ -79,7 +79,7 @@ def mask_text(text: str, forms: tuple[bytes, ...]) -> str:
 
 
 def capture(
-    subscriber: Subscriber,
+    subscriber: AnySubscriber,
     event: QueuedEvent,
     result: DeliveryResult,
     step: Retry | DeadLetter | None,

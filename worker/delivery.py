@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from config.errors import DeliveryTransportError, ForbiddenAddressError
-from config.subscribers import Subscriber
+from config.subscriber_record import AnySubscriber
 from wire import contract
 from wire.attempt_record import EXCERPT_BYTES, HEADER_ALLOW_LIST
 from wire.queued_event import QueuedEvent
@@ -122,7 +122,7 @@ class Deliverer:
         await self.close()
 
     def headers_for(
-        self, subscriber: Subscriber, event: QueuedEvent, *, now_ms: int, test: bool = False
+        self, subscriber: AnySubscriber, event: QueuedEvent, *, now_ms: int, test: bool = False
     ) -> dict[str, str]:
         """All HTTP headers of one attempt, signature included."""
         secrets = subscriber.signing_secrets()
@@ -148,7 +148,7 @@ class Deliverer:
         return headers
 
     async def deliver(
-        self, subscriber: Subscriber, event: QueuedEvent, *, test: bool = False
+        self, subscriber: AnySubscriber, event: QueuedEvent, *, test: bool = False
     ) -> DeliveryResult:
         """POST ``event`` to ``subscriber`` once; every outcome is a DeliveryResult."""
         client = self._client
@@ -170,7 +170,7 @@ class Deliverer:
         self,
         client: HttpClient,
         target: Target,
-        subscriber: Subscriber,
+        subscriber: AnySubscriber,
         event: QueuedEvent,
         test: bool,
     ) -> DeliveryResult:

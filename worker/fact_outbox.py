@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from config.subscribers import Subscriber
+from config.subscriber_record import AnySubscriber
 from wire.operational_fact import FactKind, OperationalFact, reason_kind
 
 
@@ -56,26 +56,28 @@ class FactSink:
 SINK = FactSink()
 
 
-def _note(kind: FactKind, subscriber: Subscriber, event_id: str | None, reason: str | None) -> None:
+def _note(
+    kind: FactKind, subscriber: AnySubscriber, event_id: str | None, reason: str | None
+) -> None:
     if SINK.attached:  # else nothing to build: no emitter takes facts in this process
         SINK.put(
             OperationalFact(kind, subscriber.account, subscriber.id, time.time(), event_id, reason)
         )
 
 
-def note_dead_lettered(subscriber: Subscriber, event_id: str | None, reason: str) -> None:
+def note_dead_lettered(subscriber: AnySubscriber, event_id: str | None, reason: str) -> None:
     """A dead letter's publish was confirmed (``reason``: its DLQ reason; only its kind is kept)."""
     kind = reason_kind(reason)
     # A wrong-account event belongs to another merchant: not even its id is told.
     _note("dead_lettered", subscriber, None if kind == "wrong_account" else event_id, kind)
 
 
-def note_paused(subscriber: Subscriber, event_id: str | None) -> None:
+def note_paused(subscriber: AnySubscriber, event_id: str | None) -> None:
     """The receiver answered 410 Gone to ``event_id``: the endpoint is paused."""
     _note("paused", subscriber, event_id, "410 Gone")
 
 
-def note_circuit(subscriber: Subscriber, state_label: str) -> None:
+def note_circuit(subscriber: AnySubscriber, state_label: str) -> None:
     """The endpoint's circuit changed; only ``open`` and ``closed`` are facts (not half-open)."""
     if state_label == "open":
         _note("circuit_opened", subscriber, None, None)

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from config.subscribers import Subscriber
+from config.subscriber_record import AnySubscriber
 from worker import metrics
 from worker.circuit_breaker import CircuitBreaker, CircuitState
 from worker.fact_outbox import note_circuit
@@ -33,7 +33,7 @@ _CIRCUIT_EVENTS = {
 class Lane:
     """One subscriber's consumption: its breaker, its pause, its current consumer."""
 
-    subscriber: Subscriber
+    subscriber: AnySubscriber
     breaker: CircuitBreaker
     config_state: str = ENABLED  # or DISABLED, or PAUSED in the store: not consumed
     paused: bool = False

@@ -17,7 +17,8 @@ import structlog
 from broker.async_channel import AmqpChannel, Message
 from broker.url import BrokerUrl
 from config.errors import BrokerError
-from config.subscribers import CircuitBreakerPolicy, Subscriber
+from config.subscriber_record import AnySubscriber
+from config.subscribers import CircuitBreakerPolicy
 from config.topology import work_queue
 from worker import metrics
 from worker.circuit_breaker import CircuitBreaker, CircuitState
@@ -61,7 +62,9 @@ class Lanes:
         self._consume_lock = asyncio.Lock()
         self._pauses = PauseFollower(broker, is_current=self._is_current, sync=self.sync)
 
-    def add(self, subscriber: Subscriber, policy: CircuitBreakerPolicy, config_state: str) -> Lane:
+    def add(
+        self, subscriber: AnySubscriber, policy: CircuitBreakerPolicy, config_state: str
+    ) -> Lane:
         """A new lane (not consuming yet: :meth:`sync` starts it when connected)."""
         lane = Lane(subscriber, CircuitBreaker(policy), config_state=config_state)
         self._lanes[subscriber.id] = lane
@@ -69,7 +72,7 @@ class Lanes:
         return lane
 
     def update(
-        self, subscriber: Subscriber, policy: CircuitBreakerPolicy, config_state: str
+        self, subscriber: AnySubscriber, policy: CircuitBreakerPolicy, config_state: str
     ) -> Lane:
         """Replace a lane's subscriber and breaker policy; the next attempt uses them.
 
@@ -118,7 +121,7 @@ class Lanes:
         return list(self._lanes)
 
     @property
-    def subscribers(self) -> list[Subscriber]:
+    def subscribers(self) -> list[AnySubscriber]:
         """The configured subscribers, as the lanes have them now."""
         return [lane.subscriber for lane in self._lanes.values()]
 

@@ -254,7 +254,11 @@ def set_lane_state(subscriber: str, circuit: str, *, paused: bool, disabled: boo
     if circuit not in CIRCUIT_STATES:
         raise ValueError(f"unknown circuit state {circuit!r}")
     state = _STATES.setdefault((circuit, paused, disabled), (circuit, paused, disabled))
-    _lane_states[subscriber] = state
+    # Only the lanes not in the default state are kept: most of 10,000 are in it.
+    if state is _DEFAULT_STATE:
+        _lane_states.pop(subscriber, None)
+    else:
+        _lane_states[subscriber] = state
     if subscriber in _shown or state is not _DEFAULT_STATE:
         _show(subscriber, state)
 

@@ -21,7 +21,8 @@ import structlog
 from broker.async_channel import AmqpChannel, Message
 from broker.properties import MessageProperties
 from config.errors import BrokerError, PoisonMessageError, PublishError
-from config.subscribers import RetryPolicy, Subscriber
+from config.subscriber_record import AnySubscriber
+from config.subscribers import RetryPolicy
 from config.topology import DEAD_LETTER_EXCHANGE, delay_exchange
 from wire import contract
 from wire.envelope import format_timestamp
@@ -103,7 +104,7 @@ class MessageProcessor:
         self._requeue_delay = requeue_delay_seconds
 
     async def process(
-        self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
+        self, subscriber: AnySubscriber, message: Message, publisher: AmqpChannel
     ) -> Settlement | None:
         """Handle ``message`` from ``subscriber``'s work queue; never raises for bad input.
 
@@ -154,7 +155,7 @@ class MessageProcessor:
             in_flight.dec()
 
     async def _process(
-        self, subscriber: Subscriber, message: Message, publisher: AmqpChannel
+        self, subscriber: AnySubscriber, message: Message, publisher: AmqpChannel
     ) -> Settlement | None:
         undecodable = message.properties.undecodable
         if undecodable is not None:
@@ -264,7 +265,7 @@ class MessageProcessor:
 
     def _record(
         self,
-        subscriber: Subscriber,
+        subscriber: AnySubscriber,
         event: QueuedEvent,
         result: DeliveryResult,
         step: Retry | DeadLetter | None,
@@ -280,7 +281,11 @@ class MessageProcessor:
             )
 
     def _failure_headers(
-        self, subscriber: Subscriber, message: Message, event: QueuedEvent, result: DeliveryResult
+        self,
+        subscriber: AnySubscriber,
+        message: Message,
+        event: QueuedEvent,
+        result: DeliveryResult,
     ) -> dict[str, Any]:
         now = _now_iso()
         headers = dict(message.properties.headers)
@@ -293,7 +298,7 @@ class MessageProcessor:
         return headers
 
     async def _dead_letter_unread(
-        self, subscriber: Subscriber, message: Message, publisher: AmqpChannel, reason: str
+        self, subscriber: AnySubscriber, message: Message, publisher: AmqpChannel, reason: str
     ) -> None:
         """Dead-letter a message no attempt was made for (``poison: ...``, ``wrong_account``)."""
         now = _now_iso()

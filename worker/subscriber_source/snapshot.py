@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from config.subscribers import CircuitBreakerPolicy, Subscriber
+from config.subscriber_record import AnySubscriber, SubscriberRecord
+from config.subscribers import CircuitBreakerPolicy
 
 # A subscriber's state in the configuration (worker.lane consumes only ENABLED).
 ENABLED = "enabled"
@@ -14,11 +15,15 @@ DISABLED = "disabled"  # enabled: false
 PAUSED = "paused"  # paused in the endpoint store
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SubscriberSpec:
-    """One subscriber as the configuration wants it: its fields, breaker and state."""
+    """One subscriber as the configuration wants it: its fields, breaker and state.
 
-    subscriber: Subscriber
+    The subscriber is kept as its compact record (config.subscriber_record): a
+    worker holds one spec per endpoint for as long as it runs.
+    """
+
+    subscriber: SubscriberRecord
     breaker: CircuitBreakerPolicy
     state: str = ENABLED
 
@@ -28,11 +33,12 @@ class SubscriberSpec:
 
     @classmethod
     def of(
-        cls, subscriber: Subscriber, defaults: CircuitBreakerPolicy, *, paused: bool = False
+        cls, subscriber: AnySubscriber, defaults: CircuitBreakerPolicy, *, paused: bool = False
     ) -> SubscriberSpec:
-        """The spec of ``subscriber``, its breaker being ``defaults`` with its own keys."""
+        """The spec of (validated) ``subscriber``; its breaker: ``defaults`` with its own keys."""
         state = DISABLED if not subscriber.enabled else PAUSED if paused else ENABLED
-        return cls(subscriber, defaults.overridden_by(subscriber.circuit_breaker), state)
+        breaker = defaults.overridden_by(subscriber.circuit_breaker)
+        return cls(SubscriberRecord.of(subscriber), breaker, state)
 
 
 @dataclass(frozen=True)
