@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, and_, false, or_, select, union
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, union
 
 from config.errors import NotFoundError
 from control.store.attempt_tables import AttemptRow
@@ -90,8 +90,3 @@ def endpoint_owned(connection: Connection, account: str, endpoint_id: str) -> bo
         EndpointDeletionRow.endpoint_id == endpoint_id, EndpointDeletionRow.account_id == account
     )
     return connection.execute(union(current, deleted)).first() is not None
-
-
-def no_attempts() -> ColumnElement[bool]:
-    """A condition no attempt meets."""
-    return false()

@@ -92,7 +92,8 @@ def summarize(connection: Connection, scope: ColumnElement[bool], now: datetime)
         ).where(*in_day)
     ).one()
     day_attempts, day_successes, hour_attempts, hour_successes = (int(n or 0) for n in counts)
-    newest_first = (AttemptRow.started_at.desc(), AttemptRow.id.desc())
+    # Time alone (no id tie-break): either index on (endpoint_id, started_at, ...) serves it.
+    newest_first = (AttemptRow.started_at.desc(),)
     latest = connection.execute(
         select(AttemptRow.started_at, AttemptRow.duration_seconds)
         .where(*in_day)

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from cli import log
 from cli.arguments import UsageError
+from cli.exit_codes import ExitCode
 from cli.log_output import attempts_table, event_text, summary_table
 from config.errors import InvalidInputError
 from control.delivery_log.filters import OUTCOMES, attempt_filter, parse_time
@@ -23,6 +25,8 @@ from control.store.attempt_summary import (
     percentile,
 )
 from control.store.attempts import LoggedAttempt
+from control.store.endpoints import EndpointStore
+from control.store.key import SecretsKey
 from tests.support.api import AUTH, open_store, running_api
 from tests.support.attempt_log import attempt
 from worker.delivery import DeliveryResult
@@ -181,3 +185,40 @@ def test_the_routes_need_a_token_and_are_in_the_openapi_document(tmp_path: Path)
     assert {"latency_p50_ms", "latency_p99_ms", "success_rate", "last_failure"} <= set(
         schemas["WindowSummary"]["properties"]
     )
+
+
+UNREACHABLE = "postgresql://api:db-password-9z@127.0.0.1:1/webhooks"
+
+
+def test_an_unreachable_store_is_503_without_internals() -> None:
+    store = EndpointStore.open(UNREACHABLE, secrets_key=SecretStr(SecretsKey.generate().as_text()))
+    try:
+        with running_api(store) as api:
+            responses = [
+                api.client.get(path, headers=AUTH)
+                for path in (
+                    "/v1/accounts/acct_1/attempts?outcome=timeout",
+                    "/v1/accounts/acct_1/events/evt_1",
+                    "/v1/accounts/acct_1/endpoints/ep-abc/summary",
+                )
+            ]
+    finally:
+        store.close()
+    for response in responses:
+        assert response.status_code == 503
+        assert response.json() == {"error": "the endpoint store is unavailable; try again later"}
+
+
+def test_webhook_log_exit_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE)
+    assert log.main(["summary", "ep-abc"]) == ExitCode.UNAVAILABLE
+    error = capsys.readouterr().err
+    assert error.startswith("webhook-log: error: database ") and "db-password-9z" not in error
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'none.db'}")
+    assert log.main(["event", "evt_1"]) == ExitCode.CONFIG
+    assert "no store at" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
+    assert log.main(["attempts", "--limit", "0"]) == ExitCode.USAGE
+    assert "--limit" in capsys.readouterr().err
