@@ -6,7 +6,9 @@ attempts are those with the owner's account and its id (the id also of a
 deleted endpoint: its tombstone keeps the owner).  An ``all_accounts``
 endpoint receives every account's events; those attempts belong to its owner
 too, but only from the endpoint's creation on: an id can be given at creation,
-so an earlier endpoint with the same id may have been another account's.
+so an earlier endpoint with the same id may have been another account's.  A
+tombstone does not say whether the endpoint was an all-accounts one: once it is
+deleted, only its owner's own events stay visible (never too much).
 Nothing else is visible: not the account's own events delivered to another
 account's all-accounts endpoint, not another account's endpoint (not found).
 """
