@@ -2,8 +2,8 @@
 
 Bounded whatever the traffic: the counts are one aggregate over the day's
 index range (``ix_delivery_attempts_endpoint_time``), done by the database;
-the last success and the last failure are one newest-first index walk each,
-which stops at the first match; latencies are read for at most
+the same pass finds when the last success and the last failure started (an
+index seek each then reads their status); latencies are read for at most
 ``LATENCY_SAMPLE`` attempts, the newest of the window.  So p50 and p99 are exact
 for a window of up to ``LATENCY_SAMPLE`` attempts, and describe its newest
 ``LATENCY_SAMPLE`` beyond (``latency_sample`` says how many).  Percentiles are
@@ -83,31 +83,35 @@ def summarize(connection: Connection, scope: ColumnElement[bool], now: datetime)
     in_day = (scope, AttemptRow.started_at >= day)
     succeeded = AttemptRow.outcome == SUCCESS
     in_hour = AttemptRow.started_at >= hour
+    failed = AttemptRow.outcome != SUCCESS
     counts = connection.execute(
         select(
             func.count(),
             func.sum(case((succeeded, 1), else_=0)),
             func.sum(case((in_hour, 1), else_=0)),
             func.sum(case((in_hour & succeeded, 1), else_=0)),
+            # In the same pass: a healthy endpoint has no failure to walk back to.
+            func.max(case((succeeded, AttemptRow.started_at))),
+            func.max(case((failed, AttemptRow.started_at))),
         ).where(*in_day)
     ).one()
-    day_attempts, day_successes, hour_attempts, hour_successes = (int(n or 0) for n in counts)
-    # Time alone (no id tie-break): either index on (endpoint_id, started_at, ...) serves it.
-    newest_first = (AttemptRow.started_at.desc(),)
+    day_attempts, day_successes, hour_attempts, hour_successes = (int(n or 0) for n in counts[:4])
     latest = connection.execute(
         select(AttemptRow.started_at, AttemptRow.duration_seconds)
         .where(*in_day)
-        .order_by(*newest_first)
+        # Time alone (no id tie-break): either index on (endpoint_id, started_at, ...) serves it.
+        .order_by(AttemptRow.started_at.desc())
         .limit(LATENCY_SAMPLE)
     ).all()
     last: dict[bool, LastAttempt | None] = {}
-    for success in (True, False):
-        row = connection.execute(
-            select(AttemptRow.started_at, AttemptRow.outcome, AttemptRow.status)
-            .where(*in_day, succeeded if success else AttemptRow.outcome != SUCCESS)
-            .order_by(*newest_first)
-            .limit(1)
-        ).first()
+    for success, at in ((True, counts[4]), (False, counts[5])):
+        row = None
+        if at is not None:  # one index seek: the endpoint's attempts at that moment
+            row = connection.execute(
+                select(AttemptRow.started_at, AttemptRow.outcome, AttemptRow.status)
+                .where(scope, AttemptRow.started_at == at, succeeded if success else failed)
+                .limit(1)
+            ).first()
         last[success] = None if row is None else LastAttempt(row[0], row[1], row[2])
     day_latencies = sorted(row[1] for row in latest)
     hour_latencies = sorted(row[1] for row in latest if row[0] >= hour)

@@ -285,6 +285,12 @@ def test_the_summary_figures_are_exact(
     assert (day["latency_p50_ms"], day["latency_p99_ms"]) == (1000.0, 1000.0)
     assert day["last_failure"] == hour["last_failure"]
 
+    healthy = _get(api, f"/v1/accounts/acct_a/endpoints/{other}/summary")["last_day"]
+    assert (healthy["attempts"], healthy["success_rate"], healthy["last_failure"]) == (1, 1.0, None)
+    assert healthy["last_success"]["at"] == (now - timedelta(minutes=1)).isoformat().replace(
+        "+00:00", "Z"
+    )
+
     clock.advance(3 * 3600)  # three hours on: the last hour is empty
     later = _get(api, f"/v1/accounts/acct_a/endpoints/{shop}/summary")["last_hour"]
     assert later["attempts"] == 0 and later["success_rate"] is None
