@@ -7,7 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from control.api import endpoint_actions, endpoints, event_types, notification_settings
+from control.api import (
+    attempts,
+    endpoint_actions,
+    endpoints,
+    event_types,
+    notification_settings,
+)
 from control.api.errors import install_error_handlers
 from control.api.schemas import Health
 from control.api.services import ApiServices
@@ -16,7 +22,8 @@ TITLE = "webhook-relay endpoint API"
 DESCRIPTION = """\
 Manage merchants' webhook endpoints: create them (the answer holds the signing
 secret, shown once), list, change, pause, resume, rotate the secret, delete, and
-send a signed test event.
+send a signed test event; read the delivery log of their endpoints (attempts,
+one event's deliveries, an endpoint's summary).
 
 Every `/v1` request needs `Authorization: Bearer <token>`. Every error answer is
 `{"error": "<message>"}`, with `"fields": [...]` naming the request fields at
@@ -50,6 +57,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(endpoint_actions.router)
     app.include_router(event_types.router)
     app.include_router(notification_settings.router)
+    app.include_router(attempts.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz() -> Health:

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select
 
 from config.errors import InvalidInputError
+from control.store.attempt_scope import AccountScope
 from control.store.attempt_tables import AttemptRow
 from control.store.attempts import LoggedAttempt, logged
 from control.store.database import Database
@@ -35,6 +36,7 @@ class AttemptFilter:
     status: int | None = None
     since: datetime | None = None  # started at or after
     until: datetime | None = None  # started before
+    scope: AccountScope | None = None  # only what this account may see (its endpoints)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ def list_attempts(
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInputError(f"limit: must be 1-{MAX_PAGE}", fields=["limit"])
     query = select(AttemptRow)
+    if where.scope is not None:
+        query = query.where(where.scope.condition())
     if where.account is not None:
         query = query.where(AttemptRow.account_id == where.account)
     if where.endpoint_ids is not None:

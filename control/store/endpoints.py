@@ -8,6 +8,7 @@ transaction; an account sees only its own endpoints.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -19,6 +20,9 @@ from control.store.endpoint_reader import EndpointReader
 from control.store.endpoint_writer import EndpointWriter
 from control.store.key import load_secrets_key
 from control.store.notification_targets import NotificationTargets
+
+if TYPE_CHECKING:
+    from control.store.attempt_reader import AttemptReader
 
 
 class EndpointStore(EndpointReader, EndpointWriter):
@@ -72,3 +76,10 @@ class EndpointStore(EndpointReader, EndpointWriter):
     def notification_targets(self) -> NotificationTargets:
         """The accounts' notification URLs: same database, same key."""
         return NotificationTargets(self._db, self._cipher, clock=self._clock)
+
+    def delivery_log(self) -> AttemptReader:
+        """The delivery log's read side: same database, same clock."""
+        # Imported here: the log's modules pull in Alembic, which workers never need.
+        from control.store.attempt_reader import AttemptReader
+
+        return AttemptReader(self._db, clock=self._clock)
