@@ -125,7 +125,8 @@ def account_of(index: int, spread: Spread) -> str:
 
 def fill(database: Database, spread: Spread, *, now: datetime | None = None) -> list[str]:
     """Load ``spread.rows`` attempts (table empty, migrated); returns the index definitions."""
-    start = (now or datetime.now(UTC)) - timedelta(days=spread.days)
+    # The last events' retries (up to 1.5 h later) must not lie in the future.
+    start = (now or datetime.now(UTC)) - timedelta(days=spread.days, hours=2)
     with database.engine.begin() as connection:
         connection.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
         connection.execute(text("SET LOCAL work_mem = '64MB'"))

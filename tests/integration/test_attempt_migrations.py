@@ -16,6 +16,7 @@ from wire.attempt_record import AttemptRecord
 NEW_INDEXES = {
     "ix_delivery_attempts_endpoint_outcome_time": ["endpoint_id", "outcome", "started_at", "id"],
     "ix_delivery_attempts_endpoint_status_time": ["endpoint_id", "status", "started_at", "id"],
+    "ix_delivery_attempts_account_outcome_time": ["account_id", "outcome", "started_at", "id"],
 }
 
 
