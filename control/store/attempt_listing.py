@@ -2,8 +2,10 @@
 
 Newest first, ordered by (started_at, id) so that a page boundary never
 splits or repeats a row: the cursor is the last row's (started_at, id), opaque
-to callers.  Each filter rides one of migration 0003's indexes: an endpoint's
-attempts by time, an account's by time, an event's, or an outcome's by time.
+to callers.  Each filter rides an index of migrations 0003 and 0004: an
+endpoint's attempts by time (or by outcome or status, then time), an
+account's by time (or by outcome, then time), an event's, or an outcome's by
+time; ``python -m bench.attempt_listing`` measures them among 10 million rows.
 """
 
 from __future__ import annotations
