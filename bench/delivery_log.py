@@ -22,6 +22,7 @@ records each drain's worker with py-spy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import secrets
@@ -178,12 +179,13 @@ def bench_recorder(
         launched = time.monotonic()
         written = 'webhook_recorder_records_total{result="written"}'
         deadline = launched + 600
+        rss: list[float] = []  # MiB as each tenth of the backlog is written: flat if bounded
         while time.monotonic() < deadline:
-            try:
-                if metric(port, written) >= backlog:
+            with contextlib.suppress(OSError):
+                done = metric(port, written)
+                rss += [procstat.rss_mb(process.pid)] * int(10 * done // backlog - len(rss))
+                if done >= backlog:
                     break
-            except OSError:
-                pass
             if process.poll() is not None:
                 raise RuntimeError(f"the recorder exited with {process.returncode}")
             time.sleep(0.2)
@@ -195,7 +197,8 @@ def bench_recorder(
             f"  backlog {backlog:,} records written in {elapsed:.1f} s: "
             f"{backlog / elapsed:,.0f} records/s (process start and migration included); "
             f"recorder CPU {cpu:.1f} s; peak RSS {procstat.peak_rss_mb(process.pid):.0f} MiB; "
-            f"other load {other_load_pct(before, [process.pid]):.0f}%"
+            f"other load {other_load_pct(before, [process.pid]):.0f}%\n  RSS at each tenth of "
+            f"the backlog written: {', '.join(f'{m:.0f}' for m in rss)} MiB"
         )
         if steady_seconds > 0:
             offered = int(3000 * steady_seconds)

@@ -2,8 +2,10 @@
 
 Newest first, ordered by (started_at, id) so that a page boundary never
 splits or repeats a row: the cursor is the last row's (started_at, id), opaque
-to callers.  Each filter rides one of migration 0003's indexes: an endpoint's
-attempts by time, an account's by time, an event's, or an outcome's by time.
+to callers.  Each filter rides an index of migrations 0003 and 0004: an
+endpoint's attempts by time (or by outcome or status, then time), an
+account's by time (or by outcome, then time), an event's, or an outcome's by
+time; ``python -m bench.attempt_listing`` measures them among 10 million rows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, select, tuple_
 
 from config.errors import InvalidInputError
 from control.store.attempt_scope import AccountScope
@@ -49,7 +51,12 @@ class AttemptPage:
 
 def encode_cursor(last: LoggedAttempt) -> str:
     """The cursor of the page after ``last``."""
-    text = f"{last.record.started_at.isoformat()}|{last.id}"
+    return cursor_before(last.record.started_at, last.id)
+
+
+def cursor_before(started_at: datetime, row_id: int) -> str:
+    """The cursor of a page of the attempts before ``(started_at, row_id)``."""
+    text = f"{started_at.isoformat()}|{row_id}"
     return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii").rstrip("=")
 
 
@@ -73,6 +80,18 @@ def list_attempts(
     database: Database, where: AttemptFilter, *, limit: int = 100, cursor: str | None = None
 ) -> AttemptPage:
     """One page of attempts matching ``where``, newest first."""
+    query = page_query(where, limit=limit, cursor=cursor)
+    with database.transaction() as session:
+        rows = [logged(row) for row in session.scalars(query)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return AttemptPage(rows, encode_cursor(rows[-1]) if more and rows else None)
+
+
+def page_query(
+    where: AttemptFilter, *, limit: int = 100, cursor: str | None = None
+) -> Select[AttemptRow]:
+    """The statement behind :func:`list_attempts` (one row more than ``limit``)."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInputError(f"limit: must be 1-{MAX_PAGE}", fields=["limit"])
     query = select(AttemptRow)
@@ -94,15 +113,10 @@ def list_attempts(
         query = query.where(AttemptRow.started_at < where.until)
     if cursor is not None:
         started_at, row_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                AttemptRow.started_at < started_at,
-                and_(AttemptRow.started_at == started_at, AttemptRow.id < row_id),
-            )
-        )
+        # A row value, not "started_at < t OR (started_at = t AND id < n)": both
+        # PostgreSQL and SQLite make it a range of the (…, started_at, id) index,
+        # where the OR made PostgreSQL filter every newer row of the endpoint
+        # (a deep page of a busy endpoint took seconds among 10 million rows).
+        query = query.where(tuple_(AttemptRow.started_at, AttemptRow.id) < (started_at, row_id))
     query = query.order_by(AttemptRow.started_at.desc(), AttemptRow.id.desc()).limit(limit + 1)
-    with database.transaction() as session:
-        rows = [logged(row) for row in session.scalars(query)]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AttemptPage(rows, encode_cursor(rows[-1]) if more and rows else None)
+    return query
