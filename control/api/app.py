@@ -7,7 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from control.api import endpoint_actions, endpoints, event_types, notification_settings
+from control.api import (
+    endpoint_actions,
+    endpoints,
+    event_types,
+    notification_settings,
+    resends,
+)
 from control.api.errors import install_error_handlers
 from control.api.schemas import Health
 from control.api.services import ApiServices
@@ -16,7 +22,8 @@ TITLE = "webhook-relay endpoint API"
 DESCRIPTION = """\
 Manage merchants' webhook endpoints: create them (the answer holds the signing
 secret, shown once), list, change, pause, resume, rotate the secret, delete, and
-send a signed test event.
+send a signed test event; resend logged events to an endpoint, or recover what
+failed there since a given time.
 
 Every `/v1` request needs `Authorization: Bearer <token>`. Every error answer is
 `{"error": "<message>"}`, with `"fields": [...]` naming the request fields at
@@ -34,6 +41,8 @@ def create_app(services: ApiServices) -> FastAPI:
             yield
         finally:
             await services.notices.stop()
+            if services.resender is not None:
+                services.resender.close()
 
     app = FastAPI(
         title=TITLE,
@@ -50,6 +59,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(endpoint_actions.router)
     app.include_router(event_types.router)
     app.include_router(notification_settings.router)
+    app.include_router(resends.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz() -> Health:
