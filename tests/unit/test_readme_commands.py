@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import admin, dlq, publish, worker
+from cli import admin, dlq, log, publish, worker
 from tests.support.api import AUTH, open_store, running_api
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -26,6 +26,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "webhook-worker": worker.build_parser,
     "webhook-dlq": dlq.build_parser,
     "webhook-admin": admin.build_parser,
+    "webhook-log": log.build_parser,
 }
 
 
