@@ -31,7 +31,8 @@ from cli.terminal import PipeOutput, format_table, operator_name
 from config.errors import NotFoundError
 from config.settings import Settings, load_settings
 from control.dead_letters.filters import parse_since
-from control.delivery_log.resend import (
+from control.delivery_log.resend_audit import audited_resend
+from control.delivery_log.resend_request import (
     DEFAULT_LIMIT,
     Matching,
     OneEvent,
@@ -39,7 +40,6 @@ from control.delivery_log.resend import (
     ResendReport,
     ResendRequest,
 )
-from control.delivery_log.resend_audit import audited_resend
 from control.store.database import Database, DatabaseUrl
 from control.store.resend_selection import EventFilter, ResendScope, endpoint_scope
 

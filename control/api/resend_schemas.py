@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from config.errors import InvalidInputError
-from control.delivery_log.resend import (
+from control.delivery_log.resend_request import (
     DEFAULT_LIMIT,
     MAX_EVENT_IDS,
     MAX_RESEND,
@@ -117,6 +117,10 @@ class ResendAnswer(BaseModel):
         description="more events matched than `limit`: the oldest `limit` were taken"
     )
     stopped: str | None = Field(description="why the run ended early, if it did")
+    unconfirmed: list[str] = Field(
+        description="event ids sent when RabbitMQ was lost, before their confirms: they may "
+        "or may not arrive"
+    )
     events: list[ResentEvent]
 
     @classmethod

@@ -19,7 +19,7 @@ from control.api.dependencies import AccountId, EndpointId, Services
 from control.api.errors import error_responses
 from control.api.resend_schemas import RecoverBody, ResendAnswer, ResendBody
 from control.api.services import ApiServices
-from control.delivery_log.resend import ResendRequest, check_request
+from control.delivery_log.resend_request import ResendRequest, check_request
 from control.store.resend_selection import ResendScope
 
 router = APIRouter(prefix="/v1/accounts/{account}/endpoints/{endpoint_id}", tags=["delivery log"])

@@ -182,16 +182,14 @@ def replay(
 
 
 def _publish_copy(channel: BlockingChannel, routing_key: str, letter: DeadLetter) -> None:
-    publish_to_work_queue(channel, routing_key, letter.body, _replay_properties(letter))
-
-
-def publish_to_work_queue(
-    channel: BlockingChannel, routing_key: str, body: bytes, properties: pika.BasicProperties
-) -> None:
-    """Publish to ``webhooks.redeliver`` (mandatory, on a channel in confirm mode): back
-    only once the broker confirmed it; a PublishError if it was unroutable or nacked."""
     try:
-        channel.basic_publish(REDELIVER_EXCHANGE, routing_key, body, properties, mandatory=True)
+        channel.basic_publish(
+            REDELIVER_EXCHANGE,
+            routing_key,
+            letter.body,
+            _replay_properties(letter),
+            mandatory=True,
+        )
     except pika.exceptions.UnroutableError:
         raise UnroutableError(
             f"no work queue is bound to {REDELIVER_EXCHANGE} for {routing_key!r} "

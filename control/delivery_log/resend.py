@@ -4,34 +4,50 @@ Each copy is built from the body the log keeps, as the producer would have
 published it (same event id, so receivers see the same ``X-Webhook-Id``), at
 attempt 1, and goes to ``webhooks.redeliver`` with routing key = the endpoint
 id: only that endpoint's work queue is bound there, and its worker signs and
-delivers it like any event.  Publishes are mandatory and confirmed, one at a
-time; an event is reported ``published`` only once the broker confirmed it.
+delivers it like any event.  Publishes are mandatory and confirmed, a few at a
+time (:class:`broker.confirm_window.ConfirmWindow`); an event is reported
+``published`` only once the broker confirmed it.
 
 Isolation comes from the selection (:mod:`control.store.resend_selection`):
 only events of the endpoint's account that were attempted at the endpoint are
 ever read.  The worker checks the account header again before delivering.
 
-Bounded: at most ``limit`` events per request (``MAX_RESEND`` at most), read a
-page at a time and their bodies a few at a time, so memory does not grow with
-what matches.  A run that stops early (the limit, a refused copy, the broker or
-the store lost after something was published) says so in its report.
+Bounded: at most ``limit`` events per request (``MAX_RESEND`` at most), their
+ids read a page at a time and their bodies a few at a time, so memory does not
+grow with what matches.  A run that stops early (the limit, a refused copy, the
+broker or the store lost after something was sent) says so in its report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingConnection
 
+from broker.confirm_window import ConfirmWindow
 from broker.connection import blocking_connection
 from broker.url import BrokerUrl
-from config.errors import BrokerError, InvalidInputError, NotFoundError, PublishError, StoreError
+from config.errors import (
+    BrokerError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    UnroutableError,
+)
+from config.topology import REDELIVER_EXCHANGE
 from control.dead_letters.model import iso_utc
-from control.dead_letters.replay import publish_to_work_queue
+from control.delivery_log.resend_request import (
+    EventResult,
+    Matching,
+    OneEvent,
+    Recovery,
+    ResendReport,
+    ResendRequest,
+    check_request,
+    kind_of,
+)
 from control.store.database import Database
 from control.store.resend_selection import (
     EventFilter,
@@ -44,124 +60,18 @@ from control.store.resend_selection import (
 )
 from wire import contract
 
-MAX_RESEND = 10_000
-DEFAULT_LIMIT = 1_000
-MAX_EVENT_IDS = 1_000
-# Events read per query, and bodies per query (a body may be up to 1 MiB).
-PAGE_SIZE = 100
+# Event keys read per query (small: ids and a time; each query groups every
+# matching attempt, so fewer, larger pages cost less), and bodies per query (a
+# body may be up to 1 MiB).
+PAGE_SIZE = 1_000
 BODY_CHUNK = 16
-
-Result = Literal["published", "not_found", "refused"]
-Kind = Literal["event", "filter", "recover"]
+# Copies published before waiting for their confirms (one quorum commit per
+# window instead of one per copy), and the bytes they may hold in pika's buffer.
+WINDOW = 256
+WINDOW_BYTES = 8 * 1024 * 1024
 
 NO_BODY = "the delivery log no longer holds its body (retention, or never recorded)"
 NOT_MATCHED = "no attempt of it at this endpoint matches (unknown, or not this endpoint's)"
-
-
-@dataclass(frozen=True)
-class OneEvent:
-    """Resend this event."""
-
-    event_id: str
-
-
-@dataclass(frozen=True)
-class Matching:
-    """Resend the events the filter selects, oldest first, at most ``limit``."""
-
-    where: EventFilter
-    limit: int = DEFAULT_LIMIT
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """Resend what failed since ``since`` and has not succeeded since, at most ``limit``."""
-
-    since: datetime
-    limit: int = DEFAULT_LIMIT
-
-
-ResendRequest = OneEvent | Matching | Recovery
-
-
-@dataclass(frozen=True)
-class EventResult:
-    """What became of one event."""
-
-    event_id: str
-    account: str | None  # None for an asked-for id the log has nothing of here
-    result: Result
-    event_type: str | None = None
-    reason: str | None = None
-
-
-@dataclass
-class ResendReport:
-    """Every event considered, in order, and whether the run stopped before the end."""
-
-    endpoint_id: str
-    kind: Kind
-    events: list[EventResult] = field(default_factory=list)
-    # More events matched than the limit allowed: the oldest ``limit`` were taken.
-    limit_reached: bool = False
-    # Why the run ended before every selected event was tried, if it did.
-    stopped: str | None = None
-
-    def count(self, result: Result) -> int:
-        """How many events ended as ``result``."""
-        return sum(1 for event in self.events if event.result == result)
-
-    def counts(self) -> dict[str, int]:
-        """Events per result (every result named, zeros included)."""
-        return {name: self.count(name) for name in ("published", "not_found", "refused")}
-
-    @property
-    def complete(self) -> bool:
-        """Whether every selected event was tried."""
-        return self.stopped is None and not self.limit_reached
-
-    def as_document(self) -> dict[str, Any]:
-        """The report as JSON-ready data (the API's answer, ``webhook-log --format json``)."""
-        return {
-            "endpoint_id": self.endpoint_id,
-            "request": self.kind,
-            **self.counts(),
-            "complete": self.complete,
-            "limit_reached": self.limit_reached,
-            "stopped": self.stopped,
-            "events": [asdict(event) for event in self.events],
-        }
-
-
-def kind_of(request: ResendRequest) -> Kind:
-    """``event``, ``filter`` or ``recover``."""
-    if isinstance(request, OneEvent):
-        return "event"
-    return "filter" if isinstance(request, Matching) else "recover"
-
-
-def check_request(request: ResendRequest) -> None:
-    """InvalidInputError (naming the field) for a request that cannot be run."""
-    if isinstance(request, OneEvent):
-        if not request.event_id:
-            raise InvalidInputError("event_id: must not be empty", fields=["event_id"])
-        return
-    if not 1 <= request.limit <= MAX_RESEND:
-        raise InvalidInputError(f"limit: must be 1-{MAX_RESEND}", fields=["limit"])
-    if isinstance(request, Matching):
-        where = request.where
-        if len(where.event_ids) > MAX_EVENT_IDS:
-            raise InvalidInputError(
-                f"event_ids: at most {MAX_EVENT_IDS} per request", fields=["event_ids"]
-            )
-        if not where.describe():
-            raise InvalidInputError(
-                "filter: give event_id, or at least one of event_ids, outcome, status, "
-                "since, until (an empty filter would resend everything)",
-                fields=["event_ids", "outcome", "status", "since", "until"],
-            )
-        if where.since and where.until and where.until <= where.since:
-            raise InvalidInputError("until: must be after since", fields=["until"])
 
 
 def resend_properties(key: EventKey, stored: StoredEvent, now: datetime) -> pika.BasicProperties:
@@ -192,55 +102,107 @@ def resend(
 
     NotFoundError when a single event was never attempted at this endpoint (or
     is another account's); InvalidInputError for a bad request; BrokerError or
-    StoreError when nothing could be published.
+    StoreError when nothing was sent.
     """
     check_request(request)
     report = ResendReport(scope.endpoint_id, kind_of(request))
     try:
         with blocking_connection(broker, name="webhook-resend", operation="resend") as connection:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            _resend_all(channel, database, scope, request, report, page_size)
+            _resend_all(connection, database, scope, request, report, page_size)
     except (BrokerError, StoreError) as exc:
-        if isinstance(exc, InvalidInputError) or report.count("published") == 0:
+        if isinstance(exc, InvalidInputError) or not (
+            report.count("published") or report.unconfirmed
+        ):
             raise
-        # Some copies are out (and confirmed): the report must say which.
+        # Some copies are out: the report must say which, and which are in doubt.
         report.stopped = f"stopped early: {exc}"
     _note_unmatched(request, report)
     return report
 
 
+class _Batch:
+    """The events since the last settle, in selection order, and the copies awaiting confirms."""
+
+    def __init__(self, window: ConfirmWindow, scope: ResendScope, report: ResendReport) -> None:
+        self._window = window
+        self._scope = scope
+        self._report = report
+        self._results: list[EventResult | None] = []
+        self._sent: list[tuple[int, EventKey, str]] = []
+        self.bytes = 0
+
+    @property
+    def copies(self) -> int:
+        return len(self._sent)
+
+    def not_found(self, key: EventKey) -> None:
+        self._results.append(EventResult(key.event_id, key.account, "not_found", reason=NO_BODY))
+
+    def send(self, key: EventKey, event: StoredEvent, properties: pika.BasicProperties) -> None:
+        self._window.publish(REDELIVER_EXCHANGE, self._scope.endpoint_id, event.body, properties)
+        self._sent.append((len(self._results), key, event.event_type))
+        self._results.append(None)
+        self._report.unconfirmed.append(key.event_id)
+        self.bytes += len(event.body)
+
+    def settle(self) -> bool:
+        """Wait for the confirms, report every event in order; False once a copy was refused."""
+        results, sent = self._results, self._sent
+        self._results, self._sent, self.bytes = [], [], 0
+        try:
+            outcomes = self._window.settle() if sent else []
+        except BrokerError:
+            self._report.events += [result for result in results if result is not None]
+            raise
+        self._report.unconfirmed.clear()
+        refused = None
+        for (index, key, event_type), error in zip(sent, outcomes, strict=True):
+            if error is None:
+                results[index] = EventResult(key.event_id, key.account, "published", event_type)
+            else:
+                refused = refused or _refusal(self._scope, error)
+                results[index] = EventResult(
+                    key.event_id, key.account, "refused", event_type, refused
+                )
+        self._report.events += [result for result in results if result is not None]
+        if refused is not None:
+            # Same endpoint, same queue: every later copy would be refused too.
+            self._report.stopped = f"stopped at the first refused copy: {refused}"
+            return False
+        return True
+
+
 def _resend_all(
-    channel: BlockingChannel,
+    connection: BlockingConnection,
     database: Database,
     scope: ResendScope,
     request: ResendRequest,
     report: ResendReport,
     page_size: int,
 ) -> None:
+    batch = _Batch(ConfirmWindow(connection), scope, report)
     now = datetime.now(UTC)
     for chunk in _chunks(_selected(database, scope, request, report, page_size), BODY_CHUNK):
         stored = stored_events(database, chunk)
         for key in chunk:
             event = stored.get((key.account, key.event_id))
             if event is None:
-                report.events.append(
-                    EventResult(key.event_id, key.account, "not_found", reason=NO_BODY)
-                )
-                continue
-            body_properties = resend_properties(key, event, now)
-            try:
-                publish_to_work_queue(channel, scope.endpoint_id, event.body, body_properties)
-            except PublishError as exc:
-                # Same endpoint, same queue: every later copy would be refused too.
-                report.events.append(
-                    EventResult(key.event_id, key.account, "refused", event.event_type, str(exc))
-                )
-                report.stopped = f"stopped at the first refused copy: {exc}"
-                return
-            report.events.append(
-                EventResult(key.event_id, key.account, "published", event.event_type)
-            )
+                batch.not_found(key)
+            else:
+                batch.send(key, event, resend_properties(key, event, now))
+        if (batch.copies >= WINDOW or batch.bytes >= WINDOW_BYTES) and not batch.settle():
+            return
+    batch.settle()
+
+
+def _refusal(scope: ResendScope, error: Exception) -> str:
+    if isinstance(error, UnroutableError):
+        return (
+            f"no work queue is bound to {REDELIVER_EXCHANGE} for endpoint "
+            f"{scope.endpoint_id!r}: its queue is gone (endpoint deleted or disabled, or no "
+            "worker has declared it yet)"
+        )
+    return f"RabbitMQ refused the copy for endpoint {scope.endpoint_id!r} (its queue is full?)"
 
 
 def _selected(

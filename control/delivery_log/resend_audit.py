@@ -14,13 +14,13 @@ import structlog
 
 from broker.url import BrokerUrl
 from config.errors import InvalidInputError, NotFoundError
-from control.delivery_log.resend import (
+from control.delivery_log.resend import resend
+from control.delivery_log.resend_request import (
     Matching,
     OneEvent,
     ResendReport,
     ResendRequest,
     kind_of,
-    resend,
 )
 from control.store.database import Database
 from control.store.resend_selection import ResendScope

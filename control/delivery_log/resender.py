@@ -11,8 +11,8 @@ from typing import Protocol
 
 from broker.url import BrokerUrl
 from config.settings import Settings
-from control.delivery_log.resend import ResendReport, ResendRequest
 from control.delivery_log.resend_audit import audited_resend
+from control.delivery_log.resend_request import ResendReport, ResendRequest
 from control.store.database import Database, DatabaseUrl
 from control.store.resend_selection import ResendScope
 

@@ -31,7 +31,8 @@ from config.topology import build_topology, work_queue
 from control.api.app import create_app
 from control.api.auth import ApiTokens
 from control.api.services import ApiServices
-from control.delivery_log.resend import Matching, OneEvent, resend
+from control.delivery_log.resend import resend
+from control.delivery_log.resend_request import Matching, OneEvent
 from control.delivery_log.resender import LogResender
 from control.store.attempt_tables import EventBodyRow
 from control.store.attempts import AttemptStore

@@ -16,7 +16,7 @@ from config.errors import BrokerUnavailableError, NotFoundError, StoreUnavailabl
 from control.api.app import create_app
 from control.api.auth import ApiTokens
 from control.api.services import ApiServices
-from control.delivery_log.resend import (
+from control.delivery_log.resend_request import (
     EventResult,
     Matching,
     OneEvent,
@@ -110,6 +110,7 @@ def test_one_event_is_resent_to_the_endpoint_of_the_account(app: App) -> None:
         "complete": True,
         "limit_reached": False,
         "stopped": None,
+        "unconfirmed": [],
         "events": [
             {
                 "event_id": "e1",

@@ -15,15 +15,21 @@ import pytest
 from sqlalchemy import delete
 
 from broker.url import BrokerUrl
-from config.errors import InvalidInputError, NotFoundError, UnroutableError
+from config.errors import (
+    BrokerUnavailableError,
+    InvalidInputError,
+    NotFoundError,
+    PublishError,
+    UnroutableError,
+)
 from control.delivery_log import resend as resend_module
-from control.delivery_log.resend import (
+from control.delivery_log.resend import resend
+from control.delivery_log.resend_request import (
     MAX_RESEND,
     Matching,
     OneEvent,
     Recovery,
     check_request,
-    resend,
 )
 from control.store.attempt_tables import EventBodyRow
 from control.store.attempts import AttemptStore
@@ -38,10 +44,13 @@ EVERYTHING = EventFilter(since=T0 - timedelta(days=1))
 
 @dataclass
 class FakeBroker:
-    """Stands in for the connection and the confirmed publish; ``refuse`` names event ids."""
+    """Stands in for the connection and the confirm window; ``refuse`` names event ids."""
 
     published: list[tuple[str, bytes, pika.BasicProperties]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    lose_at: str | None = None  # the connection is lost settling this event's window
+    windows: int = 0
+    pending: list[pika.BasicProperties] = field(default_factory=list)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         @contextlib.contextmanager
@@ -49,20 +58,24 @@ class FakeBroker:
             yield self
 
         monkeypatch.setattr(resend_module, "blocking_connection", connection)
-        monkeypatch.setattr(resend_module, "publish_to_work_queue", self.publish)
-
-    def channel(self) -> FakeBroker:
-        return self
-
-    def confirm_delivery(self) -> None:
-        pass
+        monkeypatch.setattr(resend_module, "ConfirmWindow", lambda _connection: self)
 
     def publish(
-        self, _channel: Any, routing_key: str, body: bytes, properties: pika.BasicProperties
+        self, exchange: str, routing_key: str, body: bytes, properties: pika.BasicProperties
     ) -> None:
-        if properties.message_id in self.refuse:
-            raise UnroutableError(f"no work queue is bound for {routing_key!r}")
-        self.published.append((routing_key, body, properties))
+        assert exchange == "webhooks.redeliver"
+        self.pending.append(properties)
+        if properties.message_id not in self.refuse:
+            self.published.append((routing_key, body, properties))
+
+    def settle(self) -> list[PublishError | None]:
+        self.windows += 1
+        pending, self.pending = self.pending, []
+        if any(p.message_id == self.lose_at for p in pending):
+            raise BrokerUnavailableError("lost RabbitMQ while publishing")
+        return [
+            UnroutableError("returned") if p.message_id in self.refuse else None for p in pending
+        ]
 
 
 @pytest.fixture
@@ -136,17 +149,52 @@ def test_a_missing_body_is_reported_not_found_and_the_rest_still_sent(
     assert [p.message_id for _, _, p in broker.published] == ["a", "c"]
 
 
-def test_a_refused_copy_stops_the_run_and_says_so(store: AttemptStore, broker: FakeBroker) -> None:
-    store.write([attempt(f"e{i}", 1, i) for i in range(4)])
-    broker.refuse = {"e1"}
+def test_a_refused_copy_stops_the_run_and_says_so(
+    store: AttemptStore, broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resend_module, "WINDOW", 16)
+    store.write([attempt(f"e{i:02}", 1, i) for i in range(40)])
+    broker.refuse = {"e17"}
     report = resend(BROKER, store.database, SHOP, Matching(EVERYTHING))
-    assert [(e.event_id, e.result) for e in report.events] == [
-        ("e0", "published"),
-        ("e1", "refused"),
-    ]
+    # Copies go 16 to a window: the second window is settled, then the run stops.
+    assert broker.windows == 2
+    results = [(e.event_id, e.result) for e in report.events]
+    assert results == [(f"e{i:02}", "refused" if i == 17 else "published") for i in range(32)]
+    assert "no work queue is bound" in (report.events[17].reason or "")
     assert report.stopped is not None and "refused" in report.stopped
     assert not report.complete
-    assert [p.message_id for _, _, p in broker.published] == ["e0"]
+    assert len(broker.published) == 31
+
+
+def test_the_broker_lost_midway_reports_what_was_confirmed_and_what_is_in_doubt(
+    store: AttemptStore, broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resend_module, "WINDOW", 16)
+    store.write([attempt(f"e{i:02}", 1, i) for i in range(20)])
+    broker.lose_at = "e18"
+    report = resend(BROKER, store.database, SHOP, Matching(EVERYTHING))
+    assert [e.event_id for e in report.events] == [f"e{i:02}" for i in range(16)]
+    assert report.count("published") == 16
+    assert report.unconfirmed == ["e16", "e17", "e18", "e19"]
+    assert report.stopped is not None and "lost RabbitMQ" in report.stopped
+    # Lost with one copy in doubt: a report saying so, not "nothing was sent".
+    broker.lose_at = "e00"
+    doubt = resend(BROKER, store.database, SHOP, OneEvent("e00"))
+    assert (doubt.events, doubt.unconfirmed) == ([], ["e00"])
+
+
+def test_nothing_sent_is_the_error_itself(
+    store: AttemptStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @contextlib.contextmanager
+    def unreachable(_broker: BrokerUrl, **_names: str) -> Iterator[Any]:
+        raise BrokerUnavailableError("cannot connect to RabbitMQ")
+        yield
+
+    monkeypatch.setattr(resend_module, "blocking_connection", unreachable)
+    store.write([attempt("e1", 1, 0)])
+    with pytest.raises(BrokerUnavailableError):
+        resend(BROKER, store.database, SHOP, OneEvent("e1"))
 
 
 def test_the_limit_takes_the_oldest_and_says_more_matched(
