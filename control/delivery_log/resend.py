@@ -182,16 +182,20 @@ def _resend_all(
 ) -> None:
     batch = _Batch(ConfirmWindow(connection), scope, report)
     now = datetime.now(UTC)
-    for chunk in _chunks(_selected(database, scope, request, report, page_size), BODY_CHUNK):
-        stored = stored_events(database, chunk)
-        for key in chunk:
-            event = stored.get((key.account, key.event_id))
-            if event is None:
-                batch.not_found(key)
-            else:
-                batch.send(key, event, resend_properties(key, event, now))
-        if (batch.copies >= WINDOW or batch.bytes >= WINDOW_BYTES) and not batch.settle():
-            return
+    try:
+        for chunk in _chunks(_selected(database, scope, request, report, page_size), BODY_CHUNK):
+            stored = stored_events(database, chunk)
+            for key in chunk:
+                event = stored.get((key.account, key.event_id))
+                if event is None:
+                    batch.not_found(key)
+                else:
+                    batch.send(key, event, resend_properties(key, event, now))
+            if (batch.copies >= WINDOW or batch.bytes >= WINDOW_BYTES) and not batch.settle():
+                return
+    except StoreError:
+        batch.settle()  # the copies already out are confirmed and reported before giving up
+        raise
     batch.settle()
 
 

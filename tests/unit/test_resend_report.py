@@ -20,6 +20,7 @@ from config.errors import (
     InvalidInputError,
     NotFoundError,
     PublishError,
+    StoreUnavailableError,
     UnroutableError,
 )
 from control.delivery_log import resend as resend_module
@@ -257,3 +258,25 @@ def test_bad_requests_name_their_field(request_: Any, field: str) -> None:
 
 def test_a_valid_filter_passes() -> None:
     check_request(Matching(EventFilter(since=datetime.now(UTC)), limit=MAX_RESEND))
+
+
+def test_the_store_lost_midway_still_reports_the_copies_already_out(
+    store: AttemptStore, broker: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.write([attempt(f"e{i:02}", 1, i) for i in range(40)])
+    real = resend_module.stored_events
+    calls: list[int] = []
+
+    def failing_second_time(database: Any, keys: Any) -> Any:
+        calls.append(len(keys))
+        if len(calls) == 2:
+            raise StoreUnavailableError("the database is unreachable")
+        return real(database, keys)
+
+    monkeypatch.setattr(resend_module, "stored_events", failing_second_time)
+    report = resend(BROKER, store.database, SHOP, Matching(EVERYTHING))
+    assert [(e.event_id, e.result) for e in report.events] == [
+        (f"e{i:02}", "published") for i in range(16)
+    ]
+    assert report.unconfirmed == []
+    assert report.stopped is not None and "unreachable" in report.stopped
