@@ -34,6 +34,7 @@ from config.errors import (
     InvalidInputError,
     NotFoundError,
     StoreError,
+    TopologyError,
     UnroutableError,
 )
 from config.topology import REDELIVER_EXCHANGE
@@ -151,7 +152,10 @@ class _Batch:
         self._results, self._sent, self.bytes = [], [], 0
         try:
             outcomes = self._window.settle() if sent else []
-        except BrokerError:
+        except BrokerError as exc:
+            if isinstance(exc, TopologyError):
+                # No webhooks.redeliver: the broker routed none of them.
+                self._report.unconfirmed.clear()
             self._report.events += [result for result in results if result is not None]
             raise
         self._report.unconfirmed.clear()

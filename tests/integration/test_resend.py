@@ -25,7 +25,7 @@ from sqlalchemy import delete
 from broker.declarer import apply_topology
 from broker.url import BrokerUrl
 from cli.log import main as log_main
-from config.errors import NotFoundError
+from config.errors import NotFoundError, TopologyError
 from config.subscribers import RetryPolicy, Subscriber
 from config.topology import build_topology, work_queue
 from control.api.app import create_app
@@ -347,6 +347,14 @@ def test_copies_carry_what_the_worker_reads_and_a_gone_queue_is_refused(
     )
     connection = pika.BlockingConnection(pika.URLParameters(vhost_url))
     try:
+        # Before any worker declared the topology: nothing can be sent (the API's 503).
+        with pytest.raises(TopologyError, match=r"webhooks\.redeliver"):
+            resend(
+                BrokerUrl.parse(vhost_url),
+                log.database,
+                ResendScope("shop", "acme"),
+                Matching(EventFilter(event_ids=frozenset(["e0"]))),
+            )
         apply_topology(
             connection.channel(), build_topology([shop], RetryPolicy(delays_seconds=(1.0,)))
         )
