@@ -238,9 +238,19 @@ async def test_a_dead_lettered_event_is_recovered_since_t(
             capsys.readouterr()
 
             code = await asyncio.to_thread(log_main, [*recover, "--format", "json"])
-            out = capsys.readouterr().out
-            assert code == 0, out
-            report = json.loads(out[out.index("{") : out.rindex("}") + 1])
+            printed = capsys.readouterr()
+            assert code == 0, printed
+            # The document (indented JSON), whatever log lines the test's set-up mixes in.
+            lines = printed.out.splitlines()
+            document = lines[lines.index("{") : len(lines) - lines[::-1].index("}")]
+            report = json.loads("\n".join(document))
+            # Its one audit line: who ran it, where, and what became of it.
+            [audit] = [
+                line
+                for line in (printed.out + printed.err).splitlines()
+                if "delivery_resent" in line
+            ]
+            assert "cli" in audit and shop.id in audit and "complete" in audit
             assert [e["event_id"] for e in report["events"]] == [dead]
             assert report["request"] == "recover" and report["published"] == 1
             await receiver.wait_for(lambda got: len(got) == before + 1, timeout=30)
