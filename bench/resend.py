@@ -51,10 +51,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def attempts(count: int, start: datetime, tag: str, *, failed: bool) -> list[AttemptRecord]:
+def attempts(
+    count: int, first: int, start: datetime, tag: str, *, failed: bool
+) -> list[AttemptRecord]:
     body = b'{"event":"order.created","data":{"pad":"' + b"x" * 1000 + b'"},"timestamp":"t"}'
     made = []
-    for i in range(count):
+    for i in range(first, first + count):
         began = start + timedelta(milliseconds=i)
         made.append(
             AttemptRecord.model_construct(
@@ -81,10 +83,11 @@ def attempts(count: int, start: datetime, tag: str, *, failed: bool) -> list[Att
 
 
 def fill(store: AttemptStore, events: int, noise: int, start: datetime) -> None:
+    # A batch at a time, so that the peak RSS printed is the resend's, not the fill's.
     for tag, count, failed in (("noise", noise, False), ("failed", events, True)):
-        made = attempts(count, start, tag, failed=failed)
-        for i in range(0, len(made), WRITE_BATCH):
-            store.write(made[i : i + WRITE_BATCH])
+        for first in range(0, count, WRITE_BATCH):
+            size = min(WRITE_BATCH, count - first)
+            store.write(attempts(size, first, start, tag, failed=failed))
 
 
 def timed(name: str, url: str, run: Callable[[], ResendReport], database: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, tuple_
+from sqlalchemy import and_, case, func, or_, select
 
 from control.store.attempt_tables import AttemptRow, EventBodyRow
 from control.store.database import Database
@@ -173,14 +173,21 @@ def stored_events(
     """The bodies the log holds for ``keys``, by (account, event id); missing ones left out."""
     if not keys:
         return {}
-    wanted = [(key.account, key.event_id) for key in keys]
+    wanted = {(key.account, key.event_id) for key in keys}
+    # Two plain IN lists ride the primary key on both databases (SQLite does not
+    # use an index for a row-value IN list: it would read every body); the few
+    # pairs they match beyond those asked for are dropped here.
     query = select(
         EventBodyRow.account_id, EventBodyRow.event_id, EventBodyRow.event_type, EventBodyRow.body
-    ).where(tuple_(EventBodyRow.account_id, EventBodyRow.event_id).in_(wanted))
+    ).where(
+        EventBodyRow.account_id.in_(sorted({account for account, _ in wanted})),
+        EventBodyRow.event_id.in_(sorted({event_id for _, event_id in wanted})),
+    )
     with database.transaction() as session:
         return {
             (account, event_id): StoredEvent(event_type, body)
             for account, event_id, event_type, body in session.execute(query)
+            if (account, event_id) in wanted
         }
 
 

@@ -181,3 +181,16 @@ def test_bodies_of_the_keys_asked_missing_ones_left_out(store: AttemptStore) -> 
     assert bodies[("acme", "kept")].event_type == "order.created"
     assert b'"kept"' in bodies[("acme", "kept")].body
     assert stored_events(store.database, []) == {}
+
+
+def test_bodies_only_of_the_pairs_asked_for(store: AttemptStore) -> None:
+    store.write(
+        [
+            attempt("a", 1, 0),
+            attempt("b", 1, 0),
+            attempt("a", 1, 0, account="globex"),
+            attempt("b", 1, 0, account="globex"),
+        ]
+    )
+    keys = [EventKey(T0, "acme", "a"), EventKey(T0, "globex", "b")]
+    assert set(stored_events(store.database, keys)) == {("acme", "a"), ("globex", "b")}
