@@ -13,22 +13,30 @@ directory):
   on, in alternating pairs (the machine is shared: compare each pair).
 
 Every loop is bounded in count and time.  The machine's other load (CPU used by
-processes not ours) is printed with every figure.
+processes not ours: not the worker, the receiver, the broker or this one) is
+printed with every figure, and so is the CPU the worker and the broker spent
+per event (steadier than the drain rate on a shared machine).  ``--py-spy DIR``
+records each drain's worker with py-spy.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import secrets
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
 
@@ -219,25 +227,56 @@ class Broker:
         return self.node.add_vhost(name) if self.node is not None else self.url
 
 
-def bench_worker(node: Broker, events: int, pairs: int, workdir: Path) -> None:
+def bench_worker(
+    node: Broker, events: int, pairs: int, workdir: Path, profile_dir: Path | None = None
+) -> None:
     secret = secrets.token_hex(16)
     receiver = ReceiverProcess(workdir, secret, "lean")
     try:
-        results: dict[bool, list[float]] = {False: [], True: []}
+        results: dict[bool, list[Drain]] = {False: [], True: []}
         for pair in range(pairs):
             for log_on in (False, True) if pair % 2 == 0 else (True, False):
-                rate, other = drain_once(node, receiver, secret, events, log_on, workdir)
-                results[log_on].append(rate)
+                profile = None
+                if profile_dir is not None:
+                    profile = profile_dir / f"worker-{'on' if log_on else 'off'}-{pair + 1}.txt"
+                drain = drain_once(node, receiver, secret, events, log_on, workdir, profile)
+                results[log_on].append(drain)
                 say(
                     f"  pair {pair + 1}, log {'on ' if log_on else 'off'}: {events:,} events "
-                    f"drained at {rate:,.0f}/s (other load {other:.0f}%)"
+                    f"drained at {drain.rate:,.0f}/s; CPU per event: worker "
+                    f"{drain.worker_ms:.3f} ms, broker {drain.broker_ms:.3f} ms "
+                    f"(other load {drain.other:.0f}%)"
                 )
-        for log_on, rates in results.items():
-            say(f"  log {'on ' if log_on else 'off'}: {', '.join(f'{r:,.0f}' for r in rates)}/s")
-        ratios = [on / off for on, off in zip(results[True], results[False], strict=True)]
-        say("  on/off per pair: " + ", ".join(f"{r:.2f}" for r in ratios))
+        for log_on, drains in results.items():
+            say(
+                f"  log {'on ' if log_on else 'off'}: "
+                f"{', '.join(f'{d.rate:,.0f}' for d in drains)}/s"
+            )
+        ratios = [on.rate / off.rate for on, off in zip(results[True], results[False], strict=True)]
+        say(
+            "  on/off per pair: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + f"; median {statistics.median(ratios):.2f}"
+        )
+        for name in ("worker_ms", "broker_ms"):
+            off = statistics.median(getattr(d, name) for d in results[False])
+            on = statistics.median(getattr(d, name) for d in results[True])
+            say(
+                f"  median {name.removesuffix('_ms')} CPU per event: off {off:.3f} ms, "
+                f"on {on:.3f} ms (+{on - off:.3f} ms)"
+            )
     finally:
         receiver.close()
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One drain: events/s, CPU milliseconds per event, and the machine's other load."""
+
+    rate: float
+    worker_ms: float
+    broker_ms: float
+    other: float
 
 
 def drain_once(
@@ -247,7 +286,8 @@ def drain_once(
     events: int,
     log_on: bool,
     workdir: Path,
-) -> tuple[float, float]:
+    profile: Path | None = None,
+) -> Drain:
     tag = secrets.token_hex(3)
     url = node.vhost(f"logbench-{tag}")
     sub = Subscriber.model_validate(
@@ -271,16 +311,46 @@ def drain_once(
     worker = WorkerProcess(url, config, secret, workdir / f"worker-{tag}.log", "warning")
     worker.env["DELIVERY_LOG"] = "true" if log_on else "false"
     worker.start(timeout=60)
+    spy = None if profile is None else start_py_spy(worker.pid, profile)
+    broker = procstat.pid_listening_on(urlsplit(url).port or 5672) or 0
     try:
-        before = snapshot([worker.pid, receiver.pid])
+        pids = [worker.pid, receiver.pid] + ([broker] if broker else [])
+        before = snapshot(pids)
+        worker_cpu, broker_cpu = procstat.cpu_seconds(worker.pid), procstat.cpu_seconds(broker)
         started = time.monotonic()
         while receiver.stats()["ok"] < events and time.monotonic() - started < 300:
             time.sleep(0.02)
         elapsed = time.monotonic() - started
-        other = other_load_pct(before, [worker.pid, receiver.pid])
+        worker_cpu = procstat.cpu_seconds(worker.pid) - worker_cpu
+        broker_cpu = procstat.cpu_seconds(broker) - broker_cpu if broker else math.nan
+        other = other_load_pct(before, pids)
     finally:
+        if spy is not None:
+            stop_py_spy(spy)
         worker.stop()
-    return events / elapsed, other
+    per_event_ms = 1000 / events
+    return Drain(events / elapsed, worker_cpu * per_event_ms, broker_cpu * per_event_ms, other)
+
+
+def start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """Sample ``pid`` with py-spy (collapsed stacks to ``output``) until stop_py_spy."""
+    spy = subprocess.Popen(
+        ["py-spy", "record", "-r", "250", "--format", "raw", "-o", str(output), "-p", str(pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached before the drain starts
+    return spy
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    try:
+        spy.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, help="off/on pairs of worker drains")
     parser.add_argument("--sqlite-only", action="store_true", help="no PostgreSQL run")
     parser.add_argument("--skip", choices=("recorder", "worker"), action="append", default=[])
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record each worker drain with py-spy (collapsed stacks) into DIR",
+    )
     args = parser.parse_args(argv)
     configure_logging("console", "warning")  # the publisher's info lines are noise here
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -317,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                     bench_recorder(url, database, name, backlog, steady, workdir)
             if "worker" not in args.skip:
                 say(f"- one worker draining {events:,} events, delivery log off vs on ...")
-                bench_worker(broker, events, pairs, workdir)
+                if args.py_spy is not None:
+                    args.py_spy.mkdir(parents=True, exist_ok=True)
+                bench_worker(broker, events, pairs, workdir, args.py_spy)
         finally:
             if postgres is not None:
                 postgres.close()

@@ -73,9 +73,18 @@ class AttemptRecord(BaseModel):
     body: bytes | None = None
 
 
+# A record in its wire form: what one entry of a batch's "records" holds.
+WireRecord = dict[str, Any]
+
+
 def encode_batch(records: Sequence[AttemptRecord]) -> bytes:
     """One AMQP message body holding ``records`` (bytes as base64, times as epoch seconds)."""
-    return orjson.dumps({"v": BATCH_VERSION, "records": [_plain(r) for r in records]})
+    return encode_wire_batch([to_wire(r) for r in records])
+
+
+def encode_wire_batch(records: Sequence[WireRecord]) -> bytes:
+    """One AMQP message body holding records already in their wire form (as the worker builds)."""
+    return orjson.dumps({"v": BATCH_VERSION, "records": records})
 
 
 def decode_batch(data: bytes) -> list[AttemptRecord]:
@@ -92,7 +101,7 @@ def decode_batch(data: bytes) -> list[AttemptRecord]:
     records = []
     for index, item in enumerate(items):
         try:
-            records.append(_record(item))
+            records.append(from_wire(item))
         except ValidationError as exc:
             reason = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
@@ -104,7 +113,8 @@ def decode_batch(data: bytes) -> list[AttemptRecord]:
     return records
 
 
-def _plain(record: AttemptRecord) -> dict[str, Any]:
+def to_wire(record: AttemptRecord) -> WireRecord:
+    """``record`` in its wire form."""
     return {
         "event_id": record.event_id,
         "account": record.account,
@@ -126,7 +136,8 @@ def _plain(record: AttemptRecord) -> dict[str, Any]:
     }
 
 
-def _record(item: Any) -> AttemptRecord:
+def from_wire(item: Any) -> AttemptRecord:
+    """The record one wire entry holds, validated (ValidationError, ValueError, TypeError...)."""
     if not isinstance(item, dict):
         raise TypeError("not an object")
     data = dict(item)

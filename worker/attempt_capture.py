@@ -6,16 +6,17 @@ echoes the endpoint's secret ever reaches the broker or the store.
 
 from __future__ import annotations
 
+import functools
 import time
-from datetime import UTC, datetime
+from base64 import b64encode
 
 from config.subscribers import Subscriber
 from wire.attempt_record import (
     ERROR_CHARS,
     HEADER_ALLOW_LIST,
     HEADER_VALUE_CHARS,
-    AttemptRecord,
     Disposition,
+    WireRecord,
 )
 from wire.queued_event import QueuedEvent
 from worker.delivery import DeliveryResult
@@ -30,11 +31,14 @@ MIN_MASKED_CHARS = 8
 MIN_TAIL_CHARS = 4
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_forms(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
     """Every form of the secrets worth masking, longest first.
 
     A ``whsec_`` secret is also its base64 key alone, with and without padding:
-    a receiver that logs its key may well log it without the prefix.
+    a receiver that logs its key may well log it without the prefix.  Cached:
+    an endpoint's secrets are the same for every attempt (the cache is keyed by
+    the secrets themselves, so a rotated secret is a new entry).
     """
     forms: set[str] = set()
     for secret in secrets:
@@ -44,8 +48,19 @@ def secret_forms(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(sorted((f for f in chosen if len(f) >= MIN_MASKED_CHARS), key=len, reverse=True))
 
 
+def _may_hold(data: bytes, forms: tuple[bytes, ...]) -> bool:
+    """Whether a form, whole or cut off, may be in ``data``: its first characters are.
+
+    Without them there is nothing to mask: one search per form instead of a
+    tail check per length (most answers and headers hold no secret at all).
+    """
+    return any(form[:MIN_TAIL_CHARS] in data for form in forms)
+
+
 def mask(data: bytes, forms: tuple[bytes, ...]) -> bytes:
     """``data`` with every form replaced, and a form's cut-off beginning at the end masked."""
+    if not _may_hold(data, forms):
+        return data
     for form in forms:
         if form in data:
             data = data.replace(form, MASK)
@@ -70,14 +85,14 @@ def capture(
     step: Retry | DeadLetter | None,
     *,
     ended_at: float | None = None,
-) -> AttemptRecord:
+) -> WireRecord:
     """The record of the attempt that gave ``result``, and of the step taken after it.
 
-    Built without validation (the worker trusts what it made; the recorder
-    validates) because this runs once per delivery.
+    Built straight in its wire form (wire.attempt_record: what a batch holds),
+    without validation: the worker trusts what it made and the recorder
+    validates.  This runs once per delivery, so no model, no datetimes.
     """
     end = time.time() if ended_at is None else ended_at
-    start = round(end - result.duration_seconds, 6)
     forms = secret_forms(subscriber.signing_secrets())
     disposition: Disposition
     next_attempt: int | None = None
@@ -89,28 +104,32 @@ def capture(
     else:
         disposition, reason = "dead_lettered", step.reason
     headers = {
-        name: mask_text(value[:HEADER_VALUE_CHARS], forms)
+        name: value[:HEADER_VALUE_CHARS]
         for name, value in result.response_headers
         if name in HEADER_ALLOW_LIST
     }
+    # One look at all the values together: masked one by one only if needed.
+    if headers and _may_hold("\n".join(headers.values()).encode("utf-8", "surrogatepass"), forms):
+        headers = {name: mask_text(value, forms) for name, value in headers.items()}
     error = None if result.error is None else mask_text(result.error[:ERROR_CHARS], forms)
-    return AttemptRecord.model_construct(
-        event_id=event.event_id,
-        account=event.account or "",
-        endpoint_id=subscriber.id,
-        event_type=event.event_type,
-        attempt=event.attempt,
-        started_at=datetime.fromtimestamp(start, UTC),
-        ended_at=datetime.fromtimestamp(end, UTC),
-        duration_seconds=result.duration_seconds,
-        outcome=result.outcome,
-        status=result.status or None,
-        error=error,
-        response_headers=headers,
-        response_excerpt=mask(result.response_excerpt, forms),
-        disposition=disposition,
-        next_attempt=next_attempt,
-        dead_letter_reason=reason,
+    excerpt = mask(result.response_excerpt, forms)
+    return {
+        "event_id": event.event_id,
+        "account": event.account or "",
+        "endpoint_id": subscriber.id,
+        "event_type": event.event_type,
+        "attempt": event.attempt,
+        "started_at": end - result.duration_seconds,
+        "ended_at": end,
+        "duration_seconds": result.duration_seconds,
+        "outcome": result.outcome,
+        "status": result.status or None,
+        "error": error,
+        "response_headers": headers,
+        "response_excerpt": b64encode(excerpt).decode("ascii") if excerpt else "",
+        "disposition": disposition,
+        "next_attempt": next_attempt,
+        "dead_letter_reason": reason,
         # Once per event: with its first attempt at each endpoint (a replay's too).
-        body=event.body if event.attempt == 1 else None,
-    )
+        "body": b64encode(event.body).decode("ascii") if event.attempt == 1 else None,
+    }

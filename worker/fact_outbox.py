@@ -1,112 +1,64 @@
-"""The worker's outbox of operational facts: a bounded buffer the delivery path never waits on.
+"""Where the delivery code reports operational facts: one call, never a wait.
 
 The delivery code reports a fact with one call (``note_dead_lettered``,
-``note_paused``, ``note_circuit``): it appends to an in-memory deque and
-returns.  The fact emitter (worker.fact_emitter) publishes the outbox to the
-broker on its own connection.  When the buffer is full (the broker is away
-for long) the new fact is dropped, counted in
-``webhook_operational_facts_dropped_total`` and logged at most once a minute:
+``note_paused``, ``note_circuit``).  While a fact emitter (worker.fact_emitter)
+runs, the fact goes into its outbox (broker.outbox: bounded, published on a
+connection of its own); when that is full (the broker is away for long) the
+new fact is dropped and counted in ``webhook_operational_facts_dropped_total``:
 a notice may then undercount, a delivery is never slowed or failed.
 
-The outbox is one per process (like the Prometheus metrics), so the hooks need
-no plumbing through the lanes and the processor; it only accepts facts while
-an emitter is attached, so code that runs without one (tools, unit tests)
-leaves nothing behind.
+The sink is one per process (like the Prometheus metrics), so the hooks need
+no plumbing through the lanes and the processor; without an emitter (tools,
+unit tests) no fact is even built.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections import deque
-from collections.abc import Callable
-
-import structlog
+from typing import Protocol
 
 from config.subscribers import Subscriber
 from wire.operational_fact import FactKind, OperationalFact, reason_kind
-from worker import metrics
-
-log = structlog.get_logger("worker")
-
-DEFAULT_CAPACITY = 10_000
-_DROP_LOG_SECONDS = 60.0
 
 
-class FactOutbox:
-    """Facts waiting to be published, oldest first; bounded."""
+class FactTaker(Protocol):
+    """What takes the facts (the emitter's outbox): ``put`` never blocks, never raises."""
 
-    def __init__(
-        self, capacity: int = DEFAULT_CAPACITY, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.capacity = capacity
-        self._facts: deque[OperationalFact] = deque()
-        self._clock = clock
-        self._wake: Callable[[], None] | None = None
-        self._dropped_unlogged = 0
-        self._last_drop_log = -_DROP_LOG_SECONDS
+    def put(self, item: OperationalFact) -> None: ...
 
-    def __len__(self) -> int:
-        return len(self._facts)
+
+class FactSink:
+    """The process's way out for facts: the running emitter's outbox, or nowhere."""
+
+    def __init__(self) -> None:
+        self._taker: FactTaker | None = None
 
     @property
     def attached(self) -> bool:
         """Whether an emitter takes the facts (otherwise they are not kept)."""
-        return self._wake is not None
+        return self._taker is not None
 
-    def attach(self, wake: Callable[[], None]) -> None:
-        """An emitter starts: ``wake`` is called (in the event loop) after each new fact."""
-        self._wake = wake
+    def attach(self, taker: FactTaker) -> None:
+        """An emitter starts: facts go to ``taker`` from now on."""
+        self._taker = taker
 
     def detach(self) -> None:
-        """The emitter stopped; facts still buffered are forgotten (the process ends)."""
-        self._wake = None
-        self._facts.clear()
+        """The emitter stopped: facts are no longer built."""
+        self._taker = None
 
     def put(self, fact: OperationalFact) -> None:
-        """Queue ``fact``; never blocks, never raises."""
-        wake = self._wake
-        if wake is None:
-            return
-        if len(self._facts) >= self.capacity:
-            self.count_dropped("buffer_full")
-            return
-        self._facts.append(fact)
-        wake()
-
-    def peek(self, limit: int) -> list[OperationalFact]:
-        """Up to ``limit`` of the oldest facts, left in place."""
-        return list(itertools.islice(self._facts, limit))
-
-    def settle(self, taken: int, again: list[OperationalFact]) -> None:
-        """Forget the ``taken`` oldest facts, except ``again``, which go back in front."""
-        for _ in range(min(taken, len(self._facts))):
-            self._facts.popleft()
-        self._facts.extendleft(reversed(again))
-
-    def count_dropped(self, reason: str, count: int = 1) -> None:
-        """Count lost facts (buffer_full, queue_full, error); log once a minute at most."""
-        metrics.OPERATIONAL_FACTS_DROPPED.labels(reason).inc(count)
-        self._dropped_unlogged += count
-        now = self._clock()
-        if now - self._last_drop_log >= _DROP_LOG_SECONDS:
-            log.warning(
-                "operational_facts_dropped",
-                dropped=self._dropped_unlogged,
-                reason=reason,
-                buffered=len(self._facts),
-                capacity=self.capacity,
-            )
-            self._dropped_unlogged = 0
-            self._last_drop_log = now
+        """Pass ``fact`` on, if an emitter runs; never blocks, never raises."""
+        taker = self._taker
+        if taker is not None:
+            taker.put(fact)
 
 
-OUTBOX = FactOutbox()
+SINK = FactSink()
 
 
 def _note(kind: FactKind, subscriber: Subscriber, event_id: str | None, reason: str | None) -> None:
-    if OUTBOX.attached:  # else nothing to build: no emitter takes facts in this process
-        OUTBOX.put(
+    if SINK.attached:  # else nothing to build: no emitter takes facts in this process
+        SINK.put(
             OperationalFact(kind, subscriber.account, subscriber.id, time.time(), event_id, reason)
         )
 

@@ -140,16 +140,17 @@ RECONCILE_DURATION = Histogram(
     buckets=_RECONCILE_BUCKETS,
 )
 
-# Operational facts (worker.fact_outbox): published for the notifier, or lost
+# Operational facts (worker.fact_emitter): published for the notifier, or lost
 # because the outbox was full (buffer_full) or the broker's bounded facts queue
-# refused them (queue_full: no notifier is consuming), or a bug (error).
+# refused them (queue_full: no notifier is consuming), a bug (error), or still
+# unpublished when the worker stopped (shutdown).
 OPERATIONAL_FACTS_PUBLISHED = Counter(
     "webhook_operational_facts_published_total",
     "Operational facts (paused, circuit opened/closed, dead-lettered) confirmed by the broker.",
 )
 OPERATIONAL_FACTS_DROPPED = Counter(
     "webhook_operational_facts_dropped_total",
-    "Operational facts lost before the notifier: buffer_full, queue_full or error.",
+    "Operational facts lost before the notifier: buffer_full, queue_full, error or shutdown.",
     ["reason"],
 )
 
@@ -296,7 +297,8 @@ DELIVERY_LOG_DROPPED = Counter(
     "webhook_delivery_log_dropped_total",
     "Attempt records given up without reaching the broker, by reason (buffer_full: "
     "the broker pushed back or was away for longer than the buffer holds; shutdown: "
-    "still waiting when the worker stopped). Deliveries are never held back for them.",
+    "still waiting when the worker stopped; error: a batch that could not be encoded). "
+    "Deliveries are never held back for them.",
     ["reason"],
 )
 DELIVERY_LOG_REFUSED = Counter(

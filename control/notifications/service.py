@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
-from broker.async_channel import Message
-from broker.async_connection import AmqpConnection
+from broker.consumers import Message
+from broker.queue_consumer import Backoff, Connect, QueueConsumer, Settlement, open_connection
 from broker.url import BrokerUrl
-from config.errors import BrokerError, StoreError
+from config.errors import StoreError
 from config.topology import OPERATIONAL_FACTS_QUEUE, operational_facts_topology
 from control.notifications import metrics
 from control.notifications.aggregator import Aggregator, Window
@@ -45,6 +42,11 @@ PREFETCH = 5_000
 CONCURRENT_NOTICES = 32
 _RECONNECT_FIRST_SECONDS = 0.5
 _RECONNECT_MAX_SECONDS = 15.0
+# Notices still being sent when the drain is over: how long they get to unwind.
+_CANCEL_SECONDS = 5.0
+
+# What a fact's handler waits for: resolved once the notice covering it was sent.
+Token = asyncio.Future[Settlement]
 
 
 class Notifier:
@@ -55,110 +57,74 @@ class Notifier:
         broker: BrokerUrl,
         destinations: Destinations,
         sender: NoticeSender,
-        aggregator: Aggregator[Message],
+        aggregator: Aggregator[Token],
         *,
         clock: Callable[[], float] = time.monotonic,
         prefetch: int = PREFETCH,
         grace_seconds: float = 30.0,
+        connect: Connect = open_connection,
     ) -> None:
-        self._broker = broker
         self._destinations = destinations
         self._sender = sender
         self._aggregator = aggregator
         self._clock = clock
-        self._prefetch = prefetch
-        self._grace = grace_seconds
-        self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(CONCURRENT_NOTICES)
-        self._ready = False
+        # Notices already under way get ``grace_seconds`` to finish (and ack their
+        # facts); open windows go back to the queue for the next consumer.
+        self._consumer = QueueConsumer(
+            broker,
+            process="webhook-notifier",
+            topology=operational_facts_topology(),
+            queue=OPERATIONAL_FACTS_QUEUE,
+            prefetch=prefetch,
+            handle=self._handle,
+            on_ready=self._on_ready,
+            drain_seconds=grace_seconds,
+            backoff=Backoff(_RECONNECT_FIRST_SECONDS, _RECONNECT_MAX_SECONDS),
+            connect=connect,
+        )
 
     def is_ready(self) -> bool:
         """Connected and consuming the facts queue."""
-        return self._ready
+        return self._consumer.ready
 
     def request_stop(self) -> None:
         """Begin a graceful stop (safe from a signal handler)."""
-        self._stop.set()
+        self._consumer.request_stop()
 
     async def run(self) -> None:
         """Serve until stopped, reconnecting whenever the broker goes away."""
-        backoff = _RECONNECT_FIRST_SECONDS
-        while not self._stop.is_set():
-            try:
-                connection = await AmqpConnection.open(
-                    self._broker, name=f"webhook-notifier {socket.gethostname()} pid {os.getpid()}"
-                )
-            except BrokerError as exc:
-                log.warning("broker_connect_failed", error=str(exc))
-                consumed = False
-            else:
-                consumed = await self._serve(connection)
-            if consumed:
-                backoff = _RECONNECT_FIRST_SECONDS
-            elif not self._stop.is_set():
-                # Refused or unreachable: wait, so a broker that keeps refusing
-                # (a queue declared with other arguments) is not asked in a loop.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=backoff)
-                backoff = min(backoff * 2, _RECONNECT_MAX_SECONDS)
-        await self._finish_sending()
-        self._destinations.close()
-        await self._sender.close()
-        log.info("notifier_stopped")
-
-    async def _serve(self, connection: AmqpConnection) -> bool:
-        """Consume until stopped or disconnected; False if consuming never started."""
-        try:
-            channel = await connection.channel()
-            await channel.declare(operational_facts_topology())
-            tag = await channel.consume(
-                OPERATIONAL_FACTS_QUEUE, self._on_fact, prefetch=self._prefetch
-            )
-        except BrokerError as exc:
-            log.warning("consume_failed", error=str(exc))
-            await connection.close()
-            return False
-        self._set_ready(True)
-        log.info("notifier_consuming", queue=OPERATIONAL_FACTS_QUEUE)
         flusher = asyncio.ensure_future(self._flush_loop())
-        stop_waiter = asyncio.ensure_future(self._stop.wait())
         try:
-            watched: set[asyncio.Future[Any]] = {
-                stop_waiter,
-                connection.closed,
-                channel.closed,
-                channel.cancelled_by_broker,
-            }
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            await self._consumer.run()
         finally:
-            stop_waiter.cancel()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            self._set_ready(False)
-        if self._stop.is_set():
-            with contextlib.suppress(BrokerError):
-                await channel.cancel(tag)
-            # Notices already under way are finished and acked; open windows are
-            # left unacked and go back to the queue for the next consumer.
-            await self._finish_sending()
-            channel.flush_acks()
-        else:
-            log.warning("broker_connection_lost")
-        dropped = self._aggregator.drop_open()
-        metrics.WINDOWS_OPEN.set(0)
-        if dropped and not self._stop.is_set():
-            log.info("notice_windows_requeued", windows=len(dropped))
-        await connection.close()
-        return True
+            await self._cancel_sending()
+            self._destinations.close()
+            await self._sender.close()
+            log.info("notifier_stopped")
 
-    def _set_ready(self, ready: bool) -> None:
-        self._ready = ready
+    def _on_ready(self, ready: bool) -> None:
         metrics.READY.set(1 if ready else 0)
+        if ready:
+            log.info("notifier_consuming", queue=OPERATIONAL_FACTS_QUEUE)
+            return
+        # Stopping or disconnected: open windows are not sent; their facts stay
+        # unacked and go back to the queue, to be counted by the next consumer.
+        dropped = self._aggregator.drop_open()
+        for window in dropped:
+            for token in window.tokens:
+                token.cancel()
+        metrics.WINDOWS_OPEN.set(0)
+        if dropped:
+            log.info("notice_windows_requeued", windows=len(dropped))
 
-    def _on_fact(self, message: Message) -> None:
+    async def _handle(self, message: Message) -> Settlement:
+        """Settled once the notice counting this fact was sent or given up."""
         fact = decode_fact(message.body)
         if fact is None:
             metrics.FACTS.labels("unreadable").inc()
@@ -167,12 +133,13 @@ class Notifier:
                 body_bytes=len(message.body),
                 message_type=message.properties.type,
             )
-            message.ack()  # told once, here: it would be unreadable on every redelivery
-            return
+            return Settlement.ACK  # told once, here: it would be unreadable on every redelivery
         metrics.FACTS.labels(fact.kind).inc()
-        self._aggregator.add(fact, message, self._clock())
+        token: Token = asyncio.get_running_loop().create_future()
+        self._aggregator.add(fact, token, self._clock())
         metrics.WINDOWS_OPEN.set(len(self._aggregator))
         self._wake.set()
+        return await token
 
     async def _flush_loop(self) -> None:
         while True:
@@ -187,8 +154,8 @@ class Notifier:
                 task.add_done_callback(self._sending.discard)
             metrics.WINDOWS_OPEN.set(len(self._aggregator))
 
-    async def _send(self, window: Window[Message]) -> None:
-        """Send the window's notice everywhere it goes, then ack its facts."""
+    async def _send(self, window: Window[Token]) -> None:
+        """Send the window's notice everywhere it goes, then settle its facts (ack)."""
         try:
             await self._send_everywhere(window)
         except Exception:
@@ -196,10 +163,11 @@ class Notifier:
             # acked, rather than coming back to crash every notifier in turn.
             metrics.NOTICES_GIVEN_UP.labels("operator").inc()
             log.exception("notice_send_crashed", account=window.account, endpoint=window.endpoint)
-        for message in window.tokens:
-            message.ack()
+        for token in window.tokens:
+            if not token.done():  # cancelled when the channel went away meanwhile
+                token.set_result(Settlement.ACK)
 
-    async def _send_everywhere(self, window: Window[Message]) -> None:
+    async def _send_everywhere(self, window: Window[Token]) -> None:
         async with self._slots:
             event = notice_event(window)
             body = notice_body(window, self._aggregator.window_seconds)
@@ -238,11 +206,10 @@ class Notifier:
                 backoff = min(backoff * 2, plan.max_backoff_seconds)
         return None
 
-    async def _finish_sending(self) -> None:
-        pending = set(self._sending)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self._grace)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=5)
+    async def _cancel_sending(self) -> None:
+        """Notices still under way after the drain: their facts went back to the queue."""
+        late = set(self._sending)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=_CANCEL_SECONDS)

@@ -35,6 +35,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from broker.url import BrokerUrl
 from config.topology import dead_letter_queue
+from control.delivery_log import metrics as recorder_metrics
 from control.notifications import metrics as notifier_metrics
 from devtools.local_processes import free_ports
 from devtools.rabbitmq_node import (
@@ -206,13 +207,16 @@ class Prometheus:
         return [(item["metric"], float(item["value"][1])) for item in data["result"]]
 
 
-def _prometheus_config(worker_port: int, node: LocalRabbitMQ, notifier_port: int) -> dict[str, Any]:
+def _prometheus_config(
+    worker_port: int, node: LocalRabbitMQ, notifier_port: int, recorder_port: int
+) -> dict[str, Any]:
     """The repository's scrape config, with local targets and 1 s intervals."""
     repo = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     assert node.prometheus_port is not None
     targets = {
         "webhook-worker": f"127.0.0.1:{worker_port}",
         "webhook-notifier": f"127.0.0.1:{notifier_port}",
+        "webhook-recorder": f"127.0.0.1:{recorder_port}",
         "rabbitmq": f"127.0.0.1:{node.prometheus_port}",
         "rabbitmq-node": f"127.0.0.1:{node.prometheus_port}",
     }
@@ -277,12 +281,12 @@ def _flaky(request: Received) -> web.Response:
     return web.json_response({"received": True})
 
 
-async def _notifier_metrics_server() -> Receiver:
-    """The notifier's /metrics as webhook-notifier serves them: its own families only
-    (in this process the default registry also holds the worker's, which the
-    webhook-worker job already scrapes)."""
+async def _metrics_server(module: Any) -> Receiver:
+    """/metrics as webhook-notifier or webhook-recorder serves them: the families of
+    ``module`` only (in this process the default registry also holds the worker's,
+    which the webhook-worker job already scrapes)."""
     registry = CollectorRegistry(auto_describe=True)
-    for value in vars(notifier_metrics).values():
+    for value in vars(module).values():
         if isinstance(value, MetricWrapperBase):
             registry.register(value)
 
@@ -321,8 +325,9 @@ async def test_dashboard_and_rules_evaluate_against_a_real_worker(
             assert runner is not None
             assert [a[0] for a in runner.addresses] == [settings.metrics_host]
 
-            notifier = await _notifier_metrics_server()
-            config = _prometheus_config(port, metrics_node, notifier.port)
+            notifier = await _metrics_server(notifier_metrics)
+            recorder = await _metrics_server(recorder_metrics)
+            config = _prometheus_config(port, metrics_node, notifier.port, recorder.port)
             prom = Prometheus(prometheus_binary, tmp_path, config)
             await asyncio.to_thread(prom.start)
             try:
@@ -331,6 +336,7 @@ async def test_dashboard_and_rules_evaluate_against_a_real_worker(
             finally:
                 await asyncio.to_thread(prom.stop)
                 await notifier.stop()
+                await recorder.stop()
 
             await _check_worker_http(base, canary, url, receivers)
     finally:
@@ -347,9 +353,9 @@ async def _exercise(
     def series_present(expr: str, count: int) -> Callable[[], bool]:
         return lambda: len(prom.values(expr)) >= count
 
-    # Every target scraped (worker, notifier, RabbitMQ twice), and the DLQ depth
-    # recorded (at 0) before anything fails.
-    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 4, 20, prom)
+    # Every target scraped (worker, notifier, recorder, RabbitMQ twice), and the DLQ
+    # depth recorded (at 0) before anything fails.
+    await _until("targets up", lambda: sum(v for _, v in prom.values("up")) == 5, 20, prom)
     await _until(
         "DLQ depth recorded",
         series_present(f'subscriber:webhook_dlq_messages:max{{subscriber="{DOWN}"}}', 1),

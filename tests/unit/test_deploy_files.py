@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
 from config.topology import REGISTRY_QUEUE, dead_letter_queue, delay_queue, work_queue
 from control.api.auth import ApiTokens
 from control.delivery_log import metrics as recorder_metrics
+from control.delivery_log.recorder import Recorder
 from control.notifications import metrics as notifier_metrics
 from control.notifications.destinations import operator_secret
 from control.store.database import DatabaseUrl
@@ -77,6 +79,7 @@ SERVICES = {
     "rabbitmq-policies",
     "api",
     "notifier",
+    "recorder",
     "postgres",
     "worker",
     "receiver",
@@ -643,6 +646,38 @@ def test_notifier_settings_load_from_compose() -> None:
     assert grace > settings.shutdown_grace_seconds
 
 
+def test_recorder_settings_load_from_compose() -> None:
+    """webhook-recorder's effective environment passes the real loaders; it runs together
+    with the workers' DELIVERY_LOG, checks its own port's health and outlives its drain."""
+    env_file = _env_example()
+    recorder = _service("recorder")
+    env = _effective_env("recorder", env_file)
+    assert set(env) <= SETTINGS_VARS, "a variable the code never reads"
+    settings = load_environment(env)
+    assert settings.metrics_host == "0.0.0.0" and settings.log_format == "json"
+    database = DatabaseUrl.parse(settings.store_database_url())
+    assert database.dialect == "postgresql" and database.password == env_file["POSTGRES_PASSWORD"]
+    assert settings.delivery_log_retention_days == float(env_file["DELIVERY_LOG_RETENTION_DAYS"])
+    assert recorder["entrypoint"] == ["webhook-recorder"]
+    # The image's health check asks METRICS_PORT; the recorder serves on its own.
+    health = " ".join(recorder["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{settings.recorder_metrics_port}/healthz" in health
+    assert settings.recorder_metrics_port != settings.metrics_port
+    assert recorder["depends_on"]["api"] == {"condition": "service_healthy"}  # migrated
+    assert recorder["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
+    drain = inspect.signature(Recorder).parameters["drain_seconds"].default
+    assert float(recorder["stop_grace_period"].removesuffix("s")) > drain
+    assert "profiles" not in recorder  # on whenever the stack is (README, compose)
+    # The workers publish the log by default, with the switch in .env.
+    worker = load_environment(
+        {k: v for k, v in _effective_env("worker", env_file).items() if k != "WEBHOOK_CONFIG"}
+    )
+    assert worker.delivery_log is (env_file["DELIVERY_LOG"] == "true") is True
+    assert _environment(_service("worker"))["DELIVERY_LOG"] == "${DELIVERY_LOG:-true}"
+    memory = _compose_bytes(recorder["deploy"]["resources"]["limits"]["memory"])
+    assert memory >= 2 * 167 * 1024**2  # peak RSS 124-167 MiB (docs/performance.md)
+
+
 def test_postgres_service_is_the_official_image_with_its_data_on_a_volume() -> None:
     postgres = _service("postgres")
     image = re.fullmatch(r"postgres:(\d+)(?:-alpine)?", postgres["image"])
@@ -738,9 +773,18 @@ def test_prometheus_and_grafana_wiring() -> None:
         job["job_name"]: job
         for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     }
-    assert set(scrape) == {"webhook-worker", "webhook-notifier", "rabbitmq", "rabbitmq-node"}
+    assert set(scrape) == {
+        "webhook-worker",
+        "webhook-notifier",
+        "webhook-recorder",
+        "rabbitmq",
+        "rabbitmq-node",
+    }
     [notifier] = scrape["webhook-notifier"]["static_configs"]
     assert notifier["targets"] == [f"notifier:{METRICS_PORT}"]
+    [recorder] = scrape["webhook-recorder"]["static_configs"]
+    recorder_port = load_environment(_effective_env("recorder", _env_example()))
+    assert recorder["targets"] == [f"recorder:{recorder_port.recorder_metrics_port}"]
     [dns] = scrape["webhook-worker"]["dns_sd_configs"]
     assert dns["names"] == ["worker"] and dns["names"][0] in compose["services"]
     assert dns["port"] == METRICS_PORT

@@ -7,14 +7,17 @@ oldest and newest Kubernetes versions this deployment targets. The Prometheus
 Operator's ServiceMonitor and PrometheusRule are custom resources that package
 cannot validate: their required fields are checked here, and the PrometheusRule's
 groups must equal config/prometheus/alerts.yml (one source of truth). Then the
-worker's settings are loaded with the real loader from what the manifests give
-it, like tests/unit/test_deploy_files.py does for docker compose.
+settings of the worker, the recorder and the notifier are loaded with the real
+loader from the environment each pod gets (its ConfigMap, Secrets and env),
+like tests/unit/test_deploy_files.py does for docker compose.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
+import inspect
 import json
 import re
 import subprocess
@@ -26,15 +29,22 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from cli.notifier import main as notifier_main
+from cli.recorder import main as recorder_main
 from cli.worker import main as worker_main
-from config.settings import load_settings
+from config.settings import Settings, load_environment, load_settings
 from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
+from control.delivery_log.recorder import Recorder
+from control.notifications.destinations import operator_secret
+from control.store.database import DatabaseUrl
+from control.store.key import load_secrets_key
 from tests.unit.test_deploy_files import (
     ALERT_RULES,
     METRICS_PORT,
     PROMETHEUS_CONFIG,
     ROOT,
     SETTINGS_VARS,
+    _console_scripts,
     _dockerfile,
     need_tool,
     unavailable,
@@ -47,15 +57,25 @@ SYNC_SCRIPT = KUBERNETES / "sync-prometheusrule.py"
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 EXPECTED_KINDS = {
-    "Namespace",
-    "ConfigMap",
-    "Secret",
-    "Service",
-    "Deployment",
-    "PodDisruptionBudget",
-    "ServiceMonitor",
-    "PrometheusRule",
+    "Namespace": 1,
+    "ConfigMap": 2,  # the subscriber file, the environment every component shares
+    "Secret": 3,  # broker and subscribers, the store, the operator's notices
+    "Service": 3,  # one per component, for its metrics
+    "Deployment": 3,  # worker, recorder, notifier
+    "PodDisruptionBudget": 1,
+    "ServiceMonitor": 1,
+    "PrometheusRule": 1,
 }
+# Each component's Deployment and Service, its console script, and the setting
+# naming the port it serves /healthz, /readyz and /metrics on.
+COMPONENTS = {
+    "worker": ("webhook-worker", "metrics_port"),
+    "recorder": ("webhook-recorder", "recorder_metrics_port"),
+    "notifier": ("webhook-notifier", "metrics_port"),
+}
+# The console script each Deployment's container runs (the worker's is the
+# image's ENTRYPOINT, the others name theirs in `command`).
+MAINS = {"worker": worker_main, "recorder": recorder_main, "notifier": notifier_main}
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|k|M|G)?")
 _SCALE = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
@@ -95,6 +115,53 @@ def _one(objects: tuple[dict[str, Any], ...], kind: str) -> dict[str, Any]:
     return found
 
 
+def _named(objects: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    """The object of ``kind`` named ``name`` (a generated ConfigMap: plus its hash suffix)."""
+    found = [
+        o
+        for o in objects
+        if o["kind"] == kind
+        and re.fullmatch(re.escape(name) + r"(-[a-z0-9]{10})?", o["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+def _component(
+    objects: tuple[dict[str, Any], ...], component: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A component's Deployment and its one container."""
+    deployment = _named(objects, "Deployment", COMPONENTS[component][0])
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return deployment, container
+
+
+def _secret_value(objects: tuple[dict[str, Any], ...], name: str, key: str) -> str:
+    return str(_named(objects, "Secret", name)["stringData"][key])
+
+
+def _pod_env(objects: tuple[dict[str, Any], ...], container: dict[str, Any]) -> dict[str, str]:
+    """The environment the container gets, as the kubelet builds it: ``envFrom`` in order,
+    then ``env`` on top. Every ConfigMap, Secret and key it names must exist (unless
+    optional), or the pod would not start."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(_named(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+        else:
+            env.update(_named(objects, "Secret", source["secretRef"]["name"])["stringData"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        secret = _named(objects, "Secret", ref["name"])
+        assert ref["key"] in secret["stringData"] or ref.get("optional"), ref
+        if ref["key"] in secret["stringData"]:
+            env[item["name"]] = secret["stringData"][ref["key"]]
+    return env
+
+
 def _quantity(value: str | int | float) -> float:
     match = _QUANTITY.fullmatch(str(value))
     assert match, f"not a quantity: {value!r}"
@@ -119,7 +186,8 @@ def _sync_module() -> Any:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_every_object_once(overlay: str) -> None:
     objects = _render(overlay)
-    assert sorted(o["kind"] for o in objects) == sorted(EXPECTED_KINDS)
+    kinds = [o["kind"] for o in objects]
+    assert {kind: kinds.count(kind) for kind in kinds} == EXPECTED_KINDS
     namespace = _one(objects, "Namespace")["metadata"]["name"]
     for obj in objects:
         if obj["kind"] != "Namespace":
@@ -140,31 +208,46 @@ def test_builtin_objects_validate_against_the_kubernetes_schemas(
             pytest.fail(f"{overlay}: {obj['kind']} {obj['metadata']['name']}: {error}")
 
 
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A label selector (matchLabels and matchExpressions with In) against ``labels``."""
+    if not _labels_match(selector.get("matchLabels", {}), labels):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_service_monitor_has_its_required_fields_and_finds_the_workers(overlay: str) -> None:
+def test_service_monitor_has_its_required_fields_and_finds_every_component(overlay: str) -> None:
     """ServiceMonitor (monitoring.coreos.com/v1): checked by hand, no schema offline."""
     objects = _render(overlay)
     monitor = _one(objects, "ServiceMonitor")
-    service = _one(objects, "Service")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", monitor["metadata"]["name"])
     spec = monitor["spec"]
     assert set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
-    assert _labels_match(spec["selector"]["matchLabels"], service["metadata"]["labels"])
-    port_names = {port["name"] for port in service["spec"]["ports"]}
     assert spec["endpoints"], "at least one endpoint"
     for endpoint in spec["endpoints"]:
-        assert endpoint["port"] in port_names
         assert endpoint["path"] == "/metrics"
         assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
         assert re.fullmatch(r"\d+[smh]", endpoint["scrapeTimeout"])
-    # The Prometheus Operator names the job after the Service: the name the
-    # alert rules and the dashboard query (job="webhook-worker").
+    # The Prometheus Operator names the job after the Service: the names the
+    # alert rules, the dashboard and the compose Prometheus use.
     scrape_configs = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
-    jobs = [job["job_name"] for job in scrape_configs]
-    assert service["metadata"]["name"] in jobs
+    jobs = {job["job_name"] for job in scrape_configs}
+    selected = [o for o in objects if o["kind"] == "Service"]
+    for service in selected:
+        name = service["metadata"]["name"]
+        assert _selects(spec["selector"], service["metadata"]["labels"]), name
+        assert name in jobs, f"{name}: not a job of config/prometheus/prometheus.yml"
+        port_names = {port["name"] for port in service["spec"]["ports"]}
+        assert all(endpoint["port"] in port_names for endpoint in spec["endpoints"]), name
+    assert sorted(s["metadata"]["name"] for s in selected) == sorted(
+        name for name, _ in COMPONENTS.values()
+    )
     assert 'job="webhook-worker"' in ALERT_RULES.read_text()
-    assert service["metadata"]["name"] == "webhook-worker"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -195,55 +278,66 @@ def test_prometheus_rule_file_is_generated_from_alerts_yml() -> None:
     )
 
 
-# -------------------------------------------------------------------- worker
+# ---------------------------------------------------------------- components
 
 
-def _worker(objects: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], dict[str, Any]]:
-    deployment = _one(objects, "Deployment")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    return deployment, container
-
-
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_worker_probes_use_the_metrics_port(overlay: str) -> None:
-    _, container = _worker(_render(overlay))
-    env = {e["name"]: e["value"] for e in container["env"]}
-    [port] = container["ports"]
-    assert port["name"] == "metrics" and port["containerPort"] == int(env["METRICS_PORT"])
-    assert int(env["METRICS_PORT"]) == METRICS_PORT
-    assert env["METRICS_HOST"] == "0.0.0.0"  # the kubelet and Prometheus reach it
+def test_probes_use_the_port_the_settings_give(overlay: str, component: str) -> None:
+    objects = _render(overlay)
+    _, container = _component(objects, component)
+    settings = load_environment(_pod_env(objects, container))
+    port = getattr(settings, COMPONENTS[component][1])
+    [declared] = container["ports"]
+    assert declared["name"] == "metrics" and declared["containerPort"] == port
+    assert settings.metrics_host == "0.0.0.0"  # the kubelet and Prometheus reach it
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
-    # Liveness must not kill a worker that is only waiting for RabbitMQ: /healthz
+    # Liveness must not kill a process that is only waiting for RabbitMQ: /healthz
     # answers as long as the process serves HTTP, /readyz is for readiness only.
     assert container["livenessProbe"]["httpGet"]["path"] != "/readyz"
+    if component == "worker":
+        assert port == METRICS_PORT
 
 
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_worker_stops_gracefully_before_sigkill(overlay: str) -> None:
-    deployment, container = _worker(_render(overlay))
-    env = {e["name"]: e["value"] for e in container["env"]}
+def test_each_component_stops_gracefully_before_sigkill(overlay: str, component: str) -> None:
+    objects = _render(overlay)
+    deployment, container = _component(objects, component)
+    settings = load_environment(_pod_env(objects, container))
+    if component == "recorder":
+        # The recorder drains for a fixed time (Recorder's drain_seconds).
+        drain = inspect.signature(Recorder).parameters["drain_seconds"].default
+    else:
+        drain = settings.shutdown_grace_seconds
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > float(env["SHUTDOWN_GRACE_SECONDS"]) + 5
+    assert grace > float(drain) + 5
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_worker_resources_are_requested_and_limited(overlay: str) -> None:
-    _, container = _worker(_render(overlay))
+def test_resources_are_requested_and_limited(overlay: str, component: str) -> None:
+    _, container = _component(_render(overlay), component)
     resources = container["resources"]
     for kind in ("cpu", "memory"):
         request = _quantity(resources["requests"][kind])
         limit = _quantity(resources["limits"][kind])
         assert 0 < request <= limit, (kind, request, limit)
-    # Above the measured peak RSS (81-140 MB, docs/performance.md).
-    assert _quantity(resources["limits"]["memory"]) >= 256 * 2**20
+    # Above the measured peak RSS (docs/performance.md): the worker's 81-140 MB,
+    # the recorder's 124-167 MiB (the delivery log's benchmark).
+    least = {"worker": 256 * 2**20, "recorder": 2 * 167 * 2**20, "notifier": 128 * 2**20}
+    assert _quantity(resources["limits"]["memory"]) >= least[component]
 
 
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_worker_runs_non_root_with_a_read_only_root_filesystem(overlay: str) -> None:
-    deployment, container = _worker(_render(overlay))
+def test_each_component_runs_non_root_with_a_read_only_root_filesystem(
+    overlay: str, component: str
+) -> None:
+    deployment, container = _component(_render(overlay), component)
     pod = deployment["spec"]["template"]["spec"]
     security = pod["securityContext"]
     assert security["runAsNonRoot"] is True
@@ -255,15 +349,48 @@ def test_worker_runs_non_root_with_a_read_only_root_filesystem(overlay: str) -> 
     assert box["readOnlyRootFilesystem"] is True
     assert box["allowPrivilegeEscalation"] is False
     assert box["capabilities"]["drop"] == ["ALL"]
-    # Writable places are volumes: /tmp, and the working directory where
+    # Writable places are volumes: /tmp, and the worker's working directory where
     # webhook-dlq purge writes its backup.
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    for path in ("/tmp", container["workingDir"]):
+    for path in ("/tmp", *([container["workingDir"]] if component == "worker" else [])):
         assert "emptyDir" in volumes[mounts[path]], path
     # The restricted Pod Security Standard is enforced on the namespace.
     namespace = _one(_render(overlay), "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("component", sorted(COMPONENTS))
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_component_runs_its_console_script(
+    overlay: str, component: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, container = _component(_render(overlay), component)
+    command = container.get("command", _dockerfile().exec_form("ENTRYPOINT"))
+    assert command == [COMPONENTS[component][0]]
+    assert command[0] in _console_scripts()
+    # The arguments parse with the real CLI.
+    assert MAINS[component]([*container.get("args", []), "--help"]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_component_reads_the_shared_config_map(overlay: str) -> None:
+    """One place for the broker's address and the log settings: the generated ConfigMap."""
+    objects = _render(overlay)
+    shared = _named(objects, "ConfigMap", "webhook-relay-env")
+    assert set(shared["data"]) <= SETTINGS_VARS, set(shared["data"]) - SETTINGS_VARS
+    for component in COMPONENTS:
+        _, container = _component(objects, component)
+        refs = [s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s]
+        assert refs == [shared["metadata"]["name"]], component
+        inline = {e["name"] for e in container.get("env", [])}
+        assert not inline & set(shared["data"]), f"{component} overrides the shared values"
+        env = _pod_env(objects, container)
+        assert env["RABBITMQ_URL"] == shared["data"]["RABBITMQ_URL"]
+        assert env["RABBITMQ_PASSWORD"] == _secret_value(
+            objects, "webhook-relay", "RABBITMQ_PASSWORD"
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -272,14 +399,16 @@ def test_worker_settings_load_from_the_manifests(
 ) -> None:
     """The environment and the subscriber file the pod gets pass the real settings loader."""
     objects = _render(overlay)
-    deployment, container = _worker(objects)
-    secret = _one(objects, "Secret")
-    config_map = _one(objects, "ConfigMap")
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert set(env) <= SETTINGS_VARS, set(env) - SETTINGS_VARS
-    [source] = container["envFrom"]
-    assert source["secretRef"]["name"] == secret["metadata"]["name"]
-    env.update(secret["stringData"])
+    deployment, container = _component(objects, "worker")
+    secret = _named(objects, "Secret", "webhook-relay")
+    config_map = _named(objects, "ConfigMap", "webhook-relay-subscribers")
+    env = _pod_env(objects, container)
+    assert set(env) <= SETTINGS_VARS | set(secret["stringData"]), set(env) - SETTINGS_VARS
+    assert [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s] == [
+        secret["metadata"]["name"]
+    ]
+    # DATABASE_URL would switch the worker from the subscriber file to the store.
+    assert "DATABASE_URL" not in env
 
     # The ConfigMap (name with its content hash) is mounted where WEBHOOK_CONFIG points.
     pod = deployment["spec"]["template"]["spec"]
@@ -299,49 +428,122 @@ def test_worker_settings_load_from_the_manifests(
     assert set(ENV_REFERENCE.findall(content)) <= set(secret["stringData"])
     parsed = parse_subscriber_file(text, source=config_path.name, environ=env)
     assert not parsed.security.allow_private_networks  # SSRF guard on in the cluster
-    # The container's arguments parse with the real worker CLI.
-    assert worker_main([*container["args"], "--help"]) == 0
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_secret_holds_placeholders_only(overlay: str) -> None:
-    secret = _one(_render(overlay), "Secret")
-    assert "data" not in secret, "placeholders stay readable (stringData)"
-    for key, value in secret["stringData"].items():
-        if key != "RABBITMQ_USERNAME":
-            assert value.startswith("change-me"), f"{key} is not a placeholder"
-        assert "guest" not in value
-    readme = (ROOT / "README.md").read_text()
-    assert f"Secret `{secret['metadata']['name']}`" in readme
+def _store_settings(env: dict[str, str]) -> tuple[Settings, DatabaseUrl]:
+    assert set(env) <= SETTINGS_VARS, set(env) - SETTINGS_VARS
+    settings = load_environment(env)
+    assert settings.log_format == "json" and settings.uses_store
+    database = DatabaseUrl.parse(settings.store_database_url())
+    assert database.dialect == "postgresql"
+    return settings, database
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_disruption_budget_and_service_select_the_workers(overlay: str) -> None:
+def test_recorder_settings_load_from_the_manifests(overlay: str) -> None:
+    """The recorder gets the broker's login and DATABASE_URL, nothing else secret."""
     objects = _render(overlay)
-    deployment, container = _worker(objects)
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert _labels_match(deployment["spec"]["selector"]["matchLabels"], pod_labels)
+    _, container = _component(objects, "recorder")
+    assert [s for s in container["envFrom"] if "secretRef" in s] == []
+    env = _pod_env(objects, container)
+    settings, database = _store_settings(env)
+    assert database.password == "change-me-postgres-password"
+    assert settings.delivery_log_retention_days == 7
+    assert settings.recorder_metrics_port != settings.metrics_port
+    assert not {"SECRETS_KEY", "EXAMPLE_SHOP_SECRET", "OPERATOR_NOTIFICATION_SECRET"} & set(env)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_notifier_settings_load_from_the_manifests(overlay: str) -> None:
+    """The notifier: the store (URL and key), the operator's URL and secret (optional)."""
+    objects = _render(overlay)
+    _, container = _component(objects, "notifier")
+    assert [s for s in container["envFrom"] if "secretRef" in s] == []
+    env = _pod_env(objects, container)
+    settings, database = _store_settings(env)
+    load_secrets_key(database, settings.secrets_key, settings.secrets_key_file)
+    assert settings.operator_notification_url is not None
+    assert operator_secret(settings).get_secret_value() == _secret_value(
+        objects, "webhook-relay-notifier", "OPERATOR_NOTIFICATION_SECRET"
+    )
+    assert settings.store_allows_private_networks is False
+    assert "EXAMPLE_SHOP_SECRET" not in env
+    # Without the optional operator Secret it still starts: accounts' URLs only.
+    optional = {
+        item["name"]
+        for item in container["env"]
+        if item.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")
+    }
+    assert optional == {"OPERATOR_NOTIFICATION_URL", "OPERATOR_NOTIFICATION_SECRET"}
+    assert load_environment({k: v for k, v in env.items() if k not in optional}).uses_store
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_hold_placeholders_only(overlay: str) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for secret in (o for o in _render(overlay) if o["kind"] == "Secret"):
+        name = secret["metadata"]["name"]
+        assert "data" not in secret, "placeholders stay readable (stringData)"
+        for key, value in secret["stringData"].items():
+            if key == "SECRETS_KEY":  # base64 of "change-me-change-me-change-me-32"
+                assert "change-me" in base64.b64decode(value).decode(), key
+            elif key != "RABBITMQ_USERNAME":
+                assert "change-me" in value, f"{name} {key} is not a placeholder"
+            assert "guest" not in value
+        assert f"Secret `{name}`" in readme
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_disruption_budget_and_services_select_their_pods(overlay: str) -> None:
+    objects = _render(overlay)
+    for component, (name, _) in COMPONENTS.items():
+        deployment, container = _component(objects, component)
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert _labels_match(deployment["spec"]["selector"]["matchLabels"], pod_labels)
+        service = _named(objects, "Service", name)
+        assert _labels_match(service["spec"]["selector"], pod_labels)
+        others = [
+            o
+            for o in objects
+            if o["kind"] == "Deployment" and o["metadata"]["name"] != deployment["metadata"]["name"]
+        ]
+        for other in others:  # a Service reaches only its own component's pods
+            assert not _labels_match(
+                service["spec"]["selector"], other["spec"]["template"]["metadata"]["labels"]
+            )
+        [port] = service["spec"]["ports"]
+        assert port["targetPort"] == container["ports"][0]["name"]
+    worker, _ = _component(objects, "worker")
     budget = _one(objects, "PodDisruptionBudget")
-    assert _labels_match(budget["spec"]["selector"]["matchLabels"], pod_labels)
-    replicas = deployment["spec"]["replicas"]
+    assert _labels_match(
+        budget["spec"]["selector"]["matchLabels"], worker["spec"]["template"]["metadata"]["labels"]
+    )
     if "maxUnavailable" in budget["spec"]:
         assert budget["spec"]["maxUnavailable"] == 1
     else:
-        assert budget["spec"]["minAvailable"] < replicas
-    service = _one(objects, "Service")
-    assert _labels_match(service["spec"]["selector"], pod_labels)
-    [port] = service["spec"]["ports"]
-    assert port["targetPort"] == container["ports"][0]["name"]
+        assert budget["spec"]["minAvailable"] < worker["spec"]["replicas"]
 
 
 def test_overlays_differ_where_they_should() -> None:
-    development, production = (_worker(_render(o)) for o in OVERLAYS)
-    assert development[0]["spec"]["replicas"] == 1
+    (development, dev_container), (production, prod_container) = (
+        _component(_render(o), "worker") for o in OVERLAYS
+    )
+    assert development["spec"]["replicas"] == 1
     # Production survives a node drain with two replicas still delivering.
-    assert production[0]["spec"]["replicas"] >= 3
-    assert production[0]["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    image = production[1]["image"]
+    assert production["spec"]["replicas"] >= 3
+    assert production["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    image = prod_container["image"]
     assert re.fullmatch(r"[\w.-]+(:\d+)?/[\w./-]+:[\w.-]+", image) and not image.endswith(":latest")
-    dev_env = {e["name"]: e["value"] for e in development[1]["env"]}
+    dev_env = _pod_env(_render("development"), dev_container)
     assert dev_env["LOG_LEVEL"] == "debug"
+    prod_env = _pod_env(_render("production"), prod_container)
+    assert len(prod_env["RABBITMQ_URL"].split(",")) == 3  # every node of the cluster
+    # A notifier on standby takes over at once (single active consumer).
+    notifier, _ = _component(_render("production"), "notifier")
+    assert notifier["spec"]["replicas"] == 2
+    # Every component runs the one image the overlay names.
+    for overlay in OVERLAYS:
+        objects = _render(overlay)
+        images = {_component(objects, c)[1]["image"] for c in COMPONENTS}
+        assert len(images) == 1, images

@@ -1,4 +1,4 @@
-"""Operational facts: their wire form, the worker's bounded outbox, and the notice they become."""
+"""Operational facts: their wire form, the worker's sink and outbox, and the notice they become."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import cast
 import pytest
 from prometheus_client import REGISTRY
 
+from broker.url import BrokerUrl
 from config.subscribers import Subscriber
 from control.notifications.aggregator import Aggregator, Window
 from control.notifications.notice import notice_body, notice_event, notice_headers
@@ -16,7 +17,8 @@ from tests.support.node_bridge import NodeBridge, find_node_or_skip
 from wire.json_body import canonicalize
 from wire.operational_fact import FactKind, OperationalFact, decode_fact, encode_fact, reason_kind
 from wire.signature import verify
-from worker.fact_outbox import FactOutbox, note_circuit, note_dead_lettered, note_paused
+from worker.fact_emitter import FactEmitter
+from worker.fact_outbox import FactSink, note_circuit, note_dead_lettered, note_paused
 
 
 def shop(**extra: object) -> Subscriber:
@@ -70,41 +72,57 @@ def test_reasons_are_reduced_to_bounded_kinds() -> None:
     assert reason_kind("something new") == "other"
 
 
-def test_the_outbox_keeps_nothing_without_an_emitter() -> None:
-    outbox = FactOutbox(capacity=3)
-    outbox.put(OperationalFact("paused", "acme", "shop", 1.0))
-    assert len(outbox) == 0 and not outbox.attached
+class Taken:
+    """Stands for the emitter's outbox: what the sink passes on."""
+
+    def __init__(self) -> None:
+        self.facts: list[OperationalFact] = []
+
+    def put(self, item: OperationalFact) -> None:
+        self.facts.append(item)
 
 
-def test_a_full_outbox_drops_and_counts_never_blocks() -> None:
-    woken: list[int] = []
-    outbox = FactOutbox(capacity=3, clock=lambda: 0.0)
-    outbox.attach(lambda: woken.append(1))
+def test_the_sink_keeps_nothing_without_an_emitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = FactSink()
+    monkeypatch.setattr("worker.fact_outbox.SINK", sink)
+    sink.put(OperationalFact("paused", "acme", "shop", 1.0))
+    note_paused(shop(), "evt_1")
+    assert not sink.attached
+    taken = Taken()
+    sink.attach(taken)
+    note_paused(shop(), "evt_2")
+    sink.detach()
+    note_paused(shop(), "evt_3")
+    assert [f.event_id for f in taken.facts] == ["evt_2"]
+
+
+async def test_a_full_fact_outbox_drops_the_newest_and_counts_never_blocks() -> None:
+    sink = FactSink()
+    emitter = FactEmitter.start(BrokerUrl.parse("amqp://g:g@127.0.0.1:1/"), sink, capacity=3)
     before = dropped("buffer_full")
     for i in range(10):
-        outbox.put(OperationalFact("dead_lettered", "acme", "shop", float(i), f"evt_{i}"))
-    assert len(outbox) == 3 and len(woken) == 3
+        sink.put(OperationalFact("dead_lettered", "acme", "shop", float(i), f"evt_{i}"))
+    assert emitter.outbox.buffered == 3
     assert dropped("buffer_full") - before == 7
-    # What was kept is the oldest, in order; a settled round forgets it.
-    assert [f.event_id for f in outbox.peek(10)] == ["evt_0", "evt_1", "evt_2"]
-    again = outbox.peek(2)[1:]
-    outbox.settle(2, again)
-    assert [f.event_id for f in outbox.peek(10)] == ["evt_1", "evt_2"]
-    outbox.detach()
-    assert len(outbox) == 0
+    before_shutdown = dropped("shutdown")
+    await emitter.stop(flush_seconds=0.1)
+    # What was kept (the oldest three) was not published: counted at the stop.
+    assert dropped("shutdown") - before_shutdown == 3
+    assert not sink.attached and emitter.outbox.buffered == 0
 
 
 def test_the_hooks_record_facts_of_the_endpoints_account(monkeypatch: pytest.MonkeyPatch) -> None:
-    outbox = FactOutbox()
-    outbox.attach(lambda: None)
-    monkeypatch.setattr("worker.fact_outbox.OUTBOX", outbox)
+    sink = FactSink()
+    taken = Taken()
+    sink.attach(taken)
+    monkeypatch.setattr("worker.fact_outbox.SINK", sink)
     note_dead_lettered(shop(), "evt_1", "poison: bad body")
     note_dead_lettered(shop(), "evt_other", "wrong_account: event of account 'globex'")
     note_paused(shop(), "evt_2")
     note_circuit(shop(), "open")
     note_circuit(shop(), "half_open")  # not a fact
     note_circuit(shop(), "closed")
-    facts = outbox.peek(10)
+    facts = taken.facts
     assert [(f.kind, f.event_id, f.reason) for f in facts] == [
         ("dead_lettered", "evt_1", "poison"),
         # another merchant's event: not even its id goes into this account's notice
