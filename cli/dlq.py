@@ -14,20 +14,14 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TextIO, cast
-
-import structlog
 
 from cli.arguments import OneLineParser, UsageError, positive_int
-from cli.dlq_audit import audit_line
+from cli.dlq_audit import audit_line, configure_audit_log
 from cli.dlq_commands import PROG, cmd_list, cmd_purge, cmd_replay, cmd_show, prepare
 from cli.exit_codes import EXIT_CODES_HELP, ExitCode, exit_code_for, report_error, run_command
-from cli.terminal import LiveStderr, add_version
-from config.logs import configure_logging
-from config.settings import Settings
+from cli.terminal import add_version
 from config.topology import dead_letter_queue, subscriber_of_queue
 from control.dead_letters.filters import parse_duration, parse_since
-from control.dead_letters.purge import open_owner_only
 
 DLQ_EPILOG = f"""\
 Dead-letter queues read: those of the subscriber file's subscribers (WEBHOOK_CONFIG),
@@ -152,27 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(settings: Settings) -> Path | None:
-    """Where the log (the audit lines) goes; returns the audit file when it is one.
-
-    In a container or a pipe the JSON lines go to stderr, for the log collector.
-    At a terminal a raw JSON line means nothing to the person there: it is
-    appended to an owner-only audit file beside the backups instead.
-    """
-    # An embedding program (or a test capturing logs) keeps its own set-up.
-    if structlog.is_configured():
-        return None
-    if sys.stderr.isatty():
-        path = settings.dlq_backup_dir.parent / "audit.jsonl"
-        configure_logging("json", "info", stream=open_owner_only(path))
-        return path
-    configure_logging(settings.log_format, "info", stream=cast(TextIO, LiveStderr()))
-    return None
-
-
 def _dispatch(args: argparse.Namespace) -> int:
     run = prepare(args)
-    audit_file = _configure_logging(run.settings)
+    audit_file = configure_audit_log(run.settings)
     if args.command == "list":
         return cmd_list(run, args)
     if args.command == "show":

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO, cast
 
 import structlog
 
 from cli.arguments import UsageError
-from cli.terminal import operator_name
+from cli.terminal import LiveStderr, operator_name
+from config.logs import configure_logging
+from config.settings import Settings
 from config.topology import dead_letter_queue
 from control.dead_letters.filters import Filters
+from control.dead_letters.purge import open_owner_only
 from control.redaction import Redactor
 
 audit = structlog.get_logger("webhook-dlq")
@@ -65,3 +70,23 @@ def _filters_for_audit(filters: Filters, args: argparse.Namespace) -> dict[str, 
     if args.limit is not None:
         described["limit"] = args.limit
     return described
+
+
+def configure_audit_log(settings: Settings) -> Path | None:
+    """Where the log (the audit lines) goes; returns the audit file when it is one.
+
+    Shared by the tools that write audit lines (``webhook-dlq``, ``webhook-log resend``).
+
+    In a container or a pipe the JSON lines go to stderr, for the log collector.
+    At a terminal a raw JSON line means nothing to the person there: it is
+    appended to an owner-only audit file beside the backups instead.
+    """
+    # An embedding program (or a test capturing logs) keeps its own set-up.
+    if structlog.is_configured():
+        return None
+    if sys.stderr.isatty():
+        path = settings.dlq_backup_dir.parent / "audit.jsonl"
+        configure_logging("json", "info", stream=open_owner_only(path))
+        return path
+    configure_logging(settings.log_format, "info", stream=cast(TextIO, LiveStderr()))
+    return None

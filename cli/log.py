@@ -2,7 +2,8 @@
 
 Subcommands come from small modules, each with ``add_commands(subparsers)``
 that sets ``run`` on its parsers: ``run(args, settings) -> exit code``.  Reading
-commands live in :mod:`cli.log_commands`; add a module to ``COMMAND_MODULES``
+commands live in :mod:`cli.log_commands`, resend and recover in
+:mod:`cli.log_resend`; add a module to ``COMMAND_MODULES``
 to add more.  Errors end as one ``webhook-log: error:`` line and the shared
 exit codes (:mod:`cli.exit_codes`).
 """
@@ -15,7 +16,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 
-from cli import log_commands
+from cli import log_commands, log_resend
 from cli.arguments import OneLineParser
 from cli.exit_codes import EXIT_CODES_HELP, run_command
 from cli.terminal import LiveStderr, add_version
@@ -25,7 +26,7 @@ from config.settings import load_environment
 PROG = "webhook-log"
 
 AddCommands = Callable[["argparse._SubParsersAction[Any]"], None]
-COMMAND_MODULES: tuple[AddCommands, ...] = (log_commands.add_commands,)
+COMMAND_MODULES: tuple[AddCommands, ...] = (log_commands.add_commands, log_resend.add_commands)
 
 EPILOG = f"""\
 Reads the store that DATABASE_URL (or WEBHOOK_DATA_DIR) names, the one webhook-api and
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = OneLineParser(
         prog=PROG,
-        description="Search the delivery log: attempts, one event's deliveries, summaries.",
+        description="Search the delivery log (attempts, one event's deliveries, summaries); "
+        "resend logged events, recover failed ones.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -34,6 +34,7 @@ ATTEMPTS = "x-webhook-attempts"  # attempts made so far (DLQ copies)
 DEAD_LETTER_REASON = "x-webhook-dead-letter-reason"  # "exhausted", "poison: ...", ...
 DEAD_LETTERED_AT = "x-webhook-dead-lettered-at"
 REPLAYED_AT = "x-webhook-replayed-at"  # set by the replay tool
+RESENT_AT = "x-webhook-resent-at"  # set on a copy resent from the delivery log
 
 # The dead-letter reason of a message whose properties could not be decoded is
 # f"{UNDECODABLE_REASON} (<what could not be read>)".

@@ -13,6 +13,7 @@ from control.api import (
     endpoints,
     event_types,
     notification_settings,
+    resends,
 )
 from control.api.errors import install_error_handlers
 from control.api.schemas import Health
@@ -23,7 +24,8 @@ DESCRIPTION = """\
 Manage merchants' webhook endpoints: create them (the answer holds the signing
 secret, shown once), list, change, pause, resume, rotate the secret, delete, and
 send a signed test event; read the delivery log of their endpoints (attempts,
-one event's deliveries, an endpoint's summary).
+one event's deliveries, an endpoint's summary), resend logged events to an
+endpoint, or recover what failed there since a given time.
 
 Every `/v1` request needs `Authorization: Bearer <token>`. Every error answer is
 `{"error": "<message>"}`, with `"fields": [...]` naming the request fields at
@@ -41,6 +43,8 @@ def create_app(services: ApiServices) -> FastAPI:
             yield
         finally:
             await services.notices.stop()
+            if services.resender is not None:
+                services.resender.close()
 
     app = FastAPI(
         title=TITLE,
@@ -58,6 +62,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.include_router(event_types.router)
     app.include_router(notification_settings.router)
     app.include_router(attempts.router)
+    app.include_router(resends.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness")
     async def healthz() -> Health:

@@ -38,8 +38,8 @@ _DESCRIPTIONS = {
     404: "No such account or endpoint (another account's endpoint is not found either).",
     409: "The change clashes with what is stored.",
     422: "Invalid input; `fields` names the fields at fault.",
-    503: "The endpoint store (or RabbitMQ, for pause and resume) is unavailable; "
-    "nothing was changed. Try again later.",
+    503: "The endpoint store (or RabbitMQ, for pause, resume, resend and recover) is "
+    "unavailable; nothing was changed. Try again later.",
 }
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 _PATH_PARAMETER = re.compile(r"\{[^}/]+\}")

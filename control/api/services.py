@@ -1,9 +1,9 @@
-"""What the API's routes work with: the store, the tokens, and three outside effects.
+"""What the API's routes work with: the store, the tokens, and four outside effects.
 
 The outside effects sit behind small protocols so tests can stand in for them:
-change notices (``notices``), the broker's pause markers (``pauses``) and the
-signed test delivery (``probe``).  ``ApiServices.from_settings`` builds the
-real ones.
+change notices (``notices``), the broker's pause markers (``pauses``), the
+signed test delivery (``probe``) and resending from the delivery log
+(``resender``).  ``ApiServices.from_settings`` builds the real ones.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from config.settings import Settings
 from config.subscribers import Subscriber
 from control.api.auth import ApiTokens
 from control.api.notices import BrokerChangeNotices, ChangeNotices
+from control.delivery_log.resender import LogResender, Resender
 from control.store.endpoints import EndpointStore
 from wire.envelope import build_envelope, new_event_id
 from wire.queued_event import QueuedEvent
@@ -84,6 +85,8 @@ class ApiServices:
     pauses: PauseMarkers
     probe: EndpointProbe
     allow_private_networks: bool
+    # Resend and recover (None: answered 503, e.g. in tests without a broker).
+    resender: Resender | None = None
 
     @classmethod
     def from_settings(
@@ -98,4 +101,5 @@ class ApiServices:
             pauses=BrokerPauseMarkers(settings.broker),
             probe=DeliveryProbe(allow_private),
             allow_private_networks=allow_private,
+            resender=LogResender.from_settings(settings),
         )
