@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # --help, --version
             return exc.code if isinstance(exc.code, int) else 0
         settings = load_environment()
-        if not structlog.is_configured():
+        # A command writing an audit line sets up its own log (cli.dlq_audit): set up
+        # here first, at "warning", its info-level line would be lost.
+        if not structlog.is_configured() and not getattr(args, "writes_audit_line", False):
             configure_logging(settings.log_format, "warning", stream=cast(TextIO, LiveStderr()))
         code: int = args.run(args, settings)
         return code

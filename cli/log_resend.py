@@ -97,7 +97,7 @@ def add_commands(commands: Any) -> None:
     resend.add_argument("--status", type=_status, help="an attempt answered with this status")
     resend.add_argument("--since", type=_moment, metavar="ISO", help="attempt started at/after")
     resend.add_argument("--until", type=_moment, metavar="ISO", help="attempt started before")
-    resend.set_defaults(run=run_resend)
+    resend.set_defaults(run=run_resend, writes_audit_line=True)
 
     recover = commands.add_parser(
         "recover",
@@ -108,7 +108,7 @@ def add_commands(commands: Any) -> None:
         "failure. An event still waiting for a retry is resent too.",
     )
     recover.add_argument("--since", type=_moment, required=True, metavar="ISO")
-    recover.set_defaults(run=run_recover)
+    recover.set_defaults(run=run_recover, writes_audit_line=True)
 
 
 def run_resend(args: argparse.Namespace, _environment: object) -> int:
