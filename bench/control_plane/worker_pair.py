@@ -8,7 +8,7 @@ This declares them once, on one node, then starts the worker of each tree in tur
 PostgreSQL store: time to ``/readyz``, CPU, RSS, the broker's RSS, the time to be
 ready again after the broker closed its connection (a reconnect: re-declare,
 the checks, every consumer again), and how long a graceful stop (SIGTERM:
-cancel every consumer, drain, close) took.  A warm-up start first records every
+cancel every consumer, drain, close) took.  A warm-up start (B) first records every
 id in the subscriber registry, so that each measured start is a restart.
 """
 
@@ -174,7 +174,8 @@ def main() -> int:
             node,
             pid,
         )
-        rows = [_measure(setup, trees["A"], "warm-up (registry empty)", node)]
+        # B: a tree that retries a connect the busy node times out (see broker.connection).
+        rows = [_measure(setup, trees["B"], "warm-up (registry empty)", node)]
         order = "".join("AB" if n % 2 == 0 else "BA" for n in range(args.rounds))
         for n, side in enumerate(order):
             rows.append(_measure(setup, trees[side], f"{side}{n // 2 + 1} restart", node))
