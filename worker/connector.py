@@ -17,6 +17,7 @@ from broker.async_connection import AmqpConnection
 from broker.declarer import declare_topology
 from config.errors import BrokerError
 from config.settings import Settings
+from worker.consumer_channels import ConsumerChannels
 from worker.lanes import Lanes
 from worker.pause import paused_among
 from worker.reconciler import Reconciler
@@ -24,8 +25,8 @@ from worker.registry import reconcile_registry
 
 log = structlog.get_logger("worker")
 
-# The connection, its consumer channel and its publisher channel (confirms on).
-Opened = tuple[AmqpConnection, AmqpChannel, AmqpChannel]
+# The connection, its consumer channels and its publisher channel (confirms on).
+Opened = tuple[AmqpConnection, ConsumerChannels, AmqpChannel]
 
 
 class Connector:
@@ -92,7 +93,7 @@ class Connector:
             raise
         self._reconciler.report_removed(removed, known_too=True)
         try:
-            consumer = await connection.channel()
+            consumers = await ConsumerChannels.open(connection, self._lanes.channel_count)
             publisher = await connection.channel()
             await publisher.enable_confirms()
         except BrokerError as exc:
@@ -102,7 +103,7 @@ class Connector:
         for subscriber_id in paused:
             if subscriber_id in self._lanes:
                 self._lanes[subscriber_id].set_paused(True, "pause marker present")
-        return connection, consumer, publisher
+        return connection, consumers, publisher
 
 
 async def _all_or_none(*steps: Awaitable[Any]) -> list[Any]:

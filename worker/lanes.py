@@ -1,8 +1,10 @@
-"""Every subscriber's lane and the one consumer channel they share while connected.
+"""Every subscriber's lane and the consumer channels they share while connected.
 
 Lanes come and go as the configuration changes (worker.reconciler); a message
-already received keeps its lane.  Following the pause markers is
-worker.pause_follower's.
+already received keeps its lane.  Each lane consumes on the channel its id picks
+(worker.consumer_channels); what happens to one lane's consumer is serialised by
+that channel's lock, so the channels start, change and cancel side by side.
+Following the pause markers is worker.pause_follower's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from config.subscribers import CircuitBreakerPolicy
 from config.topology import work_queue
 from worker import metrics
 from worker.circuit_breaker import CircuitBreaker, CircuitState
+from worker.consumer_channels import CONSUMER_CHANNELS, ConsumerChannels, channel_index
 from worker.lane import Lane
 from worker.pause_follower import PauseFollower
 from worker.processor import Settlement
@@ -44,10 +47,15 @@ def _refuse(_lane: Lane, _message: Message) -> None:
 
 
 class Lanes:
-    """Every subscriber's lane, and the one consumer channel they share while connected."""
+    """Every subscriber's lane, and the consumer channels they share while connected."""
 
     def __init__(
-        self, broker: BrokerUrl, *, pause_poll_seconds: float, full_pause_check_every: int = 6
+        self,
+        broker: BrokerUrl,
+        *,
+        pause_poll_seconds: float,
+        full_pause_check_every: int = 6,
+        consumer_channels: int = CONSUMER_CHANNELS,
     ) -> None:
         self._pause_poll = pause_poll_seconds
         # Every marker is checked at every n-th poll (announcements cover the rest:
@@ -55,11 +63,13 @@ class Lanes:
         self._full_check_every = max(1, full_pause_check_every)
         self._polls = 0
         self._lanes: dict[str, Lane] = {}
-        self._consumer: AmqpChannel | None = None
+        self.channel_count = max(1, consumer_channels)
+        self._channels: ConsumerChannels | None = None
         self._handler: MessageHandler = _refuse
-        # basic.qos applies to the consumers created after it on the channel, so a
-        # qos + consume pair must not interleave with another lane's.
-        self._consume_lock = asyncio.Lock()
+        # One per channel, kept across connections: basic.qos applies to the consumers
+        # made after it on its channel, so a qos + consume pair must not interleave
+        # with another lane's there; a lane's tag changes only under this lock.
+        self._locks = [asyncio.Lock() for _ in range(self.channel_count)]
         self._pauses = PauseFollower(broker, is_current=self._is_current, sync=self.sync)
 
     def add(
@@ -95,11 +105,12 @@ class Lanes:
         lane = self._lanes.pop(subscriber_id, None)
         if lane is None:
             return
-        async with self._consume_lock:
+        async with self._lock_of(lane):
             tag, lane.tag, lane.prefetch = lane.tag, None, 0
-            if tag is not None and self._consumer is not None:
+            channels = self._channels
+            if tag is not None and channels is not None:
                 try:
-                    await self._consumer.cancel(tag)
+                    await channels.of(subscriber_id).cancel(tag)
                 except BrokerError as exc:
                     # The channel is going away: its consumers go with it.
                     log.warning("consumer_change_failed", subscriber=subscriber_id, error=str(exc))
@@ -130,25 +141,47 @@ class Lanes:
         """How many lanes have a consumer right now."""
         return sum(1 for lane in self._lanes.values() if lane.tag is not None)
 
-    async def start_consuming(self, consumer: AmqpChannel, handler: MessageHandler) -> None:
-        """Give every lane the consumer its state asks for on ``consumer``; raises BrokerError.
+    async def start_consuming(self, channels: ConsumerChannels, handler: MessageHandler) -> None:
+        """Give every lane the consumer its state asks for on its channel; raises BrokerError
+        (the first refusal; the other channels then stop after their current window).
 
-        Pipelined, a window of lanes at a time (one round trip per window and
-        prefetch value, instead of one per lane); between windows the lock is
+        The channels side by side, each a window of lanes at a time, pipelined (one
+        round trip per window and prefetch); between windows the channel's lock is
         let go, so breaker changes and the reconciler's steps are not held up.
         """
-        self._consumer = consumer
+        if len(channels) != self.channel_count:
+            raise ValueError(f"{len(channels)} channels for {self.channel_count}")
+        self._channels = channels
         self._handler = handler
-        # A copy: the reconciler may add or remove lanes while this awaits.
-        lanes = list(self._lanes.values())
-        for start in range(0, len(lanes), _CONSUME_WINDOW):
-            await self._start_window(lanes[start : start + _CONSUME_WINDOW])
+        # The groups are copies: the reconciler may add or remove lanes meanwhile.
+        failures: list[BrokerError] = []
+        await asyncio.gather(
+            *(
+                self._start_channel(index, lanes, failures)
+                for index, lanes in enumerate(self._by_channel())
+                if lanes
+            )
+        )
+        if failures:
+            raise failures[0]
 
-    async def _start_window(self, window: list[Lane]) -> None:
-        async with self._consume_lock:
-            consumer = self._consumer
-            if consumer is None:
+    async def _start_channel(
+        self, index: int, lanes: list[Lane], failures: list[BrokerError]
+    ) -> None:
+        for start in range(0, len(lanes), _CONSUME_WINDOW):
+            if failures:
+                return  # the start has failed on another channel: reconnecting anyway
+            try:
+                await self._start_window(index, lanes[start : start + _CONSUME_WINDOW])
+            except BrokerError as exc:
+                failures.append(exc)
                 return
+
+    async def _start_window(self, index: int, window: list[Lane]) -> None:
+        async with self._locks[index]:
+            if self._channels is None:
+                return
+            consumer = self._channels[index]
             # Lanes removed meanwhile, or given their consumer by sync(), are skipped.
             due = [
                 lane
@@ -170,22 +203,41 @@ class Lanes:
             metrics.CONSUMERS.set(self.consuming)
 
     def forget_consumers(self) -> None:
-        """The channel is gone, and its consumer tags with it."""
-        self._consumer = None
+        """The channels are gone, and their consumer tags with them."""
+        self._channels = None
         for lane in self._lanes.values():
             lane.tag, lane.prefetch = None, 0
         metrics.CONSUMERS.set(0)
 
-    async def stop_consuming(self, consumer: AmqpChannel) -> None:
-        """Cancel every consumer for good; messages already received are still settled."""
-        self._consumer = None  # no circuit change may start a consumer now
-        async with self._consume_lock:
-            for lane in list(self._lanes.values()):
+    async def stop_consuming(self, channels: ConsumerChannels) -> None:
+        """Cancel every consumer for good, the channels side by side; messages already
+        received are still settled (on their channels, left open for that)."""
+        self._channels = None  # no circuit change may start a consumer now
+        await asyncio.gather(
+            *(
+                self._cancel_all(index, channels[index], lanes)
+                for index, lanes in enumerate(self._by_channel())
+            )
+        )
+        metrics.CONSUMERS.set(0)
+
+    async def _cancel_all(self, index: int, consumer: AmqpChannel, lanes: list[Lane]) -> None:
+        async with self._locks[index]:
+            for lane in lanes:
                 if lane.tag is not None:
                     with contextlib.suppress(BrokerError):
                         await consumer.cancel(lane.tag)
                 lane.tag, lane.prefetch = None, 0
-        metrics.CONSUMERS.set(0)
+
+    def _by_channel(self) -> list[list[Lane]]:
+        """The lanes, grouped by the channel each consumes on."""
+        groups: list[list[Lane]] = [[] for _ in range(self.channel_count)]
+        for lane in self._lanes.values():
+            groups[channel_index(lane.subscriber.id, self.channel_count)].append(lane)
+        return groups
+
+    def _lock_of(self, lane: Lane) -> asyncio.Lock:
+        return self._locks[channel_index(lane.subscriber.id, self.channel_count)]
 
     async def sync(self, lane: Lane) -> None:
         """Make ``lane``'s consumer match its state: none, a one-message probe, or full.
@@ -194,10 +246,11 @@ class Lanes:
         spent while the circuit is open. Messages already received are settled
         as usual. Errors are logged and left to the connection watcher.
         """
-        async with self._consume_lock:
-            consumer = self._consumer
-            if consumer is None or self._lanes.get(lane.subscriber.id) is not lane:
+        async with self._lock_of(lane):
+            channels = self._channels
+            if channels is None or self._lanes.get(lane.subscriber.id) is not lane:
                 return  # not connected, or the lane was removed meanwhile
+            consumer = channels.of(lane.subscriber.id)
             wanted = lane.wanted_prefetch()
             try:
                 if lane.tag is not None and lane.prefetch != wanted:

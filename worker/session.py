@@ -19,6 +19,7 @@ from broker.async_connection import AmqpConnection
 from config.errors import BrokerError
 from worker.change_notices import ChangeNotice, ChangeNotices
 from worker.connector import Opened
+from worker.consumer_channels import ConsumerChannels
 from worker.lane import Lane
 from worker.lanes import Lanes
 from worker.processor import MessageProcessor
@@ -59,7 +60,7 @@ class Session:
     async def serve(self, opened: Opened) -> None:
         """Consume on ``opened`` until stopped (then drain) or until the connection is lost."""
         processor = self._processor
-        connection, consumer, publisher = opened
+        connection, consumers, publisher = opened
 
         def handle(lane: Lane, message: Message) -> None:
             ticket = lane.breaker.ticket()
@@ -68,7 +69,7 @@ class Session:
             task.add_done_callback(self._tasks.discard)
 
         try:
-            await self._lanes.start_consuming(consumer, handle)
+            await self._lanes.start_consuming(consumers, handle)
             # Heard before the first reconciliation below, so that no change made
             # from here on can slip between the two.
             notices = await ChangeNotices.start(connection, self._on_notice)
@@ -81,6 +82,7 @@ class Session:
         log.info(
             "consuming",
             queues=self._lanes.consuming,
+            channels=len(consumers),
             paused=sorted(lane.subscriber.id for lane in self._lanes if lane.paused),
         )
 
@@ -93,8 +95,8 @@ class Session:
             watched: set[asyncio.Future[Any]] = {
                 stop_waiter,
                 connection.closed,
-                consumer.closed,
-                consumer.cancelled_by_broker,
+                consumers.closed,
+                consumers.cancelled_by_broker,
                 publisher.closed,
                 notices.closed,
             }
@@ -109,26 +111,30 @@ class Session:
         self._set_ready(False)
 
         if self._stop.is_set():
-            await self._drain(connection, consumer)
+            await self._drain(connection, consumers)
             return
-        if consumer.cancelled_by_broker.done() and not consumer.closed.done():
+        if consumers.cancelled_by_broker.done() and not consumers.closed.done():
             # Reconnecting re-declares the topology (so a deleted work queue comes
             # back, empty) and consumes every queue again.
             log.error(
                 "consumer_cancelled_by_broker",
-                consumer_tag=consumer.cancelled_by_broker.result(),
+                consumer_tag=consumers.cancelled_by_broker.result(),
                 in_flight=self.in_flight,
             )
         else:
-            reason = next(
-                (
-                    f.result()
-                    for f in (connection.closed, consumer.closed, publisher.closed, notices.closed)
-                    if f.done()
-                ),
-                None,
+            # A consumer channel closed by the broker alone (a refused consume names
+            # its queue, an unknown delivery tag...) ends the session too: the clean
+            # reconnect re-declares the topology and starts every consumer again,
+            # rather than serving on with that channel's lanes silently idle.
+            lost = (connection.closed, publisher.closed, notices.closed, consumers.closed)
+            reason = next((f.result() for f in lost if f.done()), None)
+            channel = consumers.closed_index if not connection.closed.done() else None
+            log.warning(
+                "broker_connection_lost",
+                reason=repr(reason),
+                consumer_channel=channel,
+                in_flight=self.in_flight,
             )
-            log.warning("broker_connection_lost", reason=repr(reason), in_flight=self.in_flight)
         self._lanes.forget_consumers()
         # In-flight deliveries finish on their own; their acks are skipped because
         # the channel is gone, and the broker redelivers those messages to us.
@@ -142,9 +148,9 @@ class Session:
             task.add_done_callback(self._marker_checks.discard)
         self._reconciler.notice(notice)
 
-    async def _drain(self, connection: AmqpConnection, consumer: AmqpChannel) -> None:
+    async def _drain(self, connection: AmqpConnection, consumers: ConsumerChannels) -> None:
         """Stop taking messages, let in-flight ones finish within the grace period, close."""
-        await self._lanes.stop_consuming(consumer)
+        await self._lanes.stop_consuming(consumers)
         pending = set(self._tasks)
         log.info("draining", in_flight=len(pending))
         if pending:
@@ -158,7 +164,7 @@ class Session:
                 await asyncio.wait(late, timeout=5)
         # Acks wait for the end of a loop turn (broker.async_connection batches them); send
         # the last ones now, ahead of the close, or their messages come back.
-        consumer.flush_acks()
+        consumers.flush_acks()
         await connection.close()
 
     async def _handle(

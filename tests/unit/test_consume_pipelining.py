@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,8 @@ from config.errors import BrokerUnavailableError
 from config.subscribers import CircuitBreakerPolicy, Subscriber
 from config.topology import work_queue
 from worker import lanes as lanes_module
+from worker.circuit_breaker import CircuitBreaker, CircuitState
+from worker.consumer_channels import ConsumerChannels, channel_index
 from worker.lane import Lane
 from worker.lanes import Lanes
 from worker.subscriber_source import DISABLED, ENABLED
@@ -118,6 +121,35 @@ async def test_one_round_trip_per_run_of_the_same_prefetch() -> None:
     assert fake.sent[-1] == ("consume", "q6", True)
 
 
+async def test_each_channel_has_its_own_prefetch_in_force() -> None:
+    """basic.qos is per channel (and, without global, per consumer made after it): a
+    prefetch set on one channel says nothing about another's."""
+    loop = asyncio.get_running_loop()
+    fakes = FakeChannel(), FakeChannel()
+    first, second = (AmqpChannel(fake, loop) for fake in fakes)  # type: ignore[arg-type]
+    received: dict[str, list[Message]] = {}
+    tags = await asyncio.gather(
+        first.consume_many(_requests([10, 10], received)),
+        second.consume_many(_requests([10, 3], received)),
+    )
+    assert fakes[0].sent == [("qos", 10, True), ("consume", "q0", False), ("consume", "q1", True)]
+    assert fakes[1].sent == [
+        ("qos", 10, True),
+        ("consume", "q0", True),
+        ("qos", 3, True),
+        ("consume", "q1", True),
+    ]
+    # The prefetch in force differs per channel: 3 needs a qos on the first only.
+    await first.consume("a", lambda _m: None, prefetch=3)
+    await second.consume("b", lambda _m: None, prefetch=3)
+    assert fakes[0].sent[-2:] == [("qos", 3, True), ("consume", "a", True)]
+    assert fakes[1].sent[-1] == ("consume", "b", True)
+    # A delivery is settled on the channel that delivered it.
+    fakes[1].deliver(tags[1][0], 7)
+    [message] = received["q0"]
+    assert message.channel is second and message.delivery_tag == 7
+
+
 async def test_a_refused_consume_in_a_pipeline_raises_and_names_the_queue() -> None:
     fake = FakeChannel(missing=frozenset({"q1"}))
     channel = AmqpChannel(fake, asyncio.get_running_loop())  # type: ignore[arg-type]
@@ -140,33 +172,88 @@ def _subscriber(index: int, **extra: Any) -> Subscriber:
 
 
 class FakeConsumer:
-    """An AmqpChannel for Lanes: counts consume_many calls; refuses queues in ``missing``."""
+    """An AmqpChannel for Lanes: records consume_many, consume and cancel calls; refuses
+    queues in ``missing`` (the broker then closes the channel)."""
 
     def __init__(self, missing: frozenset[str] = frozenset()) -> None:
+        loop = asyncio.get_running_loop()
         self.calls: list[list[tuple[str, int]]] = []
+        self.single: list[tuple[str, int]] = []
+        self.cancelled: list[str] = []
         self.missing = missing
+        self.flushed = 0
+        self.closed: asyncio.Future[BaseException] = loop.create_future()
+        self.cancelled_by_broker: asyncio.Future[str] = loop.create_future()
+        # How many consume_many calls are awaiting on every FakeConsumer at once.
+        self.active: list[int] = [0]
+        self.most_active: list[int] = [0]
+        self._count = 0
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed.done()
 
     async def consume_many(self, requests: list[ConsumeRequest]) -> list[str]:
         self.calls.append([(queue, prefetch) for queue, _, prefetch in requests])
+        self.active[0] += 1
+        self.most_active[0] = max(self.most_active[0], self.active[0])
+        try:
+            await asyncio.sleep(0.001)  # the broker's round trip
+        finally:
+            self.active[0] -= 1
         for queue, _, _ in requests:
             if queue in self.missing:
+                self.closed.set_result(RuntimeError(f"no queue {queue!r}"))
                 raise BrokerUnavailableError(f"connection closed: no queue {queue!r}")
-        return [f"tag-{queue}" for queue, _, _ in requests]
+        return [self._tag(queue) for queue, _, _ in requests]
+
+    async def consume(self, queue: str, _on_message: Any, *, prefetch: int) -> str:
+        self.single.append((queue, prefetch))
+        return self._tag(queue)
+
+    async def cancel(self, tag: str) -> None:
+        self.cancelled.append(tag)
+
+    def flush_acks(self) -> None:
+        self.flushed += 1
+
+    def _tag(self, queue: str) -> str:
+        self._count += 1
+        return f"{id(self)}:{queue}:{self._count}"
+
+
+def _fakes(count: int, missing: frozenset[str] = frozenset()) -> list[FakeConsumer]:
+    fakes = [FakeConsumer(missing) for _ in range(count)]
+    for fake in fakes[1:]:  # one concurrency count across them
+        fake.active, fake.most_active = fakes[0].active, fakes[0].most_active
+    return fakes
+
+
+def _channels(fakes: list[FakeConsumer]) -> ConsumerChannels:
+    return ConsumerChannels(fakes)  # type: ignore[arg-type]
+
+
+def _on(fakes: list[FakeConsumer], lane: Lane) -> FakeConsumer:
+    """The fake channel ``lane`` must consume on."""
+    return fakes[channel_index(lane.subscriber.id, len(fakes))]
+
+
+def _ignore(_lane: Lane, _message: Message) -> None: ...
 
 
 async def test_lanes_start_a_window_at_a_time_and_skip_lanes_that_must_not_consume(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(lanes_module, "_CONSUME_WINDOW", 40)
-    lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10)
+    lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10, consumer_channels=1)
     policy = CircuitBreakerPolicy()
     for i in range(100):
         subscriber = _subscriber(i, max_in_flight=3 if i % 7 == 0 else 16)
         lanes.add(subscriber, policy, DISABLED if i % 10 == 9 else ENABLED)
     lanes["s5"].set_paused(True, "pause marker present")
-    consumer = FakeConsumer()
+    [consumer] = fakes = _fakes(1)
     handled: list[tuple[Lane, Message]] = []
-    await lanes.start_consuming(consumer, lambda lane, m: handled.append((lane, m)))  # type: ignore[arg-type]
+    await lanes.start_consuming(_channels(fakes), lambda lane, m: handled.append((lane, m)))
 
     assert [len(call) for call in consumer.calls] == [35, 36, 18]  # 3 windows
     for call in consumer.calls:
@@ -178,21 +265,143 @@ async def test_lanes_start_a_window_at_a_time_and_skip_lanes_that_must_not_consu
     assert lanes.consuming == 89
     for lane in lanes:
         if lane.wanted_prefetch():
-            assert lane.tag == f"tag-{work_queue(lane.subscriber.id)}"
+            assert lane.tag is not None and f":{work_queue(lane.subscriber.id)}:" in lane.tag
             assert lane.prefetch == lane.wanted_prefetch()
         else:
             assert lane.tag is None and lane.prefetch == 0
 
 
-async def test_a_refused_window_fails_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_lanes_are_spread_over_the_channels_each_started_side_by_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(lanes_module, "_CONSUME_WINDOW", 10)
-    lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10)
-    for i in range(30):
+    lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10, consumer_channels=4)
+    for i in range(100):
+        lanes.add(
+            _subscriber(i, max_in_flight=3 if i % 3 == 0 else 16), CircuitBreakerPolicy(), ENABLED
+        )
+    fakes = _fakes(4)
+    await lanes.start_consuming(_channels(fakes), _ignore)
+
+    assert lanes.consuming == 100
+    for lane in lanes:
+        # Each lane's consumer was made on the channel its id picks, and only there.
+        on = _on(fakes, lane)
+        queue = work_queue(lane.subscriber.id)
+        assert [q for call in on.calls for q, _ in call].count(queue) == 1
+        assert lane.tag is not None and lane.tag.startswith(f"{id(on)}:{queue}:")
+        assert lane.prefetch == lane.wanted_prefetch()
+    for fake in fakes:
+        assert fake.calls, "every channel has lanes"
+        for call in fake.calls:  # per channel: sorted, so one qos per prefetch
+            prefetches = [prefetch for _, prefetch in call]
+            assert prefetches == sorted(prefetches)
+    assert sum(len(call) for fake in fakes for call in fake.calls) == 100
+    assert fakes[0].most_active[0] > 1, "the channels were started one after another"
+
+
+async def test_a_lane_keeps_its_channel_through_changes_removal_and_stop() -> None:
+    lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10, consumer_channels=4)
+    policy = CircuitBreakerPolicy(failure_threshold=1)
+    for i in range(12):
+        lanes.add(_subscriber(i, max_in_flight=5), policy, ENABLED)
+    fakes = _fakes(4)
+    await lanes.start_consuming(_channels(fakes), _ignore)
+
+    # The circuit opens: the consumer is cancelled on the lane's channel; the probe
+    # (prefetch 1) and then the full consumer again are made there too.
+    lane = lanes["s3"]
+    now = [0.0]
+    lane.breaker = CircuitBreaker(policy, clock=lambda: now[0])
+    on = _on(fakes, lane)
+    first = lane.tag
+    assert first is not None
+    lane.breaker.record(lane.breaker.ticket(), ok=False)
+    await lanes.sync(lane)
+    assert on.cancelled == [first] and lane.tag is None
+    now[0] += 3600.0
+    assert lane.breaker.start_probe() is CircuitState.HALF_OPEN
+    await lanes.sync(lane)
+    assert on.single == [(work_queue("s3"), 1)] and lane.prefetch == 1
+    lane.breaker.record(lane.breaker.ticket(), ok=True)
+    await lanes.sync(lane)
+    assert on.single[-1] == (work_queue("s3"), 5) and lane.prefetch == 5
+    others = [fake for fake in fakes if fake is not on]
+    assert all(not fake.single and not fake.cancelled for fake in others)
+
+    # Paused, resumed: the same channel.
+    lane.set_paused(True, "test")
+    await lanes.sync(lane)
+    lane.set_paused(False, "test")
+    await lanes.sync(lane)
+    assert len(on.cancelled) == 3 and on.single[-1] == (work_queue("s3"), 5)
+    assert all(not fake.single and not fake.cancelled for fake in others)
+
+    # Removed: cancelled on its channel.
+    removed = lanes["s7"]
+    tag = removed.tag
+    await lanes.remove("s7")
+    assert tag in _on(fakes, removed).cancelled
+
+    # Stopped: every consumer cancelled on its own channel, nothing started after.
+    tags = {lane.subscriber.id: lane.tag for lane in lanes}
+    await lanes.stop_consuming(_channels(fakes))
+    for lane in lanes:
+        assert tags[lane.subscriber.id] in _on(fakes, lane).cancelled and lane.tag is None
+    assert lanes.consuming == 0
+    lane.breaker.record(lane.breaker.ticket(), ok=True)
+    await lanes.sync(lane)
+    assert lane.tag is None
+
+
+async def test_a_refused_window_fails_the_start_and_stops_the_other_channels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lanes_module, "_CONSUME_WINDOW", 5)
+    lanes = Lanes(BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10, consumer_channels=2)
+    for i in range(60):
         lanes.add(_subscriber(i), CircuitBreakerPolicy(), ENABLED)
-    consumer = FakeConsumer(missing=frozenset({work_queue("s14")}))
-    with pytest.raises(BrokerUnavailableError, match="s14"):
-        await lanes.start_consuming(consumer, lambda _lane, _m: None)  # type: ignore[arg-type]
-    # The first window's consumers stand; the service forgets them with the channel.
-    assert len(consumer.calls) == 2 and lanes.consuming == 10
+    # The first lane of channel 0 is refused: its first window fails.
+    refused = next(lane for lane in lanes if channel_index(lane.subscriber.id, 2) == 0)
+    fakes = _fakes(2, missing=frozenset({work_queue(refused.subscriber.id)}))
+    channels = _channels(fakes)
+    with pytest.raises(BrokerUnavailableError, match=refused.subscriber.id):
+        await lanes.start_consuming(channels, _ignore)
+    # Channel 0 started nothing; channel 1 finished the window it was in and no more.
+    assert len(fakes[0].calls) == 1 and len(fakes[1].calls) == 1
+    assert lanes.consuming == 5
+    assert channels.closed.done() and channels.closed_index == 0
     lanes.forget_consumers()
     assert lanes.consuming == 0
+
+
+async def test_the_channels_report_the_first_close_and_broker_cancel_and_flush_every_ack() -> None:
+    fakes = _fakes(3)
+    channels = _channels(fakes)
+    assert len(channels) == 3 and list(channels) == fakes
+    assert channels.of("shop") is fakes[channel_index("shop", 3)]
+    channels.flush_acks()
+    assert [fake.flushed for fake in fakes] == [1, 1, 1]
+    fakes[2].cancelled_by_broker.set_result("ctag-9")
+    fakes[1].closed.set_result(RuntimeError("406 PRECONDITION_FAILED"))
+    fakes[0].closed.set_result(RuntimeError("later"))
+    await asyncio.sleep(0)  # done callbacks run on the next loop turn
+    assert channels.cancelled_by_broker.result() == "ctag-9"
+    assert "PRECONDITION_FAILED" in str(channels.closed.result()) and channels.closed_index == 1
+    with pytest.raises(ValueError, match="3 channels for 2"):
+        await Lanes(
+            BrokerUrl.parse("amqp://localhost/"), pause_poll_seconds=10, consumer_channels=2
+        ).start_consuming(channels, _ignore)
+
+
+def test_a_subscriber_picks_the_same_channel_in_every_process_and_ids_spread() -> None:
+    # crc32, not hash(): Python salts str hashes per process (PYTHONHASHSEED).
+    assert [channel_index(name, 8) for name in ("shop", "s0", "679d3f8a2e1b4c5d6e7f8a9b")] == [
+        2,
+        zlib.crc32(b"s0") % 8,
+        zlib.crc32(b"679d3f8a2e1b4c5d6e7f8a9b") % 8,
+    ]
+    counts = [0] * 8
+    for n in range(10_000):
+        counts[channel_index(f"ep_{n:x}{n * 7919:08x}", 8)] += 1
+    assert min(counts) > 1_000 and max(counts) < 1_500
