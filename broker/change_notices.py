@@ -24,6 +24,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from broker import pika_internals
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError, PayloadError
 from config.topology import CONTROL_EXCHANGE
@@ -105,7 +106,7 @@ class ChangeNoticePublisher:
                 # Not mandatory: with no worker bound, nobody needs the notice.
                 channel.basic_publish(CONTROL_EXCHANGE, "", body, properties)
                 return
-            except pika.exceptions.AMQPError as exc:
+            except pika_internals.CONNECT_ERRORS as exc:
                 self.close()
                 if attempt == 2:
                     raise BrokerUnavailableError(

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from broker import pika_internals
 from broker.url import BrokerUrl
@@ -30,10 +29,7 @@ def blocking_connection(
     pika_internals.install_guarded_decode()
     try:
         connection = pika.BlockingConnection(broker.parameters(connection_name=name))
-    except (pika.exceptions.AMQPError, AMQPConnectorException) as exc:
-        # A busy broker times the AMQP handshake out with AMQPConnectorStackTimeout,
-        # which is no AMQPError: left alone it ended a worker's connect retries (the
-        # process exited 1 instead of trying again).
+    except pika_internals.CONNECT_ERRORS as exc:
         raise BrokerUnavailableError(
             f"cannot connect to RabbitMQ at {broker.redacted}: {exc!r}"
         ) from None

@@ -33,6 +33,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.adapters.base_connection import BaseConnection
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.adapters.utils import io_services_utils
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.channel import Channel
 
 from broker.property_salvage import error_name, salvage, unfit_header
@@ -44,6 +45,11 @@ _PROPERTIES = pika.spec.BasicProperties
 _PIKA_DECODE = _PROPERTIES.decode
 _INSTALL_LOCK = threading.Lock()
 # Set on the guarded function, and on a BasicProperties that could not be decoded.
+# What opening a blocking connection can raise.  A busy broker that times the AMQP
+# handshake out surfaces as pika's connection-workflow AMQPConnectorStackTimeout,
+# which is no AMQPError: caught as AMQPError alone it escaped the callers' retries
+# (a worker exited 1 instead of trying again).
+CONNECT_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, AMQPConnectorException)
 _GUARD_MARK = "_webhook_relay_guard"
 _FAILURE = "_webhook_relay_decode_failure"
 

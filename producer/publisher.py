@@ -18,6 +18,7 @@ import pika
 import pika.exceptions
 import structlog
 
+from broker import pika_internals
 from broker.declarer import apply_topology
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError
@@ -292,7 +293,8 @@ class Publisher:
                     f"{exc.reply_code} {self._scrub(exc.reply_text)}"
                 ) from None
             raise Transient(self._describe(exc)) from None
-        except pika.exceptions.AMQPError as exc:
+        except pika_internals.CONNECT_ERRORS as exc:
+            # AMQPError, or a handshake a busy broker timed out (see CONNECT_ERRORS).
             raise Transient(self._describe(exc)) from None
 
     @staticmethod
