@@ -7,9 +7,9 @@ oldest and newest Kubernetes versions this deployment targets. The Prometheus
 Operator's ServiceMonitor and PrometheusRule are custom resources that package
 cannot validate: their required fields are checked here, and the PrometheusRule's
 groups must equal config/prometheus/alerts.yml (one source of truth). Then the
-settings of the worker, the recorder and the notifier are loaded with the real
-loader from the environment each pod gets (its ConfigMap, Secrets and env),
-like tests/unit/test_deploy_files.py does for docker compose.
+settings of the worker, the recorder, the notifier and webhook-api are loaded
+with the real loader from the environment each pod gets (its ConfigMap, Secrets
+and env), like tests/unit/test_deploy_files.py does for docker compose.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from cli.api import main as api_main
 from cli.notifier import main as notifier_main
 from cli.recorder import main as recorder_main
 from cli.worker import main as worker_main
 from config.settings import Settings, load_environment, load_settings
 from config.subscriber_file import ENV_REFERENCE, parse_subscriber_file
+from control.api.auth import ApiTokens
 from control.delivery_log.recorder import Recorder
 from control.notifications.destinations import operator_secret
 from control.store.database import DatabaseUrl
@@ -59,23 +61,33 @@ CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 EXPECTED_KINDS = {
     "Namespace": 1,
     "ConfigMap": 2,  # the subscriber file, the environment every component shares
-    "Secret": 3,  # broker and subscribers, the store, the operator's notices
-    "Service": 3,  # one per component, for its metrics
-    "Deployment": 3,  # worker, recorder, notifier
+    "Secret": 4,  # broker and subscribers, the store, the operator's notices, API tokens
+    "Service": 4,  # one per component: metrics (worker, recorder, notifier), the API
+    "Deployment": 4,  # worker, recorder, notifier, api
     "PodDisruptionBudget": 1,
     "ServiceMonitor": 1,
     "PrometheusRule": 1,
 }
 # Each component's Deployment and Service, its console script, and the setting
-# naming the port it serves /healthz, /readyz and /metrics on.
+# naming the port it serves /healthz on (and /readyz and /metrics, but the API).
 COMPONENTS = {
     "worker": ("webhook-worker", "metrics_port"),
     "recorder": ("webhook-recorder", "recorder_metrics_port"),
     "notifier": ("webhook-notifier", "metrics_port"),
+    "api": ("webhook-api", "api_port"),
 }
+# The components Prometheus scrapes (webhook-api has no /metrics).
+METRICS_COMPONENTS = ("worker", "recorder", "notifier")
 # The console script each Deployment's container runs (the worker's is the
 # image's ENTRYPOINT, the others name theirs in `command`).
-MAINS = {"worker": worker_main, "recorder": recorder_main, "notifier": notifier_main}
+MAINS = {
+    "worker": worker_main,
+    "recorder": recorder_main,
+    "notifier": notifier_main,
+    "api": api_main,
+}
+# RSS measured for one API process: 118-121 MB (docs/scaling.md).
+API_PROCESS_RSS = 121e6
 _QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|k|M|G)?")
 _SCALE = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
@@ -237,7 +249,8 @@ def test_service_monitor_has_its_required_fields_and_finds_every_component(overl
     # alert rules, the dashboard and the compose Prometheus use.
     scrape_configs = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
     jobs = {job["job_name"] for job in scrape_configs}
-    selected = [o for o in objects if o["kind"] == "Service"]
+    services = [o for o in objects if o["kind"] == "Service"]
+    selected = [s for s in services if _selects(spec["selector"], s["metadata"]["labels"])]
     for service in selected:
         name = service["metadata"]["name"]
         assert _selects(spec["selector"], service["metadata"]["labels"]), name
@@ -245,8 +258,10 @@ def test_service_monitor_has_its_required_fields_and_finds_every_component(overl
         port_names = {port["name"] for port in service["spec"]["ports"]}
         assert all(endpoint["port"] in port_names for endpoint in spec["endpoints"]), name
     assert sorted(s["metadata"]["name"] for s in selected) == sorted(
-        name for name, _ in COMPONENTS.values()
+        COMPONENTS[c][0] for c in METRICS_COMPONENTS
     )
+    # The API's Service is not scraped: it serves no /metrics (a 401 or 404 there).
+    assert COMPONENTS["api"][0] not in {s["metadata"]["name"] for s in selected}
     assert 'job="webhook-worker"' in ALERT_RULES.read_text()
 
 
@@ -289,11 +304,20 @@ def test_probes_use_the_port_the_settings_give(overlay: str, component: str) -> 
     settings = load_environment(_pod_env(objects, container))
     port = getattr(settings, COMPONENTS[component][1])
     [declared] = container["ports"]
-    assert declared["name"] == "metrics" and declared["containerPort"] == port
-    assert settings.metrics_host == "0.0.0.0"  # the kubelet and Prometheus reach it
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert declared["containerPort"] == port
+    if component == "api":
+        # The kubelet and the Service reach it (its default is 127.0.0.1); it has
+        # /healthz only, answered once the store is migrated and open.
+        assert declared["name"] == "http" and settings.api_host == "0.0.0.0"
+        ready = "/healthz"
+    else:
+        assert declared["name"] == "metrics"
+        assert settings.metrics_host == "0.0.0.0"  # the kubelet and Prometheus reach it
+        ready = "/readyz"
+    name = declared["name"]
+    assert container["readinessProbe"]["httpGet"] == {"path": ready, "port": name}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": name}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": name}
     # Liveness must not kill a process that is only waiting for RabbitMQ: /healthz
     # answers as long as the process serves HTTP, /readyz is for readiness only.
     assert container["livenessProbe"]["httpGet"]["path"] != "/readyz"
@@ -327,9 +351,19 @@ def test_resources_are_requested_and_limited(overlay: str, component: str) -> No
         limit = _quantity(resources["limits"][kind])
         assert 0 < request <= limit, (kind, request, limit)
     # Above the measured peak RSS (docs/performance.md): the worker's 81-140 MB,
-    # the recorder's 124-167 MiB (the delivery log's benchmark).
-    least = {"worker": 256 * 2**20, "recorder": 2 * 167 * 2**20, "notifier": 128 * 2**20}
+    # the recorder's 124-167 MiB (the delivery log's benchmark); the API's
+    # 118-121 MB per process (docs/scaling.md), requested, with room for twice it.
+    least = {
+        "worker": 256 * 2**20,
+        "recorder": 2 * 167 * 2**20,
+        "notifier": 128 * 2**20,
+        "api": 2 * API_PROCESS_RSS,
+    }
     assert _quantity(resources["limits"]["memory"]) >= least[component]
+    if component == "api":
+        assert _quantity(resources["requests"]["memory"]) > API_PROCESS_RSS
+        # One process uses at most one core: a larger limit would never be used.
+        assert _quantity(resources["limits"]["cpu"]) <= 1
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
@@ -480,6 +514,45 @@ def test_notifier_settings_load_from_the_manifests(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_settings_load_from_the_manifests(overlay: str, tmp_path: Path) -> None:
+    """webhook-api: the store (URL and key), the broker's login, its tokens from a
+    mounted Secret file (never an env var), one process, no recorder of its own."""
+    objects = _render(overlay)
+    deployment, container = _component(objects, "api")
+    assert [s for s in container["envFrom"] if "secretRef" in s] == []
+    env = _pod_env(objects, container)
+    settings, database = _store_settings(env)
+    assert database.password == "change-me-postgres-password"
+    load_secrets_key(database, settings.secrets_key, settings.secrets_key_file)
+    assert settings.store_allows_private_networks is False
+    assert not {"EXAMPLE_SHOP_SECRET", "OPERATOR_NOTIFICATION_SECRET"} & set(env)
+    # The recorder has its own Deployment: a second one would delete twice.
+    assert settings.api_run_recorder is False
+    _component(objects, "recorder")
+    # One server process per pod (the resources are sized for one); scale by replicas.
+    assert settings.api_workers == 1
+
+    # The tokens: a file from the Secret webhook-relay-api, read-only, not in env.
+    assert "API_TOKENS" not in env and settings.api_tokens is None
+    assert settings.api_tokens_file is not None
+    tokens_path = PurePosixPath(str(settings.api_tokens_file))
+    pod = deployment["spec"]["template"]["spec"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(tokens_path.parent)]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    secret_name = volume["secret"]["secretName"]
+    assert secret_name == "webhook-relay-api"
+    [item] = [i for i in volume["secret"]["items"] if i["path"] == tokens_path.name]
+    # Readable by the pod's group (the kubelet gives the files fsGroup), nobody else.
+    assert volume["secret"]["defaultMode"] & 0o047 == 0o040
+    text = _secret_value(objects, secret_name, item["key"])
+    local = tmp_path / tokens_path.name
+    local.write_text(text)
+    tokens = ApiTokens.from_settings(load_environment({**env, "API_TOKENS_FILE": str(local)}))
+    assert len(tokens) == 1  # the placeholder is a valid token (comments skipped)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_secrets_hold_placeholders_only(overlay: str) -> None:
     readme = (ROOT / "README.md").read_text()
     for secret in (o for o in _render(overlay) if o["kind"] == "Secret"):
@@ -542,6 +615,9 @@ def test_overlays_differ_where_they_should() -> None:
     # A notifier on standby takes over at once (single active consumer).
     notifier, _ = _component(_render("production"), "notifier")
     assert notifier["spec"]["replicas"] == 2
+    # Two API pods: a node drain or a rollout leaves one serving.
+    api, _ = _component(_render("production"), "api")
+    assert api["spec"]["replicas"] == 2
     # Every component runs the one image the overlay names.
     for overlay in OVERLAYS:
         objects = _render(overlay)
