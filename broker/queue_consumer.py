@@ -26,19 +26,20 @@ import enum
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from broker.async_connection import AmqpConnection
 from broker.consumers import Message, OnMessage
+from broker.reconnect_backoff import Backoff, open_until_stopped
 from broker.url import BrokerUrl
 from config.errors import BrokerError
 from config.topology import Topology
 
 log = structlog.get_logger("queue_consumer")
+
+DEFAULT_BACKOFF = Backoff()
 
 # After the drain deadline, how long cancelled handlers get to unwind.
 _CANCEL_SECONDS = 5.0
@@ -53,14 +54,6 @@ class Settlement(enum.Enum):
 
 
 Handler = Callable[[Message], Awaitable[Settlement]]
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Waits between connection attempts: exponential from ``first`` up to ``most`` seconds."""
-
-    first_seconds: float = 0.5
-    most_seconds: float = 15.0
 
 
 class ConsumerChannel(Protocol):
@@ -113,7 +106,7 @@ class QueueConsumer:
         handle: Handler,
         on_ready: Callable[[bool], None] | None = None,
         drain_seconds: float = 30.0,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         connect: Connect = open_connection,
     ) -> None:
         self._broker = broker
@@ -152,26 +145,9 @@ class QueueConsumer:
             await self._sleep(self._backoff.first_seconds)
 
     async def _open_retrying(self) -> tuple[ConsumerConnection, ConsumerChannel, str] | None:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(BrokerError),
-            wait=wait_exponential_jitter(
-                multiplier=self._backoff.first_seconds,
-                max=self._backoff.most_seconds,
-                jitter=self._backoff.first_seconds,
-            ),
-            stop=lambda _state: self._stop.is_set(),
-            sleep=self._sleep,
-            reraise=True,
+        return await open_until_stopped(
+            self._open, self._backoff, stop=self._stop, sleep=self._sleep
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    if self._stop.is_set():
-                        return None
-                    return await self._open()
-        except BrokerError:
-            return None  # only reached when stopping mid-retry
-        return None
 
     async def _open(self) -> tuple[ConsumerConnection, ConsumerChannel, str]:
         try:

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from broker.async_channel import AmqpChannel
 from broker.async_connection import AmqpConnection
 from broker.declarer import declare_topology
+from broker.reconnect_backoff import Backoff, open_until_stopped
 from config.errors import BrokerError
 from config.settings import Settings
 from worker.consumer_channels import ConsumerChannels
@@ -27,6 +27,8 @@ log = structlog.get_logger("worker")
 
 # The connection, its consumer channels and its publisher channel (confirms on).
 Opened = tuple[AmqpConnection, ConsumerChannels, AmqpChannel]
+
+_BACKOFF = Backoff(first_seconds=0.2, most_seconds=15, jitter_seconds=0.5)
 
 
 class Connector:
@@ -50,22 +52,7 @@ class Connector:
 
     async def connect(self) -> Opened | None:
         """Connect, declare the topology and open channels; retry with backoff until stopped."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(BrokerError),
-            wait=wait_exponential_jitter(multiplier=0.2, max=15, jitter=0.5),
-            stop=lambda _state: self._stop.is_set(),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    if self._stop.is_set():
-                        return None
-                    return await self._open()
-        except BrokerError:
-            return None  # only reached when stopping mid-retry
-        return None
+        return await open_until_stopped(self._open, _BACKOFF, stop=self._stop, sleep=self._sleep)
 
     async def _open(self) -> Opened:
         name = f"webhook-worker {socket.gethostname()} pid {os.getpid()}"

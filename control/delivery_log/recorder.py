@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import structlog
 
 from broker.consumers import Message
-from broker.queue_consumer import Backoff, Connect, QueueConsumer, Settlement, open_connection
+from broker.queue_consumer import Connect, QueueConsumer, Settlement, open_connection
+from broker.reconnect_backoff import Backoff
 from broker.url import BrokerUrl
 from config.errors import PayloadError, StoreUnavailableError
 from config.topology import DELIVERY_LOG_QUEUE, delivery_log_topology
@@ -86,7 +87,6 @@ class Recorder:
         self._pending_records = 0
         self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
-        self.connected = False
 
     def request_stop(self) -> None:
         """Stop taking records; what is held is written (or left to the broker), then return."""
@@ -109,8 +109,12 @@ class Recorder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    @property
+    def connected(self) -> bool:
+        """Connected and consuming the log's queue."""
+        return self._consumer.ready
+
     def _on_ready(self, ready: bool) -> None:
-        self.connected = ready
         if ready:
             log.info("recorder_consuming", queue=DELIVERY_LOG_QUEUE, store=repr(self._store))
 

@@ -22,7 +22,8 @@ from collections.abc import Callable
 import structlog
 
 from broker.consumers import Message
-from broker.queue_consumer import Backoff, Connect, QueueConsumer, Settlement, open_connection
+from broker.queue_consumer import Connect, QueueConsumer, Settlement, open_connection
+from broker.reconnect_backoff import Backoff
 from broker.url import BrokerUrl
 from config.errors import StoreError
 from config.topology import OPERATIONAL_FACTS_QUEUE, operational_facts_topology

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from broker.consumers import Message
-from broker.queue_consumer import Backoff, QueueConsumer, Settlement
+from broker.queue_consumer import QueueConsumer, Settlement
+from broker.reconnect_backoff import Backoff
 from broker.url import BrokerUrl
 from config.errors import BrokerUnavailableError
 from config.topology import DELIVERY_LOG_QUEUE, delivery_log_topology
